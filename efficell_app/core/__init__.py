@@ -1,0 +1,1 @@
+"""The Qt-free core: images, encoders, the EffiCell model, inference, training, measurement."""

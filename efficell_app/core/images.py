@@ -1,0 +1,452 @@
+"""Reading microscopy images into one type, and normalising them for the model.
+
+Every reader returns an :class:`ImageData`: raw pixel values (never normalised) as a
+``(C, H, W)`` array, channel names, the pixel size when the file records it, and the
+path. Z-stacks and time series are never guessed: the caller chooses a plane (or a
+maximum projection) and otherwise gets an error that says how to choose.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageReadError
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES
+MIN_SIDE = 8  # smaller images cannot hold a cell the model could see
+MAX_CHANNELS = 16
+
+# TIFF/OME units to micrometres.
+_UNIT_TO_UM = {
+    "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "\\u00B5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4,
+}
+
+
+@dataclass(frozen=True)
+class PlaneChoice:
+    """How to reduce a z-stack or time series to one 2-D (multi-channel) image.
+
+    ``z`` and ``t`` are a plane index, ``"max"`` (maximum projection), or ``None`` (the
+    file must have no such axis, or only one plane on it).
+    """
+
+    z: int | str | None = None
+    t: int | None = None
+
+    @classmethod
+    def parse(cls, z: str | None = None, t: str | None = None) -> PlaneChoice:
+        zz: int | str | None = None
+        if z is not None:
+            zz = "max" if z.strip().lower() in ("max", "mip") else int(z)
+        return cls(z=zz, t=None if t is None else int(t))
+
+
+@dataclass
+class ImageData:
+    """An image as read from disk: raw values, channel-first."""
+
+    data: np.ndarray  # (C, H, W), the file's dtype
+    path: Path | None = None
+    channel_names: tuple[str, ...] = ()
+    pixel_size_um: float | None = None
+    rgb: bool = False  # an RGB(A) colour image such as H&E histology
+    notes: list[str] = field(default_factory=list)  # warnings worth showing the user
+
+    def __post_init__(self) -> None:
+        if self.data.ndim != 3:
+            raise ValueError(f"ImageData wants (C, H, W), got shape {self.data.shape}")
+        if not self.channel_names:
+            n = self.data.shape[0]
+            names = ("red", "green", "blue") if self.rgb and n == 3 else tuple(f"ch{i}" for i in range(n))
+            self.channel_names = names
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.data.shape[1]), int(self.data.shape[2])
+
+    def with_data(self, data: np.ndarray) -> ImageData:
+        return replace(self, data=data, notes=list(self.notes))
+
+
+def is_image_file(path: str | Path) -> bool:
+    name = str(path).lower()
+    return name.endswith(IMAGE_SUFFIXES) and not Path(path).name.startswith(".")
+
+
+def find_images(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand files and folders (recursively) into image files.
+
+    Returns ``(images, skipped)``, where ``skipped`` lists ``(path, reason)`` for files in the
+    given folders that are not images, so the caller can say what was left out.
+    """
+    images: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                if is_image_file(f):
+                    images.append(f)
+                else:
+                    skipped.append((f, f"not an image file ({f.suffix or 'no extension'})"))
+        else:
+            images.append(p)  # named explicitly: let the reader say what is wrong with it
+    return images, skipped
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis: int | None = None) -> ImageData:
+    """Read a TIFF/OME-TIFF, PNG, JPEG or BMP file.
+
+    ``channel_axis`` overrides the channel axis of a plain 3-D TIFF without metadata
+    (0 = channel-first, -1 = channel-last). Raises :class:`ImageReadError` naming the file.
+    """
+    path = Path(path)
+    planes = planes or PlaneChoice()
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    lower = path.name.lower()
+    try:
+        if lower.endswith(TIFF_SUFFIXES):
+            img = _read_tiff(path, planes, channel_axis)
+        elif lower.endswith(RASTER_SUFFIXES):
+            img = _read_raster(path)
+        else:
+            raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads TIFF, PNG, JPEG, BMP)")
+    except ImageReadError:
+        raise
+    except MemoryError as exc:
+        raise ImageReadError(path, "image too large to load into memory") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear line
+        raise ImageReadError(path, f"cannot be read as an image ({_short(exc)}); the file may be damaged or truncated") from exc
+    return _validate(img)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]
+
+
+def _read_raster(path: Path) -> ImageData:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            mode = im.mode
+        if mode in ("1", "L", "I", "F", "I;16", "I;16B", "I;16L"):
+            arr = np.asarray(im)
+            if mode == "1":
+                arr = arr.astype(np.uint8) * 255
+            data = arr[None]
+            return ImageData(data=data, path=path)
+        if mode in ("LA", "PA"):
+            return ImageData(data=np.asarray(im.convert("L"))[None], path=path)
+        if mode not in ("RGB", "RGBA"):
+            im = im.convert("RGB")
+        arr = np.asarray(im)[..., :3]
+    data = np.moveaxis(arr, -1, 0)
+    if _channels_equal(data):
+        return ImageData(data=np.ascontiguousarray(data[:1]), path=path)
+    return ImageData(data=np.ascontiguousarray(data), path=path, rgb=True)
+
+
+def _channels_equal(data: np.ndarray) -> bool:
+    """True for 'RGB' files that are really grayscale (R == G == B everywhere)."""
+    return data.shape[0] == 3 and bool(np.array_equal(data[0], data[1]) and np.array_equal(data[0], data[2]))
+
+
+def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None) -> ImageData:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ImageReadError(path, "TIFF holds no image data")
+        series = tif.series[0]
+        axes = series.axes.upper()
+        arr = series.asarray()
+        pixel_size = _tiff_pixel_size(tif)
+        names = _tiff_channel_names(tif)
+    data, rgb = _to_cyx(path, arr, axes, planes, channel_axis)
+    if names and len(names) != data.shape[0]:
+        names = ()
+    return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb)
+
+
+def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel_axis: int | None) -> tuple[np.ndarray, bool]:
+    """Bring a TIFF series to (C, Y, X), applying the user's z/t choice."""
+    arr = np.asarray(arr)
+    # Drop singleton axes other than Y and X.
+    keep = [i for i, a in enumerate(axes) if arr.shape[i] != 1 or a in "YX"]
+    arr = arr.reshape([arr.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    rgb = "S" in axes and arr.shape[axes.index("S")] in (3, 4)
+    # Unlabelled leading axes (Q, I) of a plain TIFF: interpret, or ask.
+    unknown = [a for a in axes if a not in "YXCSZT"]
+    if unknown:
+        if arr.ndim == 3 and axes.endswith("YX"):
+            n = arr.shape[0]
+            if channel_axis in (0,) or (channel_axis is None and n <= 4):
+                axes = "C" + axes[1:]
+            elif channel_axis is None:
+                raise ImageReadError(path, f"3-D image of {n} planes without metadata: say whether they are "
+                                     "channels, z-planes or time points (--z N|max or --t N)")
+            else:
+                axes = ("Z" if planes.z is not None else "T") + axes[1:]
+        elif arr.ndim == 3 and axes[:2] == "YX" and arr.shape[2] <= 4:
+            axes = axes[:2] + "C"
+        else:
+            raise ImageReadError(path, f"{arr.ndim}-D image with axes '{axes}' and shape {tuple(arr.shape)} "
+                                 "cannot be interpreted; save it as 2-D planes or as an OME/ImageJ hyperstack")
+    if channel_axis is not None and "C" not in axes and "S" not in axes and arr.ndim == 3:
+        axes = "C" + axes[1:] if channel_axis == 0 else axes[:2] + "C"
+    for ax, choice, label, flag in (("T", planes.t, "time points", "--t N"), ("Z", planes.z, "z-planes", "--z N or --z max")):
+        if ax not in axes:
+            continue
+        i = axes.index(ax)
+        n = arr.shape[i]
+        if choice is None:
+            raise ImageReadError(path, f"is a stack of {n} {label}; choose one with {flag}")
+        if choice == "max":
+            arr = arr.max(axis=i)
+        else:
+            if not 0 <= int(choice) < n:
+                raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")
+            arr = np.take(arr, int(choice), axis=i)
+        axes = axes.replace(ax, "")
+    axes = axes.replace("S", "C")
+    if axes.count("C") > 1:
+        raise ImageReadError(path, f"image has two channel axes ({axes}); cannot interpret")
+    if "C" not in axes:
+        arr = arr[None]
+        axes = "C" + axes
+    if set(axes) != set("CYX") or len(axes) != 3:
+        raise ImageReadError(path, f"{arr.ndim}-D image with axes '{axes}' cannot be reduced to a 2-D image")
+    arr = np.transpose(arr, [axes.index("C"), axes.index("Y"), axes.index("X")])
+    if rgb and arr.shape[0] == 4:
+        arr = arr[:3]
+    if rgb and _channels_equal(arr):
+        return np.ascontiguousarray(arr[:1]), False
+    return np.ascontiguousarray(arr), rgb
+
+
+def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
+    """Pixel size in µm from OME-XML, ImageJ metadata, or TIFF resolution tags in cm."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            root = ET.fromstring(tif.ome_metadata)
+            for el in root.iter():
+                if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
+                    unit = el.get("PhysicalSizeXUnit", "µm")
+                    factor = _UNIT_TO_UM.get(unit)
+                    if factor:
+                        return float(el.get("PhysicalSizeX")) * factor
+        page = tif.pages[0]
+        tags = page.tags
+        xres = tags.get("XResolution")
+        if xres is None:
+            return None
+        num, den = xres.value
+        if not num:
+            return None
+        per_unit = den / num  # size of one pixel in the resolution unit
+        ij = tif.imagej_metadata or {}
+        unit = str(ij.get("unit", "")).strip().lower()
+        if tif.is_imagej and unit:
+            factor = _UNIT_TO_UM.get(unit)
+            return per_unit * factor if factor else None
+        res_unit = tags.get("ResolutionUnit")
+        if res_unit is not None and int(res_unit.value) == 3:  # centimetre
+            value = per_unit * 1e4
+            return value if 1e-4 < value < 1e4 else None
+    except Exception as exc:  # noqa: BLE001 - bad metadata must not stop the image from loading
+        log.debug("ignoring unreadable resolution metadata: %s", exc)
+    return None
+
+
+def _tiff_channel_names(tif) -> tuple[str, ...]:  # noqa: ANN001
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            root = ET.fromstring(tif.ome_metadata)
+            names = [el.get("Name") for el in root.iter() if el.tag.endswith("}Channel") or el.tag == "Channel"]
+            if names and all(names):
+                return tuple(str(n) for n in names)
+        ij = tif.imagej_metadata or {}
+        labels = ij.get("Labels")
+        if isinstance(labels, (list, tuple)) and labels:
+            return tuple(str(x) for x in labels)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("ignoring unreadable channel names: %s", exc)
+    return ()
+
+
+def _validate(img: ImageData) -> ImageData:
+    data, path = img.data, img.path
+    if data.dtype == bool:
+        raise ImageReadError(path, "is a binary (boolean) image, not an intensity image; if it is a mask, use it as a mask")
+    if np.iscomplexobj(data):
+        raise ImageReadError(path, f"has complex pixel values ({data.dtype}); EffiCell needs real intensities")
+    if data.dtype.kind not in "uif":
+        raise ImageReadError(path, f"unsupported pixel type {data.dtype}")
+    h, w = data.shape[1:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ImageReadError(path, f"image is {h}x{w} pixels; EffiCell needs at least {MIN_SIDE}x{MIN_SIDE}")
+    if data.shape[0] > MAX_CHANNELS:
+        raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack (use --z or --t), at most {MAX_CHANNELS} channels are supported")
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data)
+        n_bad = int(bad.sum())
+        if n_bad == data.size:
+            raise ImageReadError(path, "every pixel is NaN or infinite")
+        if n_bad:
+            data = data.copy()
+            fill = np.nanmin(np.where(bad, np.nan, data))
+            data[bad] = fill
+            img = img.with_data(data)
+            img.notes.append(f"{n_bad} NaN/infinite pixel(s) replaced by the image minimum")
+    if img.data.size and img.data.min() == img.data.max():
+        img.notes.append(f"image is constant (every pixel is {img.data.flat[0]}): no cells can be found")
+    return img
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an instance label image (0 = background) as int32 ``(H, W)``.
+
+    Refuses negative or non-integer labels and, when ``shape`` is given, a different size.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "mask file not found")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "mask file is empty (0 bytes)")
+    try:
+        if str(path).lower().endswith(TIFF_SUFFIXES):
+            import tifffile
+
+            arr = np.asarray(tifffile.imread(path))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001
+        raise ImageReadError(path, f"cannot be read as a mask ({_short(exc)}); the file may be damaged") from exc
+    arr = np.squeeze(arr)
+    if arr.ndim != 2:
+        raise ImageReadError(path, f"a mask must be 2-D, this one has shape {tuple(arr.shape)}")
+    if arr.dtype == bool:
+        from skimage.measure import label
+
+        arr = label(arr, connectivity=1)
+    elif arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ImageReadError(path, "mask has non-integer labels; a mask holds whole numbers (0 = background)")
+    elif arr.dtype.kind not in "ui":
+        raise ImageReadError(path, f"mask has unsupported type {arr.dtype}")
+    if arr.size and arr.min() < 0:
+        raise ImageReadError(path, "mask has negative labels; labels must be 0 (background) or positive")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise ImageReadError(path, f"mask is {arr.shape[0]}x{arr.shape[1]} but its image is {shape[0]}x{shape[1]}")
+    if arr.size and arr.max() > np.iinfo(np.int32).max:
+        raise ImageReadError(path, "mask labels exceed the int32 range")
+    return arr.astype(np.int32, copy=False)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def percentile_range(channel: np.ndarray, low: float = 1.0, high: float = 99.8, max_samples: int = 4_000_000) -> tuple[float, float]:
+    """Percentiles of one whole channel; large channels are sampled on a regular grid.
+
+    The grid sample is deterministic, so the same image always normalises the same way.
+    """
+    flat = channel.reshape(-1)
+    if flat.size > max_samples:
+        step = int(np.ceil(flat.size / max_samples))
+        flat = flat[::step]
+    lo, hi = np.percentile(flat.astype(np.float32, copy=False), [low, high])
+    return float(lo), float(hi)
+
+
+def normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Per-channel percentile normalisation of a whole ``(C, H, W)`` image to ~[0, 1] float32.
+
+    Computed on the whole image (never per tile) so that tiles agree. A constant channel
+    becomes zeros.
+    """
+    out = np.empty(data.shape, dtype=np.float32)
+    for c in range(data.shape[0]):
+        lo, hi = percentile_range(data[c], low, high)
+        if hi - lo < 1e-12:
+            lo, hi = float(data[c].min()), float(data[c].max())
+        if hi - lo < 1e-12:
+            out[c] = 0.0
+            continue
+        np.subtract(data[c], lo, out=out[c], dtype=np.float32)
+        out[c] *= np.float32(1.0 / (hi - lo))
+    np.clip(out, -0.5, 1.5, out=out)
+    return out
+
+
+def parse_channels(spec: str | None) -> tuple[int, ...] | None:
+    """Parse ``--channels``: ``"0"`` (one channel), ``"1,0"`` (cytoplasm, nucleus), ``"rgb"`` or ``None`` (auto)."""
+    if spec is None or spec.strip().lower() in ("", "auto"):
+        return None
+    if spec.strip().lower() == "rgb":
+        return (0, 1, 2)
+    try:
+        idx = tuple(int(s) for s in re.split(r"[,\s]+", spec.strip()) if s)
+    except ValueError as exc:
+        raise ValueError(f"--channels must be channel numbers such as '0' or '1,0', not '{spec}'") from exc
+    if not 1 <= len(idx) <= 3 or any(i < 0 for i in idx):
+        raise ValueError(f"--channels takes 1 to 3 channel numbers (0-based), not '{spec}'")
+    return idx
+
+
+def model_input(img: ImageData, channels: tuple[int, ...] | None = None) -> np.ndarray:
+    """The 3-channel normalised float32 array the model sees.
+
+    Grayscale is replicated; RGB is kept; with ``channels`` = (cyto, nucleus) the two are
+    placed in the first two planes and their mean in the third. Without ``channels`` a
+    multi-channel non-RGB image uses its first channel.
+    """
+    data = img.data
+    if channels is None:
+        channels = (0, 1, 2) if img.rgb and img.n_channels >= 3 else (0,)
+    for c in channels:
+        if c >= img.n_channels:
+            raise ImageReadError(img.path, f"channel {c} requested but the image has {img.n_channels} channel(s)")
+    sel = normalize(data[list(channels)])
+    if sel.shape[0] == 1:
+        return np.repeat(sel, 3, axis=0)
+    if sel.shape[0] == 2:
+        return np.concatenate([sel, sel.mean(axis=0, keepdims=True)], axis=0)
+    return sel
