@@ -1,0 +1,161 @@
+"""Recipe that trains the built-in compact encoder together with the generalist adapters.
+
+Run (the shipped weights were made with this command; see docs/models.md for the hardware):
+
+    python -m efficell_app.core.builtin_training --data ../shared/data --work work/builtin --minutes 75
+
+Data: the three datasets of ``../shared/data``, training split of ``resources/models/data_split.json``
+(per dataset, source images shuffled with seed 0, 25 % of sources held out; tiles of one source stay
+together). Every image is rescaled so its median cell diameter is the target diameter, at three
+scales (x0.8, x1, x1.25); crops of 256 px, the 8 dihedral transforms and photometric jitter.
+The encoder is trained only here; afterwards it is frozen like any other encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("efficell.builtin_training")
+
+DATASETS = ("dsb2018_fluo", "monuseg", "usiigaci_phase")
+TARGET_DIAMETER = 24.0
+SCALES = (0.8, 1.0, 1.25)
+
+
+def load_split(split_file: Path) -> dict:
+    return json.loads(Path(split_file).read_text())["split"]
+
+
+def load_samples(data: Path, stems: list[str], dataset: str, target_diameter: float = TARGET_DIAMETER, scales=SCALES):  # noqa: ANN001, ANN201
+    from .images import read_image, read_mask
+    from .training_data import object_diameter, prepare_sample
+
+    out = []
+    for stem in stems:
+        img = read_image(data / dataset / "images" / f"{stem}.tif")
+        mask = read_mask(data / dataset / "masks" / f"{stem}.tif", img.shape)
+        base = target_diameter / max(object_diameter(mask), 1.0)
+        for s in scales:
+            out.append(prepare_sample(img, mask, target_diameter, scale=base * s, name=f"{dataset}/{stem}@{s}"))
+    return out
+
+
+def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int):  # noqa: ANN001, ANN201
+    import torch
+
+    from .training_data import crop_box, dihedral, pad_to, photometric
+
+    ims, sems, geos, valids = [], [], [], []
+    for _ in range(batch):
+        s = samples[rng.integers(len(samples))]
+        y0, x0, y1, x1 = crop_box(s.sem.shape, crop, rng, s.sem > 0)
+        im, se, ge, va = dihedral(int(rng.integers(8)), s.image[:, y0:y1, x0:x1], s.sem[y0:y1, x0:x1],
+                                  s.geo[:, y0:y1, x0:x1], s.valid[y0:y1, x0:x1])
+        im, se, ge, va = pad_to((photometric(im, rng), se, ge, va), crop)
+        ims.append(im), sems.append(se), geos.append(ge), valids.append(va)
+    return (torch.from_numpy(np.stack(ims)), torch.from_numpy(np.stack(sems)).long(),
+            torch.from_numpy(np.stack(geos)), torch.from_numpy(np.stack(valids)))
+
+
+def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 256, seed: int = 0, threads: int = 2,
+          split_file: Path | None = None) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from .encoders.compact import CompactEncoder
+    from .losses import total_loss
+    from .model.adapters import build_adapters
+    from .resources import models_dir
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    split = load_split(split_file or models_dir() / "data_split.json")
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    per_ds = {ds: load_samples(data, split[ds]["train"], ds) for ds in DATASETS}
+    log.info("prepared %s samples in %.0f s", {k: len(v) for k, v in per_ds.items()}, time.time() - t0)
+
+    encoder = CompactEncoder()
+    adapters = build_adapters(encoder.out_channels, encoder.stride)
+    mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
+    std = torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1)
+    params = list(encoder.parameters()) + list(adapters.parameters())
+    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
+    budget = minutes * 60.0
+    start = time.time()
+    step = 0
+    history = []
+    ds_names = list(per_ds)
+    last_ckpt = start
+    ckpt = work / "builtin_ckpt.safetensors"
+
+    def save(tag: str) -> None:
+        state = {f"encoder.{k}": v.detach().contiguous() for k, v in encoder.state_dict().items()}
+        state.update({f"adapters.{k}": v.detach().contiguous() for k, v in adapters.state_dict().items()})
+        tmp = ckpt.with_suffix(".part")
+        save_file(state, str(tmp), metadata={"step": str(step), "tag": tag})
+        tmp.replace(ckpt)
+        (work / "history.json").write_text(json.dumps(history))
+
+    encoder.train()
+    adapters.train()
+    while True:
+        elapsed = time.time() - start
+        if elapsed > budget:
+            break
+        frac = elapsed / budget
+        lr = 2e-3 * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac))) if step > 50 else 2e-3 * (step + 1) / 51
+        for g in opt.param_groups:
+            g["lr"] = lr
+        ds = ds_names[step % len(ds_names)]
+        x, sem_t, geo_t, valid = make_batch(per_ds[ds], rng, batch, crop)
+        feats = encoder((x - mean) / std)
+        out = adapters(feats, x)
+        loss, terms = total_loss(out, sem_t, geo_t, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        step += 1
+        history.append({"step": step, "t": round(time.time() - start, 1), "ds": ds, "loss": float(loss.detach()), **{k: round(v, 4) for k, v in terms.items()}})
+        if step % 20 == 0:
+            log.info("step %d  %.0f s  lr %.2e  loss %.3f  %s", step, time.time() - start, lr, float(loss.detach()),
+                     " ".join(f"{k}={v:.3f}" for k, v in terms.items()))
+        if time.time() - last_ckpt > 600:
+            save("periodic")
+            last_ckpt = time.time()
+    save("final")
+    meta = {"steps": step, "seconds": round(time.time() - start), "batch": batch, "crop": crop, "seed": seed,
+            "threads": threads, "target_diameter": TARGET_DIAMETER, "scales": SCALES,
+            "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU ({platform.platform()})",
+            "torch": torch.__version__}
+    (work / "train_meta.json").write_text(json.dumps(meta, indent=1))
+    log.info("done: %s", meta)
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--work", type=Path, default=Path("work/builtin"))
+    p.add_argument("--minutes", type=float, default=75)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

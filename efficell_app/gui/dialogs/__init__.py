@@ -1,0 +1,1 @@
+"""Dialogs: export, models (encoder weights), application settings."""

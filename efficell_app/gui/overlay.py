@@ -1,0 +1,194 @@
+"""Pure-numpy rendering for the viewer: channel composites and label overlays.
+
+Kept free of Qt so it is easy to test and fast to reason about; the viewer hands the
+arrays to pyqtgraph ``ImageItem``s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Colour-blind-friendly, well separated hues (Okabe-Ito + Tol bright), as 0-255 RGB.
+PALETTE = np.array(
+    [
+        (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+        (213, 94, 0), (204, 121, 167), (102, 204, 238), (34, 136, 51), (238, 102, 119),
+        (170, 51, 119), (187, 187, 187),
+    ],
+    dtype=np.uint8,
+)
+CHANNEL_COLOURS = {
+    "grey": (255, 255, 255), "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
+    "cyan": (0, 255, 255), "magenta": (255, 0, 255), "yellow": (255, 255, 0),
+}
+_ROW_CHUNK = 1024
+
+
+@dataclass
+class ChannelDisplay:
+    """How one channel is drawn: colour, contrast limits (raw values), visibility."""
+
+    name: str
+    colour: str = "grey"
+    lo: float = 0.0
+    hi: float = 1.0
+    visible: bool = True
+
+
+def default_displays(data: np.ndarray, names: tuple[str, ...], rgb: bool) -> list[ChannelDisplay]:
+    """Initial colours and auto-contrast (0.5-99.8 percentiles) for a ``(C, H, W)`` image."""
+    n = data.shape[0]
+    if n == 1:
+        colours = ["grey"]
+    elif rgb and n == 3:
+        colours = ["red", "green", "blue"]
+    else:
+        cycle = ["green", "magenta", "cyan", "yellow", "red", "blue"]
+        colours = [cycle[i % len(cycle)] for i in range(n)]
+    out = []
+    for c in range(n):
+        lo, hi = auto_levels(data[c])
+        out.append(ChannelDisplay(name=names[c] if c < len(names) else f"ch{c}", colour=colours[c], lo=lo, hi=hi))
+    return out
+
+
+def auto_levels(channel: np.ndarray, low: float = 0.5, high: float = 99.8) -> tuple[float, float]:
+    """Robust display range of one channel (sampled on large images)."""
+    flat = channel.reshape(-1)
+    if flat.size > 1_000_000:
+        flat = flat[:: int(np.ceil(flat.size / 1_000_000))]
+    lo, hi = np.percentile(flat.astype(np.float32, copy=False), [low, high])
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+        if hi <= lo:
+            hi = lo + 1.0
+    return float(lo), float(hi)
+
+
+def composite(data: np.ndarray, displays: list[ChannelDisplay], only: int | None = None) -> np.ndarray:
+    """Additive colour composite of the visible channels as ``(H, W, 3)`` uint8.
+
+    ``only`` shows a single channel (in its colour). Rendered in row chunks so a
+    4k x 4k image does not need gigabytes of temporaries.
+    """
+    _, h, w = data.shape
+    out = np.zeros((h, w, 3), dtype=np.uint8)
+    chans = [only] if only is not None else [i for i, d in enumerate(displays) if d.visible]
+    acc = np.empty((min(h, _ROW_CHUNK), w, 3), dtype=np.float32)
+    for r0 in range(0, h, _ROW_CHUNK):
+        r1 = min(h, r0 + _ROW_CHUNK)
+        a = acc[: r1 - r0]
+        a.fill(0.0)
+        for c in chans:
+            d = displays[c]
+            scale = 1.0 / max(d.hi - d.lo, 1e-12)
+            v = (data[c, r0:r1].astype(np.float32) - np.float32(d.lo)) * np.float32(scale)
+            np.clip(v, 0.0, 1.0, out=v)
+            col = np.asarray(CHANNEL_COLOURS.get(d.colour, (255, 255, 255)), dtype=np.float32)
+            for k in range(3):
+                if col[k]:
+                    a[..., k] += v * col[k]
+        np.clip(a, 0.0, 255.0, out=a)
+        out[r0:r1] = a.astype(np.uint8)
+    return out
+
+
+def touching_pairs(labels: np.ndarray, gap: int = 2) -> np.ndarray:
+    """``(N, 2)`` pairs of labels that touch or are within ``gap`` pixels (4-neighbourhood shifts)."""
+    pairs = []
+    for d in range(1, gap + 1):
+        for a, b in ((labels[:, :-d], labels[:, d:]), (labels[:-d, :], labels[d:, :])):
+            m = (a != b) & (a > 0) & (b > 0)
+            if m.any():
+                pairs.append(np.stack([a[m], b[m]], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), dtype=labels.dtype)
+    p = np.concatenate(pairs)
+    p = np.sort(p, axis=1)
+    return np.unique(p, axis=0)
+
+
+def label_colours(labels: np.ndarray) -> np.ndarray:
+    """A ``(max_label + 1, 4)`` uint8 RGBA table where touching cells get different colours.
+
+    Greedy graph colouring: each cell prefers a palette entry chosen from its id (so colours
+    look varied) and moves to the next free entry when a neighbour already holds it.
+    """
+    n = int(labels.max()) if labels.size else 0
+    lut = np.zeros((n + 1, 4), dtype=np.uint8)
+    if n == 0:
+        return lut
+    k = len(PALETTE)
+    neighbours: dict[int, list[int]] = {}
+    for a, b in touching_pairs(labels).tolist():
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    colour = np.full(n + 1, -1, dtype=np.int64)
+    for lab in range(1, n + 1):
+        taken = {int(colour[j]) for j in neighbours.get(lab, ())}
+        pref = (lab * 5) % k
+        for step in range(k):
+            c = (pref + step) % k
+            if c not in taken:
+                break
+        colour[lab] = c
+    lut[1:, :3] = PALETTE[colour[1:]]
+    lut[1:, 3] = 255
+    return lut
+
+
+def boundaries(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of pixels of a cell that touch another label (or background)."""
+    b = np.zeros(labels.shape, dtype=bool)
+    diff = labels[:, 1:] != labels[:, :-1]
+    b[:, 1:] |= diff
+    b[:, :-1] |= diff
+    diff = labels[1:, :] != labels[:-1, :]
+    b[1:, :] |= diff
+    b[:-1, :] |= diff
+    return b & (labels > 0)
+
+
+def overlay_rgba(labels: np.ndarray, mode: str = "fill", lut: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W, 4)`` uint8 overlay: ``"fill"`` (cells filled, darker rims) or ``"outline"``."""
+    lut = label_colours(labels) if lut is None else lut
+    rgba = lut[labels]
+    edge = boundaries(labels)
+    if mode == "outline":
+        rgba[~edge] = 0
+    else:
+        rgba[..., 3] = np.where(labels > 0, 150, 0).astype(np.uint8)
+        rgba[edge, 3] = 255
+    return rgba
+
+
+def highlight_rgba(labels: np.ndarray, label: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """A white 2-px outline of one cell, cropped to its box: ``(rgba, (row0, col0))``, or None."""
+    if label <= 0:
+        return None
+    rows = np.flatnonzero((labels == label).any(axis=1))
+    if rows.size == 0:
+        return None
+    r0, r1 = int(rows[0]), int(rows[-1]) + 1
+    band = labels[r0:r1] == label
+    cols = np.flatnonzero(band.any(axis=0))
+    c0, c1 = int(cols[0]), int(cols[-1]) + 1
+    r0p, c0p = max(r0 - 1, 0), max(c0 - 1, 0)
+    mask = labels[r0p : r1 + 1, c0p : c1 + 1] == label
+    edge = np.zeros_like(mask)
+    inner = mask.copy()
+    for _ in range(2):
+        e = boundaries(inner.astype(np.int32))
+        edge |= e
+        inner &= ~e
+    rgba = np.zeros(mask.shape + (4,), dtype=np.uint8)
+    rgba[edge] = (255, 255, 255, 255)
+    return rgba, (r0p, c0p)
+
+
+def format_number(v: float | int) -> str:
+    """Pixel values for the status line: integers plain, floats with 4 significant digits."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() and abs(f) < 1e9 else f"{f:.4g}"

@@ -1,0 +1,1 @@
+"""Dockable panels of the main window: project, segmentation settings, measurements."""

@@ -1,0 +1,185 @@
+"""Project panel: image sets and their images, with status icons and thumbnails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QMenu,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..icons import array_to_icon, status_icon
+
+ROLE_KIND = Qt.ItemDataRole.UserRole
+ROLE_ID = Qt.ItemDataRole.UserRole + 1
+THUMB = 40
+
+
+class ProjectPanel(QWidget):
+    """Tree of sets -> images. Emits ``image_activated(image_id)`` when one is opened."""
+
+    image_activated = Signal(int)
+    segment_requested = Signal(str)  # "selection" | "set"
+    remove_requested = Signal(list)  # image ids
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.header = QLabel("No project open. Drop a folder of images here to start.")
+        self.header.setWordWrap(True)
+        self.header.setStyleSheet("color: palette(mid); padding: 4px;")
+        self.tree = QTreeWidget()
+        self.tree.setColumnCount(2)
+        self.tree.setHeaderLabels(["Image", "Status"])
+        self.tree.setIconSize(QSize(THUMB, THUMB))
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.tree.setUniformRowHeights(True)
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.itemActivated.connect(self._activated)
+        self.tree.itemClicked.connect(self._activated)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._context_menu)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.header)
+        layout.addWidget(self.tree, 1)
+        self._items: dict[int, QTreeWidgetItem] = {}
+        self._sets: dict[str, QTreeWidgetItem] = {}
+
+    # ------------------------------------------------------------------ content
+    def set_project(self, project: Any | None) -> None:
+        """Rebuild from a :class:`~efficell_app.project.Project` (None: empty)."""
+        self.tree.clear()
+        self._items.clear()
+        self._sets.clear()
+        if project is None:
+            self.header.setText("No project open. Drop a folder of images here to start.")
+            return
+        self.header.setText(f"<b>{project.name}</b><br><span style='font-size:small'>{project.root}</span>")
+        for s in project.list_sets():
+            self.add_set(s.name)
+        for rec in project.list_images():
+            self.add_image(rec)
+        self.tree.expandAll()
+
+    def add_set(self, name: str) -> QTreeWidgetItem:
+        if name in self._sets:
+            return self._sets[name]
+        item = QTreeWidgetItem([name, ""])
+        item.setData(0, ROLE_KIND, "set")
+        font = item.font(0)
+        font.setBold(True)
+        item.setFont(0, font)
+        self.tree.addTopLevelItem(item)
+        item.setExpanded(True)
+        self._sets[name] = item
+        return item
+
+    def add_image(self, rec: Any) -> QTreeWidgetItem:
+        """Add or update one image row from an ``ImageRecord``."""
+        item = self._items.get(rec.id)
+        if item is None:
+            parent = self.add_set(rec.set_name)
+            item = QTreeWidgetItem([rec.path.name, ""])
+            item.setData(0, ROLE_KIND, "image")
+            item.setData(0, ROLE_ID, int(rec.id))
+            item.setToolTip(0, str(rec.path))
+            parent.addChild(item)
+            self._items[rec.id] = item
+            self._update_set_count(rec.set_name)
+        self.set_status(rec.id, rec.status)
+        return item
+
+    def _update_set_count(self, set_name: str) -> None:
+        item = self._sets[set_name]
+        item.setText(1, f"{item.childCount()} images")
+
+    def set_status(self, image_id: int, status: str, detail: str = "") -> None:
+        item = self._items.get(image_id)
+        if item is None:
+            return
+        item.setIcon(1, status_icon(status))
+        item.setText(1, f"{status}{' · ' + detail if detail else ''}")
+        item.setData(1, ROLE_KIND, status)
+
+    def status_of(self, image_id: int) -> str | None:
+        item = self._items.get(image_id)
+        return None if item is None else item.data(1, ROLE_KIND)
+
+    def set_thumbnail(self, image_id: int, rgb: Any) -> None:
+        item = self._items.get(image_id)
+        if item is not None:
+            item.setIcon(0, array_to_icon(rgb))
+
+    def remove_image(self, image_id: int) -> None:
+        item = self._items.pop(image_id, None)
+        if item is not None and item.parent() is not None:
+            parent = item.parent()
+            parent.removeChild(item)
+            self._update_set_count(parent.text(0))
+
+    def image_ids(self) -> list[int]:
+        return list(self._items)
+
+    # ------------------------------------------------------------------ selection
+    def current_image(self) -> int | None:
+        item = self.tree.currentItem()
+        if item is None or item.data(0, ROLE_KIND) != "image":
+            return None
+        return int(item.data(0, ROLE_ID))
+
+    def current_set(self) -> str | None:
+        item = self.tree.currentItem()
+        if item is None:
+            return next(iter(self._sets), None)
+        if item.data(0, ROLE_KIND) == "image":
+            item = item.parent()
+        return item.text(0)
+
+    def selected_images(self) -> list[int]:
+        """Images selected directly, plus all images of selected sets."""
+        ids: list[int] = []
+        for item in self.tree.selectedItems():
+            if item.data(0, ROLE_KIND) == "image":
+                ids.append(int(item.data(0, ROLE_ID)))
+            else:
+                ids.extend(int(item.child(i).data(0, ROLE_ID)) for i in range(item.childCount()))
+        return list(dict.fromkeys(ids))
+
+    def images_in_set(self, name: str) -> list[int]:
+        item = self._sets.get(name)
+        if item is None:
+            return []
+        return [int(item.child(i).data(0, ROLE_ID)) for i in range(item.childCount())]
+
+    def select_image(self, image_id: int) -> None:
+        item = self._items.get(image_id)
+        if item is not None:
+            self.tree.setCurrentItem(item)
+
+    # ------------------------------------------------------------------ events
+    def _activated(self, item: QTreeWidgetItem, _col: int = 0) -> None:
+        if item.data(0, ROLE_KIND) == "image":
+            self.image_activated.emit(int(item.data(0, ROLE_ID)))
+
+    def _context_menu(self, pos: Any) -> None:
+        if not self.tree.selectedItems():
+            return
+        menu = QMenu(self)
+        seg = QAction("Segment selected images", menu)
+        seg.triggered.connect(lambda: self.segment_requested.emit("selection"))
+        rm = QAction("Remove from project", menu)
+        rm.triggered.connect(lambda: self.remove_requested.emit(self.selected_images()))
+        menu.addAction(seg)
+        menu.addSeparator()
+        menu.addAction(rm)
+        menu.exec(self.tree.viewport().mapToGlobal(pos))

@@ -1,0 +1,136 @@
+"""Segmentation settings: model, cell diameter, channels, and the segment buttons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+AUTO = "auto"
+
+
+class SegmentationPanel(QWidget):
+    """Emits ``segment_requested(scope)`` with scope "image" | "selection" | "set" | "project"."""
+
+    segment_requested = Signal(str)
+    settings_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model_box = QComboBox()
+        self.model_box.addItem("Built-in (EffiCell compact)", None)
+        self.model_box.setToolTip("The built-in model, or an adapter trained in this project")
+
+        self.auto_diameter = QCheckBox("estimate automatically")
+        self.auto_diameter.setChecked(True)
+        self.diameter = QDoubleSpinBox()
+        self.diameter.setRange(3.0, 1000.0)
+        self.diameter.setValue(30.0)
+        self.diameter.setSuffix(" px")
+        self.diameter.setEnabled(False)
+        self.diameter.setToolTip("Typical cell diameter in pixels")
+        self.auto_diameter.toggled.connect(lambda on: self.diameter.setEnabled(not on))
+
+        self.cyto = QComboBox()
+        self.nucleus = QComboBox()
+        self.set_channel_names(())
+
+        self.auto_segment = QCheckBox("Segment new images as they are added")
+        self.auto_segment.setChecked(True)
+        self.only_new = QCheckBox("Skip images already segmented")
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_box)
+        drow = QHBoxLayout()
+        drow.addWidget(self.diameter)
+        drow.addWidget(self.auto_diameter)
+        form.addRow("Cell diameter", drow)
+        form.addRow("Cell channel", self.cyto)
+        form.addRow("Nucleus channel", self.nucleus)
+        box = QGroupBox("Segmentation")
+        box.setLayout(form)
+
+        self.buttons: dict[str, QPushButton] = {}
+        grid = QVBoxLayout()
+        for scope, text, tip in (
+            ("image", "Segment this image", "Segment the image in the viewer (Ctrl+R)"),
+            ("selection", "Segment selected", "Segment the images selected in the project panel"),
+            ("set", "Segment set", "Segment every image of the current set"),
+            ("project", "Segment all", "Segment every image in the project"),
+        ):
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(lambda _=False, s=scope: self.segment_requested.emit(s))
+            self.buttons[scope] = b
+            grid.addWidget(b)
+        self.buttons["image"].setDefault(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(box)
+        layout.addLayout(grid)
+        layout.addWidget(self.auto_segment)
+        layout.addWidget(self.only_new)
+        layout.addStretch(1)
+        for w in (self.model_box, self.cyto, self.nucleus):
+            w.currentIndexChanged.connect(self.settings_changed)
+        self.diameter.valueChanged.connect(self.settings_changed)
+        self.auto_diameter.toggled.connect(self.settings_changed)
+
+    def set_channel_names(self, names: tuple[str, ...]) -> None:
+        """Offer the current image's channels (``auto`` = what the model picks by default)."""
+        for box, none_text in ((self.cyto, "auto"), (self.nucleus, "none")):
+            current = box.currentData()
+            box.blockSignals(True)
+            box.clear()
+            box.addItem(none_text, None)
+            for i, n in enumerate(names):
+                box.addItem(f"{i}: {n}", i)
+            idx = box.findData(current)
+            box.setCurrentIndex(max(idx, 0))
+            box.blockSignals(False)
+        self.nucleus.setEnabled(len(names) > 1)
+
+    def set_adapters(self, adapters: list[Any]) -> None:
+        """List the project's adapters (``AdapterInfo`` with ``name`` and ``path``)."""
+        current = self.model_box.currentData()
+        self.model_box.blockSignals(True)
+        self.model_box.clear()
+        self.model_box.addItem("Built-in (EffiCell compact)", None)
+        for a in adapters:
+            self.model_box.addItem(f"Adapter: {a.name}", str(a.path))
+        self.model_box.setCurrentIndex(max(self.model_box.findData(current), 0))
+        self.model_box.blockSignals(False)
+
+    def set_busy(self, busy: bool) -> None:
+        for b in self.buttons.values():
+            b.setEnabled(not busy)
+
+    def model(self) -> str | None:
+        return self.model_box.currentData()
+
+    def diameter_value(self) -> float | None:
+        return None if self.auto_diameter.isChecked() else float(self.diameter.value())
+
+    def channels(self) -> tuple[int, ...] | None:
+        cyto, nuc = self.cyto.currentData(), self.nucleus.currentData()
+        if cyto is None and nuc is None:
+            return None
+        if nuc is None:
+            return (int(cyto),)
+        return (int(cyto if cyto is not None else 0), int(nuc))
+
+    def options(self) -> dict[str, Any]:
+        """Everything a run needs from this panel."""
+        return {"model": self.model(), "diameter": self.diameter_value(), "channels": self.channels(),
+                "only_new": self.only_new.isChecked()}

@@ -1,0 +1,97 @@
+"""Application preferences stored with QSettings (device, threads, pixel size, recent projects)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+ORG = "EffiCell"
+APP = "EffiCell"
+MAX_RECENT = 8
+
+
+def qsettings() -> QSettings:
+    """The app's settings store; tests isolate it through ``EFFICELL_HOME``."""
+    home = os.environ.get("EFFICELL_HOME")
+    if home:
+        return QSettings(str(Path(home) / "efficell_gui.ini"), QSettings.Format.IniFormat)
+    return QSettings(ORG, APP)
+
+
+@dataclass
+class Preferences:
+    """User preferences shown in the settings dialog."""
+
+    device: str = "auto"  # "auto" | "cpu" | "cuda:N" | "mps"
+    threads: int = 0  # 0 = automatic (all cores but one, so the window stays responsive)
+    pixel_size_um: float = 0.0  # 0 = unknown (measurements in pixels)
+    cache_dir: str = ""  # "" = the default weights cache
+    auto_segment: bool = True  # segment images as soon as they are added
+
+    @classmethod
+    def load(cls) -> Preferences:
+        s = qsettings()
+        d = cls()
+        return cls(
+            device=str(s.value("prefs/device", d.device)),
+            threads=_int(s.value("prefs/threads", d.threads)),
+            pixel_size_um=_float(s.value("prefs/pixel_size_um", d.pixel_size_um)),
+            cache_dir=str(s.value("prefs/cache_dir", d.cache_dir) or ""),
+            auto_segment=_bool(s.value("prefs/auto_segment", d.auto_segment)),
+        )
+
+    def save(self) -> None:
+        s = qsettings()
+        s.setValue("prefs/device", self.device)
+        s.setValue("prefs/threads", int(self.threads))
+        s.setValue("prefs/pixel_size_um", float(self.pixel_size_um))
+        s.setValue("prefs/cache_dir", self.cache_dir)
+        s.setValue("prefs/auto_segment", bool(self.auto_segment))
+        s.sync()
+
+    def effective_threads(self) -> int:
+        """Torch threads for background work: leave one core to the window."""
+        if self.threads > 0:
+            return self.threads
+        return max(1, (os.cpu_count() or 2) - 1)
+
+
+def recent_projects() -> list[str]:
+    value = qsettings().value("recent/projects", [])
+    if isinstance(value, str):
+        value = [value]
+    return [str(v) for v in (value or []) if v]
+
+
+def add_recent_project(path: str | Path) -> list[str]:
+    path = str(Path(path))
+    items = [p for p in recent_projects() if p != path]
+    items.insert(0, path)
+    items = items[:MAX_RECENT]
+    s = qsettings()
+    s.setValue("recent/projects", items)
+    s.sync()
+    return items
+
+
+def _int(v: object) -> int:
+    try:
+        return int(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _bool(v: object) -> bool:
+    if isinstance(v, str):
+        return v.lower() in ("1", "true", "yes")
+    return bool(v)

@@ -1,0 +1,189 @@
+"""Run the core's generators in a background thread and report to the window with signals.
+
+A *job* is a callable ``job(cancel: CancelToken) -> Iterator[event]``. The worker runs it
+in a ``QThread``, emits each yielded event (queued to the GUI thread), stops at the next
+``yield`` once cancelled, and always ends with exactly one of ``finished``, ``cancelled``
+or ``failed``. Widgets never call a model from a slot (ARCHITECTURE rule 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from ..core.cancel import CancelToken
+from ..core.errors import Cancelled, EffiCellError
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[CancelToken], Iterator[Any]]
+
+
+class GeneratorWorker(QObject):
+    """Runs one job; lives in its own thread (see :func:`start_worker`)."""
+
+    yielded = Signal(object)
+    finished = Signal()
+    cancelled = Signal()
+    failed = Signal(str)
+    done = Signal()  # after any of the three above
+
+    def __init__(self, job: Job, threads: int | None = None) -> None:
+        super().__init__()
+        self._job = job
+        self._threads = threads
+        self.token = CancelToken()
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next check (thread-safe)."""
+        self.token.cancel()
+
+    @Slot()
+    def run(self) -> None:
+        if self._threads:
+            _set_torch_threads(self._threads)
+        try:
+            for event in self._job(self.token):
+                self.yielded.emit(event)
+                if self.token.cancelled:
+                    break
+            if self.token.cancelled:
+                self.cancelled.emit()
+            else:
+                self.finished.emit()
+        except Cancelled:
+            self.cancelled.emit()
+        except EffiCellError as exc:
+            self.failed.emit(str(exc))
+        except MemoryError:
+            self.failed.emit("out of memory: try a smaller image, fewer images at once, or the CPU device")
+        except Exception as exc:  # noqa: BLE001 - every worker error reaches the user in words
+            log.error("background job failed:\n%s", traceback.format_exc())
+            self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            self.done.emit()
+
+
+def _set_torch_threads(n: int) -> None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        import torch  # noqa: PLC0415 - late import: only background work needs torch
+    try:
+        torch.set_num_threads(int(n))
+    except RuntimeError as exc:  # already running parallel work
+        log.debug("cannot change torch threads: %s", exc)
+
+
+class WorkerHandle(QObject):
+    """Owns a worker and its thread until both are done; keeps them referenced."""
+
+    def __init__(self, worker: GeneratorWorker, thread: QThread, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.worker = worker
+        self.thread = thread
+        self.started_at = time.monotonic()
+
+    def cancel(self) -> None:
+        self.worker.cancel()
+
+    def is_running(self) -> bool:
+        return self.thread.isRunning()
+
+    def wait(self, ms: int = 30_000) -> bool:
+        return self.thread.wait(ms)
+
+
+def start_worker(job: Job, parent: QObject | None = None, threads: int | None = None,
+                 on_event: Callable[[Any], None] | None = None) -> WorkerHandle:
+    """Start ``job`` in a new thread; connect signals *before* events can arrive via ``on_event``."""
+    thread = QThread()
+    worker = GeneratorWorker(job, threads=threads)
+    worker.moveToThread(thread)
+    handle = WorkerHandle(worker, thread, parent)
+    if on_event is not None:
+        worker.yielded.connect(on_event)
+    thread.started.connect(worker.run)
+    worker.done.connect(thread.quit)
+    thread.finished.connect(worker.deleteLater)
+    return handle
+
+
+def launch(handle: WorkerHandle) -> None:
+    """Start a handle returned by :func:`start_worker` once all its signals are connected."""
+    handle.started_at = time.monotonic()
+    handle.thread.start()
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """Last event of a :func:`callback_job`: the function's return value."""
+
+    value: Any
+
+
+def callback_job(fn: Callable[[Callable[[Any], None], CancelToken], Any]) -> Job:
+    """Adapt ``fn(report, cancel)`` (a core function taking a progress callback) into a job.
+
+    ``fn`` runs in a helper thread; whatever it passes to ``report`` is yielded in order,
+    then a :class:`JobResult` with its return value. Its exceptions propagate.
+    """
+
+    def job(cancel: CancelToken) -> Iterator[Any]:
+        q: queue.Queue[Any] = queue.Queue()
+        end = object()
+        out: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                out["value"] = fn(q.put, cancel)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the worker below
+                out["error"] = exc
+            finally:
+                q.put(end)
+
+        t = threading.Thread(target=target, name="efficell-job", daemon=True)
+        t.start()
+        while (item := q.get()) is not end:
+            yield item
+        t.join()
+        if "error" in out:
+            raise out["error"]
+        yield JobResult(out.get("value"))
+
+    return job
+
+
+class EtaTracker:
+    """Remaining-time estimate from units done so far (simple rate since the start)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(int(total), 0)
+        self.done = 0
+        self.t0 = time.monotonic()
+
+    def update(self, done: int) -> None:
+        self.done = done
+
+    def eta_seconds(self) -> float | None:
+        if self.done <= 0 or self.total <= self.done:
+            return None
+        rate = (time.monotonic() - self.t0) / self.done
+        return rate * (self.total - self.done)
+
+    def text(self) -> str:
+        eta = self.eta_seconds()
+        if eta is None:
+            return ""
+        if eta < 60:
+            return f"about {max(1, round(eta))} s left"
+        return f"about {eta / 60:.0f} min left"

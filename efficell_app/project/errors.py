@@ -1,0 +1,25 @@
+"""Errors raised when a project cannot be opened or used; each message says what to do."""
+
+from __future__ import annotations
+
+from ..core.errors import EffiCellError
+
+
+class ProjectError(EffiCellError):
+    """A project cannot be opened, read or changed."""
+
+
+class NotAProjectError(ProjectError):
+    """The folder holds no EffiCell project (or its index is damaged beyond use)."""
+
+
+class ProjectLockedError(ProjectError):
+    """Another EffiCell (process or window) has the project open."""
+
+    def __init__(self, message: str, holder: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.holder = dict(holder or {})
+
+
+class ProjectVersionError(ProjectError):
+    """The project was written by a newer EffiCell whose format this version cannot read."""
