@@ -210,14 +210,19 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
     unknown = [a for a in axes if a not in "YXCSZT"]
     if unknown:
         if arr.ndim == 3 and axes.endswith("YX"):
-            n = arr.shape[0]
-            if channel_axis in (0,) or (channel_axis is None and n <= 4):
+            n, last = arr.shape[0], arr.shape[2]
+            no_plane_choice = planes.z is None and planes.t is None
+            if channel_axis == 0 or (channel_axis is None and n <= 4 and no_plane_choice):
                 axes = "C" + axes[1:]
-            elif channel_axis is None:
+            elif channel_axis == -1 or (channel_axis is None and last <= 4 < n and no_plane_choice):
+                axes = "YXC"  # pages of (rows, columns) that are really (Y, X, channels)
+            elif planes.z is not None:
+                axes = "Z" + axes[1:]
+            elif planes.t is not None:
+                axes = "T" + axes[1:]
+            else:
                 raise ImageReadError(path, f"3-D image of {n} planes without metadata: say whether they are "
                                      "channels, z-planes or time points (--z N|max or --t N)")
-            else:
-                axes = ("Z" if planes.z is not None else "T") + axes[1:]
         elif arr.ndim == 3 and axes[:2] == "YX" and arr.shape[2] <= 4:
             axes = axes[:2] + "C"
         else:
@@ -392,8 +397,13 @@ def percentile_range(channel: np.ndarray, low: float = 1.0, high: float = 99.8, 
     if flat.size > max_samples:
         step = int(np.ceil(flat.size / max_samples))
         flat = flat[::step]
-    lo, hi = np.percentile(flat.astype(np.float32, copy=False), [low, high])
+    lo, hi = np.percentile(flat.astype(_work_dtype(flat.dtype), copy=False), [low, high])
     return float(lo), float(hi)
+
+
+def _work_dtype(dtype: np.dtype) -> type:
+    """float32 holds 8/16-bit integers and float32 exactly; wider types need float64 arithmetic."""
+    return np.float32 if dtype.itemsize <= 2 or dtype == np.float32 else np.float64
 
 
 def normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -410,8 +420,14 @@ def normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndar
         if hi - lo < 1e-12:
             out[c] = 0.0
             continue
-        np.subtract(data[c], lo, out=out[c], dtype=np.float32)
-        out[c] *= np.float32(1.0 / (hi - lo))
+        work = _work_dtype(data.dtype)
+        if work is np.float32:
+            np.subtract(data[c], lo, out=out[c], dtype=np.float32)
+            out[c] *= np.float32(1.0 / (hi - lo))
+        else:  # subtract in float64 (a large offset would swamp float32), a block of rows at a time
+            step = max(1, 4_000_000 // max(1, data.shape[2]))
+            for r in range(0, data.shape[1], step):
+                out[c, r:r + step] = (data[c, r:r + step].astype(np.float64) - lo) * (1.0 / (hi - lo))
     np.clip(out, -0.5, 1.5, out=out)
     return out
 

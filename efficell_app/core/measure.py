@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,7 @@ def measure_cells(
     names = clean_channel_names(names)
     cols = column_names(pixel_size_um, names)
 
+    t0 = time.perf_counter()
     ids, geom = _shape_measurements(labels)
     if ids.size == 0:
         return pd.DataFrame({c: pd.Series(dtype=_empty_dtype(c)) for c in cols})
@@ -151,6 +153,7 @@ def measure_cells(
             stats = _intensity_stats(image.data[ch].reshape(-1)[flat_idx], group, ids.size)
             for s in INTENSITY_STATS:
                 data[f"{name}_{s}"] = stats[s]
+    log.debug("measured %d cells of %s in %.2f s", ids.size, image_name or "an image", time.perf_counter() - t0)
     return pd.DataFrame(data, columns=cols)
 
 
@@ -169,7 +172,7 @@ def _empty_dtype(col: str) -> str:
 
 def _shape_measurements(labels: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """All geometric measurements, vectorised over cells. Returns (ids, columns)."""
-    h, w = labels.shape
+    w = labels.shape[1]
     flat = labels.reshape(-1)
     fg_index = np.flatnonzero(flat)
     if fg_index.size == 0:
@@ -231,16 +234,6 @@ _PERIMETER_WEIGHTS[[21, 33]] = math.sqrt(2)
 _PERIMETER_WEIGHTS[[13, 23]] = (1 + math.sqrt(2)) / 2
 
 
-def _shifted(a: np.ndarray, dr: int, dc: int, fill: int = 0) -> np.ndarray:
-    """``out[r, c] = a[r + dr, c + dc]`` with ``fill`` outside the image."""
-    out = np.full_like(a, fill)
-    h, w = a.shape
-    rs, rd = (slice(dr, h), slice(0, h - dr)) if dr >= 0 else (slice(0, h + dr), slice(-dr, h))
-    cs, cd = (slice(dc, w), slice(0, w - dc)) if dc >= 0 else (slice(0, w + dc), slice(-dc, w))
-    out[rd, cd] = a[rs, cs]
-    return out
-
-
 def _perimeters(labels: np.ndarray, ids: np.ndarray, group: np.ndarray, fg_index: np.ndarray) -> np.ndarray:
     """scikit-image's 4-connected ``perimeter`` for every label at once.
 
@@ -248,18 +241,28 @@ def _perimeters(labels: np.ndarray, ids: np.ndarray, group: np.ndarray, fg_index
     Each border pixel gets a code 1 + 2 * (same-cell border 4-neighbours) + 10 * (same-cell
     border diagonal neighbours); codes map to boundary lengths as in scikit-image.
     """
-    lab = labels
-    border = np.zeros(lab.shape, dtype=bool)
-    for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        border |= _shifted(lab, dr, dc, fill=0) != lab
-    border &= lab > 0
-    code = border.astype(np.uint8)
-    for (dr, dc), weight in zip(((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)),
-                                (2, 2, 2, 2, 10, 10, 10, 10)):
-        same = (_shifted(lab, dr, dc, fill=0) == lab) & _shifted(border, dr, dc, fill=False) & border
+    h, w = labels.shape
+    pad = np.pad(labels, 1)
+    core = pad[1:-1, 1:-1]
+    border = (pad[:-2, 1:-1] != core) | (pad[2:, 1:-1] != core) | (pad[1:-1, :-2] != core) | (pad[1:-1, 2:] != core)
+    border &= core > 0
+    pw = w + 2
+    rows, cols = np.nonzero(border)
+    b_idx = (rows + 1) * pw + (cols + 1)  # flat indices into the padded arrays
+    pad_flat = pad.reshape(-1)
+    border_pad = np.zeros(pad.shape, dtype=bool)
+    border_pad[1:-1, 1:-1] = border
+    border_flat = border_pad.reshape(-1)
+    lab_b = pad_flat[b_idx]
+    code = np.ones(b_idx.size, dtype=np.uint8)
+    for off, weight in ((-pw, 2), (pw, 2), (-1, 2), (1, 2), (-pw - 1, 10), (-pw + 1, 10), (pw - 1, 10), (pw + 1, 10)):
+        nb = b_idx + off
+        same = (pad_flat[nb] == lab_b) & border_flat[nb]
         code += same.astype(np.uint8) * np.uint8(weight)
-    weights = _PERIMETER_WEIGHTS[code.reshape(-1)[fg_index]]
-    return np.bincount(group, weights=weights, minlength=ids.size)
+    # Map border pixels to their cell's dense index through the (sorted) foreground index.
+    flat_b = rows * w + cols
+    gb = group[np.searchsorted(fg_index, flat_b)]
+    return np.bincount(gb, weights=_PERIMETER_WEIGHTS[code], minlength=ids.size)
 
 
 def _row_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -276,45 +279,113 @@ def _row_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _hulls(labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Convex hull area and maximum Feret diameter of each cell's pixel squares.
+    """Convex hull area and maximum Feret diameter of each cell's pixel squares, vectorised.
 
-    Only the outer corners of each row's leftmost and rightmost pixel can be hull
-    vertices; those candidates are gathered vectorised, then each cell's hull is one
-    small qhull call.
+    At each horizontal pixel-edge level y only the leftmost and rightmost corner can be a
+    hull vertex, so each cell reduces to a left and a right chain of points sorted by y.
+    Andrew's monotone chain then runs for all cells at once, one level per step.
     """
-    from scipy.spatial import ConvexHull
-
     lab, rows, c0, c1 = _row_runs(labels)
-    # Keep the extreme run of each (label, row): leftmost start and rightmost end.
     order = np.lexsort((rows, lab))
     lab, rows, c0, c1 = lab[order], rows[order], c0[order], c1[order]
-    key_change = np.ones(lab.size, dtype=bool)
-    key_change[1:] = (lab[1:] != lab[:-1]) | (rows[1:] != rows[:-1])
-    starts = np.flatnonzero(key_change)
-    left = np.minimum.reduceat(c0, starts).astype(np.float64)
-    right = np.maximum.reduceat(c1, starts).astype(np.float64) + 1.0
-    lab, top = lab[starts], rows[starts].astype(np.float64)
-    pts = np.stack([
-        np.stack([left, top], 1), np.stack([left, top + 1], 1),
-        np.stack([right, top], 1), np.stack([right, top + 1], 1),
-    ], axis=1)  # (n_rows, 4, 2), grouped by label
-    bounds = np.searchsorted(lab, ids)
-    bounds = np.append(bounds, lab.size)
-    hull_area = np.empty(ids.size)
-    feret = np.empty(ids.size)
-    for i in range(ids.size):
-        p = pts[bounds[i]:bounds[i + 1]].reshape(-1, 2)
-        if p.shape[0] == 4:  # one row: a rectangle
-            width, height = p[2, 0] - p[0, 0], 1.0
-            hull_area[i] = width * height
-            feret[i] = math.hypot(width, height)
-            continue
-        hull = ConvexHull(p)
-        hull_area[i] = hull.volume
-        v = p[hull.vertices]
-        d = v[:, None, :] - v[None, :, :]
-        feret[i] = math.sqrt(float(np.einsum("ijk,ijk->ij", d, d).max()))
-    return hull_area, feret
+    change = np.ones(lab.size, dtype=bool)
+    change[1:] = (lab[1:] != lab[:-1]) | (rows[1:] != rows[:-1])
+    starts = np.flatnonzero(change)
+    left = np.minimum.reduceat(c0, starts)
+    right = np.maximum.reduceat(c1, starts) + 1
+    lab, rows = lab[starts], rows[starts]
+    # Each pixel row contributes its top (y = row) and bottom (y = row + 1) corners.
+    lv_lab = np.repeat(lab, 2)
+    lv_y = np.stack([rows, rows + 1], 1).reshape(-1)
+    lv_l = np.repeat(left, 2)
+    lv_r = np.repeat(right, 2)
+    change = np.ones(lv_lab.size, dtype=bool)
+    change[1:] = (lv_lab[1:] != lv_lab[:-1]) | (lv_y[1:] != lv_y[:-1])
+    starts = np.flatnonzero(change)
+    y = lv_y[starts].astype(np.float64)
+    xl = np.minimum.reduceat(lv_l, starts).astype(np.float64)
+    xr = np.maximum.reduceat(lv_r, starts).astype(np.float64)
+    cell_start = np.searchsorted(lv_lab[starts], ids)
+    n_levels = np.diff(np.append(cell_start, starts.size))
+    lx, ly, ln = _monotone_chain(xl, y, cell_start, n_levels, pop_if_cross_ge=True)
+    rx, ry, rn = _monotone_chain(xr, y, cell_start, n_levels, pop_if_cross_ge=False)
+    # Polygon per cell: left chain top->bottom, then right chain bottom->top.
+    n = ids.size
+    nv = ln + rn
+    cell = np.repeat(np.arange(n), nv)
+    pos = np.arange(cell.size) - np.repeat(np.cumsum(nv) - nv, nv)
+    from_left = pos < np.repeat(ln, nv)
+    px = np.empty(cell.size)
+    py = np.empty(cell.size)
+    li = cell_start[cell[from_left]] + pos[from_left]
+    px[from_left], py[from_left] = lx[li], ly[li]
+    rpos = pos[~from_left] - ln[cell[~from_left]]
+    ri = cell_start[cell[~from_left]] + (rn[cell[~from_left]] - 1 - rpos)
+    px[~from_left], py[~from_left] = rx[ri], ry[ri]
+    nxt = np.arange(cell.size) + 1
+    last = np.cumsum(nv) - 1
+    nxt[last] = last - nv + 1
+    cross = px * py[nxt] - px[nxt] * py
+    area = np.abs(np.bincount(cell, weights=cross, minlength=n)) / 2
+    return area, _max_pairwise(px, py, nv)
+
+
+def _monotone_chain(x: np.ndarray, y: np.ndarray, start: np.ndarray, count: np.ndarray,
+                    pop_if_cross_ge: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One side of the convex hull for many y-sorted point groups at once.
+
+    Group ``i`` holds points ``start[i] : start[i] + count[i]``. Returns stacks (x, y)
+    laid out like the input and the stack length of each group. Groups are visited
+    longest first so that the groups still active at step ``k`` are a prefix.
+    """
+    sx = np.empty_like(x)
+    sy = np.empty_like(y)
+    order = np.argsort(-count, kind="stable")
+    st, cnt = start[order], count[order]
+    sp = np.zeros(st.size, dtype=np.int64)
+    # cnt is descending, so the groups with count > k are the first n_active[k].
+    n_active = np.searchsorted(-cnt, -np.arange(int(cnt.max(initial=0))), side="left")
+    for k, m in enumerate(n_active.tolist()):
+        base = st[:m]
+        spa = sp[:m]  # a view: updates land in sp
+        px, py = x[base + k], y[base + k]
+        idx = np.arange(m)
+        while idx.size:
+            idx = idx[spa[idx] >= 2]
+            if not idx.size:
+                break
+            top = base[idx] + spa[idx] - 1
+            ox, oy, ax, ay = sx[top - 1], sy[top - 1], sx[top], sy[top]
+            bx, by = px[idx], py[idx]
+            cross = (ax - ox) * (by - oy) - (ay - oy) * (bx - ox)
+            idx = idx[cross >= 0] if pop_if_cross_ge else idx[cross <= 0]
+            spa[idx] -= 1
+        slot = base + spa
+        sx[slot], sy[slot] = px, py
+        spa += 1
+    out = np.empty_like(sp)
+    out[order] = sp
+    return sx, sy, out
+
+
+def _max_pairwise(px: np.ndarray, py: np.ndarray, nv: np.ndarray, budget: int = 2_000_000) -> np.ndarray:
+    """Largest distance between two vertices of each polygon (its maximum Feret diameter)."""
+    n = nv.size
+    out = np.zeros(n)
+    offsets = np.cumsum(nv) - nv
+    order = np.argsort(nv, kind="stable")
+    i = 0
+    while i < n:
+        vmax = int(nv[order[min(n - 1, i)]])
+        size = max(1, budget // max(1, vmax * vmax))
+        chunk = order[i:i + size]
+        vmax = int(nv[chunk].max())
+        idx = offsets[chunk][:, None] + np.minimum(np.arange(vmax)[None, :], nv[chunk][:, None] - 1)
+        cx, cy = px[idx], py[idx]  # padding repeats the last vertex: harmless for a maximum
+        d2 = (cx[:, :, None] - cx[:, None, :]) ** 2 + (cy[:, :, None] - cy[:, None, :]) ** 2
+        out[chunk] = np.sqrt(d2.reshape(chunk.size, -1).max(axis=1))
+        i += size
+    return out
 
 
 # ----------------------------------------------------------------------------- intensities

@@ -176,7 +176,7 @@ def overlaps(gt: np.ndarray, pred: np.ndarray) -> Overlaps:
     gt = _check_labels(gt, "ground truth")
     pred = _check_labels(pred, "prediction")
     if gt.shape != pred.shape:
-        raise ValueError(f"ground truth is {gt.shape} but prediction is {pred.shape}")
+        raise ValueError(f"ground truth has shape {gt.shape} but prediction has shape {pred.shape}")
     g, true_ids, true_area = _compact(gt)
     p, pred_ids, pred_area = _compact(pred)
     n_t, n_p = true_ids.size, pred_ids.size

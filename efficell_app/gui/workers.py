@@ -48,6 +48,7 @@ class GeneratorWorker(QObject):
 
     @Slot()
     def run(self) -> None:
+        _lower_thread_priority()
         if self._threads:
             _set_torch_threads(self._threads)
         try:
@@ -69,7 +70,29 @@ class GeneratorWorker(QObject):
             log.error("background job failed:\n%s", traceback.format_exc())
             self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
+            # End the thread's event loop as soon as run() returns, so wait() never blocks long.
+            thread = QThread.currentThread()
+            if thread is not None:
+                thread.quit()
             self.done.emit()
+
+
+def _lower_thread_priority(nice: int = 10) -> None:
+    """Background work yields the CPU to the window's thread (Linux: nice of this thread only).
+
+    On Windows ``QThread.LowPriority`` (see :func:`launch`) does the same.
+    """
+    import os
+    import sys
+
+    if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
+        import threading
+
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError as exc:
+            log.debug("cannot lower the worker's priority: %s", exc)
 
 
 def _set_torch_threads(n: int) -> None:
@@ -85,13 +108,54 @@ def _set_torch_threads(n: int) -> None:
 
 
 class WorkerHandle(QObject):
-    """Owns a worker and its thread until both are done; keeps them referenced."""
+    """The GUI-thread side of a worker: owns it and its thread, and re-emits its signals.
+
+    Connect to the handle's signals, not the worker's: they are delivered in the GUI thread
+    (the handle lives there), so any slot, lambdas included, may touch widgets.
+    """
+
+    yielded = Signal(object)
+    finished = Signal()
+    cancelled = Signal()
+    failed = Signal(str)
+    done = Signal()
 
     def __init__(self, worker: GeneratorWorker, thread: QThread, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.worker = worker
         self.thread = thread
         self.started_at = time.monotonic()
+        self.outcome: str | None = None  # "finished" | "cancelled" | "failed"
+        worker.yielded.connect(self._on_yielded)
+        worker.finished.connect(self._on_finished)
+        worker.cancelled.connect(self._on_cancelled)
+        worker.failed.connect(self._on_failed)
+        worker.done.connect(self._on_done)
+
+    @Slot(object)
+    def _on_yielded(self, ev: object) -> None:
+        self.yielded.emit(ev)
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self.outcome = "finished"
+        self.finished.emit()
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self.outcome = "cancelled"
+        self.cancelled.emit()
+
+    @Slot(str)
+    def _on_failed(self, msg: str) -> None:
+        self.outcome = "failed"
+        self.failed.emit(msg)
+
+    @Slot()
+    def _on_done(self) -> None:
+        self.thread.quit()
+        self.thread.wait(5000)
+        self.done.emit()
 
     def cancel(self) -> None:
         self.worker.cancel()
@@ -111,7 +175,7 @@ def start_worker(job: Job, parent: QObject | None = None, threads: int | None = 
     worker.moveToThread(thread)
     handle = WorkerHandle(worker, thread, parent)
     if on_event is not None:
-        worker.yielded.connect(on_event)
+        handle.yielded.connect(on_event)
     thread.started.connect(worker.run)
     worker.done.connect(thread.quit)
     thread.finished.connect(worker.deleteLater)
@@ -121,7 +185,7 @@ def start_worker(job: Job, parent: QObject | None = None, threads: int | None = 
 def launch(handle: WorkerHandle) -> None:
     """Start a handle returned by :func:`start_worker` once all its signals are connected."""
     handle.started_at = time.monotonic()
-    handle.thread.start()
+    handle.thread.start(QThread.Priority.LowPriority)
 
 
 @dataclass(frozen=True)

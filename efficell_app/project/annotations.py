@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .images import ImageRecord, _record, get_image, set_id, _IMAGE_COLUMNS
+from .errors import NotFoundError
+from .images import _IMAGE_COLUMNS, ImageRecord, _record, get_image, set_id
 from .labelfile import check_labels, count_cells, read_labels, remove_files, remove_stale_temps, write_labels
 from .store import Store, now_iso
 
@@ -83,7 +84,7 @@ def load_annotation(store: Store, image_id: int, version: int | None = None) -> 
     else:
         r = store.one("SELECT path FROM annotations WHERE image_id = ? AND version = ?", (int(image_id), version))
         if r is None:
-            raise KeyError(f"image {image_id} has no annotation version {version}")
+            raise NotFoundError(f"image {image_id} has no annotation version {version}")
     return None if r is None else read_labels(store.from_stored(r["path"]))
 
 

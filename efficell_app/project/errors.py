@@ -23,3 +23,12 @@ class ProjectLockedError(ProjectError):
 
 class ProjectVersionError(ProjectError):
     """The project was written by a newer EffiCell whose format this version cannot read."""
+
+
+class NotFoundError(ProjectError, KeyError):
+    """No such set, image, result, annotation version or adapter in the project.
+
+    Also a ``KeyError``, so ``except KeyError`` works; its message reads as a sentence.
+    """
+
+    __str__ = Exception.__str__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -10,15 +11,15 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
 from ..core.fileio import atomic_path
 from ..core.images import ImageData, PlaneChoice, find_images, read_image
-from .errors import ProjectError
-from .store import Store, from_json, now_iso, to_json
+from .errors import NotFoundError, ProjectError
+from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class ImageRecord:
 
     @property
     def inside_project(self) -> bool:
-        return not (PurePosixPath(self.stored_path).is_absolute() or PureWindowsPath(self.stored_path).is_absolute())
+        return not is_absolute_anywhere(self.stored_path)
 
 
 @dataclass
@@ -159,7 +160,8 @@ def set_id(store: Store, name: str, create: bool = False) -> int:
     if row is not None:
         return int(row["id"])
     if not create:
-        raise KeyError(f"no image set named '{name}'")
+        names = ", ".join(f"'{r['name']}'" for r in store.query("SELECT name FROM sets ORDER BY id")) or "none yet"
+        raise NotFoundError(f"no image set named '{name}' in the project (sets: {names})")
     with store.tx() as conn:
         cur = conn.execute("INSERT INTO sets(name, created) VALUES (?, ?)", (name, now_iso()))
         return int(cur.lastrowid)
@@ -191,14 +193,24 @@ _IMAGE_COLUMNS = ("i.id, s.name AS set_name, i.path, i.size, i.quick_hash, i.sha
                   "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added")
 
 
+@functools.lru_cache(maxsize=256)
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(from_json(text, []) or ())
+
+
+@functools.lru_cache(maxsize=64)
+def _planes(text: str | None) -> PlaneChoice:
+    d = from_json(text, {}) or {}
+    return PlaneChoice(z=d.get("z"), t=d.get("t"))
+
+
 def _record(store: Store, r: Any) -> ImageRecord:
-    planes = from_json(r["planes"], {}) or {}
     return ImageRecord(
         id=int(r["id"]), set_name=str(r["set_name"]), path=store.from_stored(r["path"]), stored_path=str(r["path"]),
         size=int(r["size"]), quick_hash=str(r["quick_hash"]), sha256=r["sha256"], width=int(r["width"]),
         height=int(r["height"]), channels=int(r["channels"]),
-        channel_names=tuple(from_json(r["channel_names"], []) or ()), pixel_size_um=r["pixel_size_um"],
-        rgb=bool(r["rgb"]), planes=PlaneChoice(z=planes.get("z"), t=planes.get("t")), status=str(r["status"]),
+        channel_names=_names(r["channel_names"]), pixel_size_um=r["pixel_size_um"],
+        rgb=bool(r["rgb"]), planes=_planes(r["planes"]), status=str(r["status"]),
         added=str(r["added"]),
     )
 
@@ -223,7 +235,7 @@ def get_image(store: Store, image_id: int) -> ImageRecord:
     r = store.one(f"SELECT {_IMAGE_COLUMNS} FROM images i JOIN sets s ON s.id = i.set_id WHERE i.id = ?",
                   (int(image_id),))
     if r is None:
-        raise KeyError(f"no image with id {image_id} in the project")
+        raise NotFoundError(f"no image with id {image_id} in the project")
     return _record(store, r)
 
 
@@ -236,7 +248,7 @@ def set_status(store: Store, image_id: int, status: str) -> None:
     _check_status(status)
     with store.tx() as conn:
         if conn.execute("UPDATE images SET status = ? WHERE id = ?", (status, int(image_id))).rowcount == 0:
-            raise KeyError(f"no image with id {image_id} in the project")
+            raise NotFoundError(f"no image with id {image_id} in the project")
 
 
 def read_project_image(store: Store, image_id: int) -> ImageData:

@@ -94,7 +94,7 @@ class ProjectLock:
         if self._fd is not None:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
         except OSError as exc:
             raise ProjectError(f"{self.path}: cannot open the project lock file ({exc.strerror or exc}); "
                                "is the folder read-only?") from exc
@@ -103,6 +103,9 @@ class ProjectLock:
             holder = read_holder(self.path)
             who = (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}"
                    + (f" since {holder['time']}" if holder.get("time") else ""))
+            if holder.get("pid") == str(os.getpid()) and holder.get("host") == socket.gethostname():
+                who = "already open in this EffiCell window or process"
+                raise ProjectLockedError(f"{self.project_name}: the project is {who}", holder)
             raise ProjectLockedError(
                 f"{self.project_name}: the project is open in another EffiCell ({who}); close it there first",
                 holder,

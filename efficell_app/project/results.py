@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import NotFoundError
 from .images import get_image, set_id
 from .labelfile import check_labels, count_cells, read_labels, remove_stale_temps, write_labels
 from .store import Store, from_json, now_iso, to_json
@@ -105,7 +106,7 @@ def latest_result(store: Store, image_id: int) -> ResultRecord | None:
 def get_result(store: Store, result_id: int) -> ResultRecord:
     r = store.one(f"SELECT {_COLS} FROM results WHERE id = ?", (int(result_id),))
     if r is None:
-        raise KeyError(f"no result with id {result_id} in the project")
+        raise NotFoundError(f"no result with id {result_id} in the project")
     return _result(store, r)
 
 

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -136,10 +136,12 @@ class Store:
     def __init__(self, root: Path, conn: sqlite3.Connection, lock: ProjectLock) -> None:
         self.root = root
         self._root_resolved = root.resolve()
+        self._root_str = str(root)
         self._conn: sqlite3.Connection | None = conn
         self._lock = lock
         self.mutex = threading.RLock()  # guards the connection
         self.write_lock = threading.RLock()  # serialises file-then-index writes (version numbers)
+        self.unclean_shutdown = False  # the last session ended without close() (crash, kill)
 
     # ------------------------------------------------------------------ open / create
 
@@ -170,7 +172,9 @@ class Store:
             raise NotAProjectError(f"{root}: folder not found")
         if not (root / DB_NAME).is_file():
             raise NotAProjectError(f"{root}: no EffiCell project here ({DB_NAME} is missing)")
+        unclean = (root / f"{DB_NAME}-wal").exists()  # a clean close removes the WAL file
         store = cls._connect(root, creating=False)
+        store.unclean_shutdown = unclean
         for sub in SUBDIRS:  # a copied project may have lost empty folders
             with contextlib.suppress(OSError):
                 (root / sub).mkdir(exist_ok=True)
@@ -305,12 +309,17 @@ class Store:
     def from_stored(self, stored: str) -> Path:
         if is_absolute_anywhere(stored):
             return Path(stored)
-        return self.root.joinpath(*PurePosixPath(stored).parts)
+        return Path(self._root_str, stored)  # stored is POSIX; "/" is a separator on Windows too
 
     def is_inside(self, stored: str) -> bool:
         return not is_absolute_anywhere(stored)
 
 
 def is_absolute_anywhere(path: str) -> bool:
-    """True for absolute POSIX paths and for Windows paths (``C:\\x``, ``\\\\server\\share``)."""
-    return PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute()
+    """True for absolute POSIX paths and for Windows paths (``C:\\x``, ``\\\\server\\share``).
+
+    Plain string tests: this runs once per image when a project lists its images.
+    """
+    if path.startswith(("/", "\\\\")):
+        return True
+    return len(path) > 2 and path[1] == ":" and path[2] in "/\\" and path[0].isalpha()

@@ -37,7 +37,9 @@ COLUMNS = ("Encoder", "Family", "Parameters", "Download size", "Licence", "Statu
 def _size_text(n: int | None) -> str:
     if not n:
         return "—"
-    return f"{n / 1e6:.0f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+    from ...core.encoders.weights import format_size
+
+    return format_size(n)
 
 
 class ModelsDialog(QDialog):
@@ -174,9 +176,9 @@ class ModelsDialog(QDialog):
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self._handle = start_worker(callback_job(fn), parent=self, on_event=self._event)
-        self._handle.worker.finished.connect(lambda: self._done("Done: the encoder is ready."))
-        self._handle.worker.cancelled.connect(lambda: self._done("Cancelled; nothing was kept."))
-        self._handle.worker.failed.connect(lambda msg: self._done(f"<span style='color:#b91c1c'>{msg}</span>"))
+        self._handle.finished.connect(lambda: self._done("Done: the encoder is ready."))
+        self._handle.cancelled.connect(lambda: self._done("Cancelled. The partial download is kept and resumes next time."))
+        self._handle.failed.connect(lambda msg: self._done(f"<span style='color:#b91c1c'>{msg}</span>"))
         launch(self._handle)
         self._update_buttons()
 

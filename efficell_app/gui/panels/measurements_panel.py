@@ -23,8 +23,23 @@ from ..table_model import DataFrameModel
 if TYPE_CHECKING:
     import pandas as pd
 
-ID_COLUMN = "label"
+ID_COLUMN = "cell_id"
 IMAGE_COLUMN = "image_id"
+
+
+def _is_numeric(series: Any) -> bool:
+    """Numbers worth plotting (not text, not yes/no flags); works with pandas' own dtypes."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    return bool(is_numeric_dtype(series.dtype) and not is_bool_dtype(series.dtype))
+
+
+def _fit_columns(view: QTableView, columns: list[str]) -> None:
+    """Column widths from the header text (cheap: no per-cell measuring)."""
+    fm = view.horizontalHeader().fontMetrics()
+    header = view.horizontalHeader()
+    for i, name in enumerate(columns):
+        header.resizeSection(i, max(64, fm.horizontalAdvance(name) + 24))
 
 
 def _table() -> QTableView:
@@ -35,6 +50,10 @@ def _table() -> QTableView:
     view.setAlternatingRowColors(True)
     view.verticalHeader().setDefaultSectionSize(20)
     view.horizontalHeader().setStretchLastSection(True)
+    # Size columns from the header and the first rows only: measuring thousands of rows would
+    # stall the window (each data() call competes for the GIL with a running segmentation).
+    view.horizontalHeader().setResizeContentsPrecision(25)
+    view.verticalHeader().setResizeContentsPrecision(1)
     return view
 
 
@@ -105,13 +124,15 @@ class MeasurementsPanel(QWidget):
 
     def set_cells(self, df: pd.DataFrame | None) -> None:
         """Per-cell rows (must have ``label``; set scope also ``image_id``)."""
+        old_cols = self.model.columns()
         self.model.set_frame(df)
-        self.table.resizeColumnsToContents()
+        if self.model.columns() != old_cols:
+            _fit_columns(self.table, self.model.columns())
         n = 0 if df is None else len(df)
         self.count.setText(f"{n} cells")
-        numeric = [] if df is None else [c for c in df.columns if np.issubdtype(df[c].dtype, np.number)
+        numeric = [] if df is None else [c for c in df.columns if _is_numeric(df[c])
                                          and c not in (ID_COLUMN, IMAGE_COLUMN)]
-        for box, pref in ((self.x_col, "area"), (self.y_col, "mean_intensity")):
+        for box, pref in ((self.x_col, "area"), (self.y_col, "__mean")):
             current = box.currentText()
             box.blockSignals(True)
             box.clear()
@@ -124,8 +145,10 @@ class MeasurementsPanel(QWidget):
         self._replot()
 
     def set_summary(self, df: pd.DataFrame | None) -> None:
+        old_cols = self.summary_model.columns()
         self.summary_model.set_frame(df)
-        self.summary.resizeColumnsToContents()
+        if self.summary_model.columns() != old_cols:
+            _fit_columns(self.summary, self.summary_model.columns())
 
     def frame(self) -> pd.DataFrame | None:
         return self.model.frame()

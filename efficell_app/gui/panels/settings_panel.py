@@ -28,6 +28,7 @@ class SegmentationPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._extra_models: list[tuple[str, str]] = []
         self.model_box = QComboBox()
         self.model_box.addItem("Built-in (EffiCell compact)", None)
         self.model_box.setToolTip("The built-in model, or an adapter trained in this project")
@@ -101,6 +102,12 @@ class SegmentationPanel(QWidget):
             box.blockSignals(False)
         self.nucleus.setEnabled(len(names) > 1)
 
+    def add_model_file(self, path: str, label: str) -> None:
+        """Offer an adapter file from outside the project (kept when the project changes); select it."""
+        self._extra_models.append((label, str(path)))
+        self.model_box.addItem(label, str(path))
+        self.model_box.setCurrentIndex(self.model_box.count() - 1)
+
     def set_adapters(self, adapters: list[Any]) -> None:
         """List the project's adapters (``AdapterInfo`` with ``name`` and ``path``)."""
         current = self.model_box.currentData()
@@ -109,6 +116,8 @@ class SegmentationPanel(QWidget):
         self.model_box.addItem("Built-in (EffiCell compact)", None)
         for a in adapters:
             self.model_box.addItem(f"Adapter: {a.name}", str(a.path))
+        for label, path in self._extra_models:
+            self.model_box.addItem(label, path)
         self.model_box.setCurrentIndex(max(self.model_box.findData(current), 0))
         self.model_box.blockSignals(False)
 

@@ -1,0 +1,3 @@
+from efficell_app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""``efficell export``: measure the cells of a project and write one Excel workbook.
+
+For each image the labels measured are the user's saved annotation when there is one, else
+the latest segmentation result (``--labels`` changes that). Sheets: one row per cell, one row
+per image, and the settings (project, models with their checksums, EffiCell version).
+Images that cannot be read are named on stderr (exit 1); the others are still exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export", help="measure a project's cells and write an Excel workbook",
+        description="Measure every labelled image of an EffiCell project and write one .xlsx workbook "
+                    "(cells, images, settings).")
+    p.add_argument("--project", required=True, type=Path, metavar="DIR", help="the project folder")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.xlsx", help="the workbook to write")
+    p.add_argument("--set", dest="set_name", default=None, metavar="NAME", help="only this image set (default: all)")
+    p.add_argument("--labels", choices=("auto", "annotation", "result"), default="auto",
+                   help="auto: the saved annotation, else the latest result (default); or only one kind")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..project import Project
+    from ..project.export import export_project
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".xlsx":
+        print(f"efficell export: error: --out must name an .xlsx file, not '{out.name}'", file=sys.stderr)
+        return EXIT_USAGE
+    with Project.open(args.project) as project:
+        if args.set_name is not None and args.set_name not in {s.name for s in project.list_sets()}:
+            names = ", ".join(s.name for s in project.list_sets()) or "none"
+            print(f"error: {args.project}: no image set named '{args.set_name}' (sets: {names})", file=sys.stderr)
+            return EXIT_PARTIAL
+        report = export_project(project, out, args.set_name, args.labels)
+    for err in report.errors:
+        print(f"error: {err}", file=sys.stderr)
+    print(f"{out}: {report.n_cells} cells from {report.n_images} image(s)"
+          + (f"; {len(report.not_labelled)} image(s) not segmented or annotated, left out" if report.not_labelled else ""))
+    return EXIT_PARTIAL if report.errors else EXIT_OK

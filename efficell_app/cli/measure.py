@@ -1,0 +1,158 @@
+"""``efficell measure``: per-cell measurements of existing masks, into one .xlsx or .csv.
+
+Images are paired with masks by file stem: for ``<stem>.tif`` the masks folder is searched
+for ``<stem>.tif``, ``<stem>_masks.tif``, ``<stem>_cp_masks.png`` and the like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+
+log = logging.getLogger(__name__)
+
+MASK_SUFFIXES = ("_masks", "_cp_masks", "_mask", "_labels", "")
+MASK_EXTENSIONS = (".tif", ".tiff", ".png")
+OUT_EXTENSIONS = (".xlsx", ".csv")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "measure", help="measure cells of existing masks into an Excel or CSV table",
+        description="Measure every cell (shape, size, raw intensity per channel) of images with their masks.")
+    p.add_argument("--images", required=True, nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--masks", required=True, metavar="DIR", help="folder of masks named <stem>.tif or <stem>_masks.tif (png too)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output table: FILE.xlsx or FILE.csv")
+    p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size in micrometres (default: from each image's metadata)")
+    p.add_argument("--channel-names", metavar="A,B,...", help="names for the image channels, comma separated")
+    p.set_defaults(func=run)
+
+
+def image_stem(path: Path) -> str:
+    name = path.name
+    for ext in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def find_mask(image: Path, masks_dir: Path) -> Path | None:
+    """The mask of ``image`` in ``masks_dir``, or None."""
+    stem = image_stem(image)
+    for suffix in MASK_SUFFIXES:
+        for ext in MASK_EXTENSIONS + tuple(e.upper() for e in MASK_EXTENSIONS):
+            cand = masks_dir / f"{stem}{suffix}{ext}"
+            if cand.is_file() and cand.resolve() != image.resolve():
+                return cand
+    return None
+
+
+def _looks_like_mask(path: Path) -> bool:
+    stem = image_stem(path).lower()
+    return any(stem.endswith(s) for s in MASK_SUFFIXES if s)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.errors import EffiCellError, OutputError
+    from ..core.images import find_images, read_image, read_mask
+
+    out = Path(args.out)
+    if out.suffix.lower() not in OUT_EXTENSIONS:
+        print(f"efficell measure: error: --out must end in .xlsx or .csv, not '{out.name}'", file=sys.stderr)
+        return EXIT_USAGE
+    masks_dir = Path(args.masks)
+    if not masks_dir.is_dir():
+        print(f"efficell measure: error: --masks {masks_dir}: folder not found", file=sys.stderr)
+        return EXIT_USAGE
+    if args.pixel_size is not None and not args.pixel_size > 0:
+        print("efficell measure: error: --pixel-size must be a positive number of micrometres", file=sys.stderr)
+        return EXIT_USAGE
+    channel_names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+
+    images, skipped = find_images(args.images)
+    for path, reason in skipped:
+        log.info("skipped %s: %s", path, reason)
+    masks_resolved = masks_dir.resolve()
+    images = [p for p in images if not (p.resolve().parent == masks_resolved and _looks_like_mask(p))]
+    if not images:
+        print(f"error: {' '.join(args.images)}: no images found", file=sys.stderr)
+        return EXIT_PARTIAL
+
+    import pandas as pd
+
+    from ..core.measure import measure_cells, summarize_image
+
+    t0 = time.perf_counter()
+    cell_tables: list[pd.DataFrame] = []
+    image_rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for path in images:
+        mask_path = find_mask(path, masks_dir)
+        try:
+            if mask_path is None:
+                raise EffiCellError(f"{path}: no mask in {masks_dir} (looked for {image_stem(path)}.tif, "
+                                    f"{image_stem(path)}_masks.tif and .png)")
+            img = read_image(path)
+            labels = read_mask(mask_path)
+            px = args.pixel_size or img.pixel_size_um
+            df = measure_cells(labels, img, pixel_size_um=px, channel_names=channel_names,
+                               image_name=path.name, mask_path=mask_path)
+        except EffiCellError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures.append(str(exc))
+            continue
+        cell_tables.append(df)
+        names = channel_names or list(img.channel_names)
+        image_rows.append(summarize_image(df, len(df), px, names, path.name)
+                          | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
+    if not image_rows:
+        print("error: no image could be measured; nothing written", file=sys.stderr)
+        return EXIT_PARTIAL
+    cells = pd.concat(cell_tables, ignore_index=True) if len(cell_tables) > 1 else cell_tables[0]
+    summary = pd.DataFrame(image_rows)
+    settings = {
+        "command": "efficell measure",
+        "images": [str(p) for p in args.images],
+        "masks": str(masks_dir),
+        "pixel_size_um": args.pixel_size if args.pixel_size else "from image metadata",
+        "channel_names": channel_names or "from image metadata",
+        "images_measured": len(image_rows),
+        "images_failed": failures,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    try:
+        _save(cells, summary, settings, out)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        alt = _alternative(out)
+        if exc.path is not None and out.exists() and alt is not None:
+            try:
+                _save(cells, summary, settings, alt)
+            except OutputError:
+                return EXIT_PARTIAL
+            print(f"error: {out}: the measurements were saved to {alt} instead", file=sys.stderr)
+        return EXIT_PARTIAL
+    print(f"measured {len(cells)} cells in {len(image_rows)} image(s) -> {out}")
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _save(cells: Any, summary: Any, settings: dict[str, Any], out: Path) -> None:
+    from ..core.export import write_csv, write_xlsx
+
+    if out.suffix.lower() == ".xlsx":
+        write_xlsx(cells, summary, settings, out)
+    else:
+        write_csv(cells, out, settings, images=summary)
+
+
+def _alternative(out: Path) -> Path | None:
+    """A free name beside ``out`` (for a file held open by Excel), or None."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    cand = out.with_name(f"{out.stem}_{stamp}{out.suffix}")
+    return None if cand.exists() else cand

@@ -1,0 +1,114 @@
+"""``efficell segment``: label every cell of images (files or folders) or of a project."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment images into label masks (<stem>_masks.tif)",
+                       description="Segment every cell. Writes DIR/<stem>_masks.tif (uint16; uint32 above 65,535 cells) "
+                                   "and DIR/measurements.xlsx.")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--out", type=Path, help="output folder")
+    p.add_argument("--model", default=None, help="'builtin' (default) or an adapter file made by 'efficell train'")
+    p.add_argument("--diameter", type=float, default=None, help="typical cell diameter in pixels (default: estimated)")
+    p.add_argument("--channels", default=None, help="channels to segment: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index")
+    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in µm (default: from the file's metadata)")
+    p.add_argument("--channel-names", default=None, help="comma-separated channel names for the measurements")
+    p.add_argument("--no-measure", action="store_true", help="do not write measurements.xlsx")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output masks")
+    p.add_argument("--project", type=Path, default=None, help="segment the images of an EffiCell project instead")
+    p.add_argument("--set", dest="set_name", default=None, help="with --project: only this image set")
+    p.set_defaults(func=run)
+
+
+def _progress(ev, stream) -> None:  # noqa: ANN001
+    tty = stream.isatty()
+    bar_w = 24
+    done = int(bar_w * ev.index / max(ev.total, 1))
+    status = f"{ev.n_cells} cells, {ev.seconds:.1f} s" if ev.ok else "failed"
+    line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.path.name}: {status}"
+    print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.batch import BatchOptions, segment_files
+    from ..core.cancel import CancelToken
+    from ..core.errors import EffiCellError
+    from ..core.images import PlaneChoice, find_images, parse_channels
+    from ..core.pipeline import Segmenter
+
+    err = sys.stderr
+    try:
+        channels = parse_channels(args.channels)
+        planes = PlaneChoice.parse(args.z, args.t)
+    except ValueError as exc:
+        print(f"efficell segment: error: {exc}", file=err)
+        return 2
+    if args.diameter is not None and args.diameter <= 0:
+        print("efficell segment: error: --diameter must be a positive number of pixels", file=err)
+        return 2
+    names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+    if args.project is not None:
+        return _run_project(args, channels)
+    if not args.paths or args.out is None:
+        print("efficell segment: error: give PATH... and --out DIR (or --project DIR)", file=err)
+        return 2
+    images, skipped = find_images(args.paths)
+    if skipped:
+        print(f"note: skipped {len(skipped)} non-image file(s) in the given folders", file=err)
+    if not images:
+        print("efficell segment: error: no image files found in " + ", ".join(map(str, args.paths)), file=err)
+        return 1
+    try:
+        segmenter = Segmenter.load(args.model, device=args.device)
+    except (EffiCellError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
+                        measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
+    failed = 0
+    cancel = CancelToken()
+    try:
+        for ev in segment_files(images, args.out, segmenter, opts, cancel):
+            _progress(ev, err)
+            if not ev.ok:
+                failed += 1
+                print(f"error: {ev.path}: {ev.message}", file=err)
+            elif ev.message:
+                print(f"warning: {ev.path}: {ev.message}", file=err)
+    except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
+        print(f"error: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        cancel.cancel()
+        print("\ncancelled", file=err)
+        return 130
+    print(f"{len(images) - failed} of {len(images)} image(s) segmented into {args.out}", file=err)
+    return 1 if failed else 0
+
+
+def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
+    from ..core.pipeline import Segmenter
+    from ..project import open_project
+    from ..project.batch import segment_project
+
+    err = sys.stderr
+    segmenter = Segmenter.load(args.model, device=args.device)
+    failed = n = 0
+    with open_project(args.project) as project:
+        for ev in segment_project(project, segmenter, set_name=args.set_name, diameter=args.diameter, channels=channels):
+            n += 1
+            if not getattr(ev, "ok", True):
+                failed += 1
+                print(f"error: {ev.path}: {ev.message}", file=err)
+            else:
+                print(f"{ev.path}: {getattr(ev, 'n_cells', 0)} cells", file=err)
+    print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
+    return 1 if failed else 0

@@ -1,0 +1,220 @@
+"""Segmentation of images with an EffiCell model: the API the CLI, the project and the GUI use.
+
+    seg = Segmenter.load(None)                  # built-in encoder + generalist adapter
+    res = seg.segment(read_image("cells.tif"))  # res.labels: one integer per cell
+
+The stateful part (loaded model, device, cached identity) lives here, outside the nn.Module,
+as SAM's ``SamPredictor`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .cancel import CancelToken
+from .errors import AdapterError
+from .images import ImageData, model_input
+from .instances import InstanceParams, dense_to_labels
+from .training_data import object_diameter, resize_image, resize_labels
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADAPTER_FILE = "efficell_generalist.safetensors"
+MAX_MODEL_PIXELS = 16_000 * 16_000  # refuse rescales that would not fit any machine
+# An estimated diameter is trusted less than a given one: it may rescale only this much.
+AUTO_SCALE_RANGE = (0.2, 4.0)
+
+
+def default_adapter_path() -> Path:
+    from .resources import models_dir
+
+    return models_dir() / DEFAULT_ADAPTER_FILE
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """``None`` / "builtin" / "default" / "generalist" -> the bundled adapter; else a file path."""
+    if model is None or str(model).lower() in ("builtin", "default", "generalist", "efficell_generalist"):
+        p = default_adapter_path()
+        if not p.exists():
+            raise AdapterError(p, "the built-in adapter is missing from this installation (reinstall EffiCell)")
+        return p
+    p = Path(model)
+    if not p.exists():
+        raise AdapterError(p, "adapter file not found (give a file made by 'efficell train' or 'builtin')")
+    return p
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # (H, W) int32, 0 = background
+    diameter: float  # object diameter in input pixels (given or estimated)
+    scale: float  # model-scale / input-scale
+    settings: dict[str, Any]  # everything needed to reproduce the result
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    uncertainty: float = 0.0  # image-level: how much the two decoder branches disagree (0..1)
+    cell_confidence: np.ndarray | None = None  # (n_cells,) mean foreground probability per cell
+    uncertainty_map: np.ndarray | None = None  # (H, W) float16 when asked for
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.labels.max()) if self.labels.size else 0
+
+
+class Segmenter:
+    """A loaded model ready to segment images on one device."""
+
+    def __init__(self, model, meta, adapter_sha256: str, adapter_path: Path | None = None,  # noqa: ANN001
+                 device: str = "cpu", instance_params: InstanceParams | None = None) -> None:
+        from .inference import DensePredictor
+
+        self.model = model
+        self.meta = meta
+        self.adapter_sha256 = adapter_sha256
+        self.adapter_path = adapter_path
+        self.device = device
+        spec = model.encoder.spec
+        self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
+                                                           if k in InstanceParams.__dataclass_fields__})
+        self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, model: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = "auto") -> Segmenter:
+        """Load an adapter file (or the built-in one) with the encoder it was trained for."""
+        from .encoders import build_encoder
+        from .inference import choose_device
+        from .model import EffiCellModel
+        from .model.adapter_io import RANDOM_WEIGHTS, load_adapter, read_adapter_meta
+
+        path = resolve_model(model)
+        meta = read_adapter_meta(path)
+        dev = choose_device(device)
+        try:
+            encoder = build_encoder(meta.encoder, weights=encoder_weights)
+        except KeyError as exc:
+            raise AdapterError(path, f"adapter needs encoder '{meta.encoder}', which this EffiCell does not know") from exc
+        sha = encoder.weights_sha256 or RANDOM_WEIGHTS
+        adapters, meta, adapter_sha = load_adapter(path, encoder.spec.name, sha)
+        return cls(EffiCellModel(encoder, adapters), meta, adapter_sha, path, dev)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        from .. import __version__
+
+        enc = self.model.encoder
+        return {"app_version": __version__, "encoder": enc.spec.name, "encoder_sha256": self.meta.encoder_sha256,
+                "adapter": self.meta.name or (self.adapter_path.stem if self.adapter_path else ""),
+                "adapter_sha256": self.adapter_sha256, "adapter_file": str(self.adapter_path) if self.adapter_path else None}
+
+    @property
+    def target_diameter(self) -> float:
+        return float(self.meta.target_diameter)
+
+    # ------------------------------------------------------------------ segmentation
+    def segment(self, img: ImageData, diameter: float | None = None, channels: tuple[int, ...] | None = None,
+                cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
+                keep_uncertainty_map: bool = False) -> SegmentationResult:
+        """Segment one image. ``diameter``: typical cell diameter in pixels (None: estimated)."""
+        t0 = time.time()
+        notes = list(img.notes)
+        channels = channels if channels is not None else self.meta.channels
+        x = model_input(img, channels)
+        h, w = x.shape[1:]
+        report = (lambda f: progress(min(max(f, 0.0), 1.0))) if progress else (lambda f: None)  # noqa: E731
+        if diameter is not None and diameter <= 0:
+            raise ValueError("diameter must be positive")
+        first = None
+        if diameter is None:
+            diameter, first = self._estimate_diameter(x, cancel, lambda f: report(0.5 * f))
+        lo, hi = AUTO_SCALE_RANGE if first is not None else (0.1, 8.0)
+        scale = float(np.clip(self.target_diameter / diameter, lo, hi)) if diameter else 1.0
+        if h * w * scale * scale > MAX_MODEL_PIXELS:
+            scale = float(np.sqrt(MAX_MODEL_PIXELS / (h * w)))
+            notes.append(f"cells are very small for this image size; rescaled by {scale:.2f} only")
+        if first is not None and abs(np.log(scale)) < np.log(1.15):
+            prob, geo, labels_s = first  # the estimation pass is already at (almost) the right scale
+            scale = 1.0
+        else:
+            base = 0.5 if first is not None else 0.0
+            xs = resize_image(x, scale)
+            prob, geo = self.predictor.predict(xs, cancel, lambda d, n: report(base + (1 - base) * d / n))
+            labels_s = dense_to_labels(prob, geo[0], self._scaled_params(1.0))
+        labels = resize_labels(labels_s, (h, w))
+        if labels_s.shape != (h, w):
+            from skimage.segmentation import relabel_sequential
+
+            labels = relabel_sequential(labels)[0].astype(np.int32)
+        fg_sem = 1.0 - prob[0]
+        fg_geo = np.clip(geo[0] * 6.0, 0.0, 1.0)
+        disagreement = np.abs(fg_sem - fg_geo)
+        region = (fg_sem > 0.2) | (fg_geo > 0.2)
+        uncertainty = float(disagreement[region].mean()) if region.any() else 0.0
+        conf = _cell_confidence(labels_s, prob)
+        umap = None
+        if keep_uncertainty_map:
+            umap = resize_image(disagreement[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else disagreement
+            umap = _fit(umap, (h, w)).astype(np.float16)
+        notes.extend(self.predictor.notes)
+        self.predictor.notes.clear()
+        if img.data.min() == img.data.max():
+            labels[:] = 0
+        report(1.0)
+        settings = {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
+                    "diameter_estimated": first is not None, "scale": round(scale, 5),
+                    "channels": list(channels) if channels else None, "device": self.predictor.device,
+                    "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
+                    "normalisation": self.meta.normalisation, "tile": self.predictor.tile, "overlap": self.predictor.overlap}
+        return SegmentationResult(labels=labels, diameter=float(diameter or 0.0), scale=scale, settings=settings,
+                                  seconds=time.time() - t0, notes=notes, uncertainty=uncertainty,
+                                  cell_confidence=conf, uncertainty_map=umap)
+
+    def _scaled_params(self, scale: float) -> InstanceParams:
+        p = self.params
+        return InstanceParams(p.fg_threshold, p.marker_threshold, max(1, int(round(p.min_size * scale * scale))), p.fill_holes)
+
+    def _estimate_diameter(self, x: np.ndarray, cancel: CancelToken | None, report: Callable[[float], None]):  # noqa: ANN202
+        """Segment at the native scale, measure the median cell diameter.
+
+        Cells far from the target size are found less reliably, so when the first estimate is
+        off by more than 2x a second pass at the implied scale refines it.
+        """
+        prob, geo = self.predictor.predict(x, cancel, lambda d, n: report(d / n))
+        labels = dense_to_labels(prob, geo[0], self._scaled_params(1.0))
+        d = object_diameter(labels)
+        if d <= 0:
+            return None, (prob, geo, labels)
+        s = self.target_diameter / d
+        if abs(np.log(s)) > np.log(2.0):
+            s = float(np.clip(s, *AUTO_SCALE_RANGE))
+            xs = resize_image(x, s)
+            p2, g2 = self.predictor.predict(xs, cancel)
+            d2 = object_diameter(dense_to_labels(p2, g2[0], self._scaled_params(1.0)))
+            if d2 > 0:
+                d = d2 / s
+        return d, (prob, geo, labels)
+
+
+def _fit(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, a.dtype)
+    h, w = min(shape[0], a.shape[0]), min(shape[1], a.shape[1])
+    out[:h, :w] = a[:h, :w]
+    return out
+
+
+def _cell_confidence(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros(0, np.float32)
+    fgp = (1.0 - prob[0]).ravel()
+    lab = labels.ravel()
+    s = np.bincount(lab, weights=fgp, minlength=n + 1)[1:]
+    c = np.bincount(lab, minlength=n + 1)[1:]
+    return (s / np.maximum(c, 1)).astype(np.float32)

@@ -1,0 +1,47 @@
+"""Start the desktop app: ``efficell`` with no arguments, or ``efficell-gui``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .settings import APP, ORG, Preferences
+
+log = logging.getLogger(__name__)
+
+
+def apply_environment(prefs: Preferences) -> None:
+    """Preferences the core reads from the environment (the weights cache folder)."""
+    if prefs.cache_dir:
+        os.environ["EFFICELL_WEIGHTS_DIR"] = prefs.cache_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Create the application and the main window; a folder argument opens that project."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "efficell", *argv])
+    app.setOrganizationName(ORG)
+    app.setApplicationName(APP)
+    from .. import __version__
+
+    app.setApplicationVersion(__version__)
+    from .main_window import MainWindow
+
+    prefs = Preferences.load()
+    apply_environment(prefs)
+    window = MainWindow(prefs)
+    window.show()
+    for arg in argv:
+        if Path(arg).is_dir():
+            window.open_project(arg)
+            break
+    return int(app.exec())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,498 @@
+"""The main window: builds the panels, menus and status bar, and wires them to the session.
+
+Wiring only: state and background work live in :class:`~efficell_app.gui.session.Session`,
+drawing in the viewer and panels, long work in the core's generators.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QWidget,
+)
+
+from .. import __version__
+from ..core.errors import EffiCellError
+from .panels.measurements_panel import MeasurementsPanel
+from .panels.project_panel import ProjectPanel
+from .panels.settings_panel import SegmentationPanel
+from .session import Session
+from .settings import Preferences, qsettings, recent_projects
+from .viewer import ImageViewer
+from .workers import launch, start_worker
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    """EffiCell's window. ``session`` holds the project; widgets only show and forward."""
+
+    def __init__(self, prefs: Preferences | None = None, restore_state: bool = True) -> None:
+        super().__init__()
+        # Hand the GIL back to the GUI thread quickly while a worker computes (default 5 ms):
+        # keeps the window fluid when torch/numpy in the worker run many short Python steps.
+        sys.setswitchinterval(0.001)
+        self.setWindowTitle("EffiCell")
+        self.setAcceptDrops(True)
+        self.prefs = prefs or Preferences.load()
+        self.session = Session(self.prefs, self)
+        self.current_image: int | None = None
+
+        self.viewer = ImageViewer()
+        self.setCentralWidget(self.viewer)
+        self.project_panel = ProjectPanel()
+        self.seg_panel = SegmentationPanel()
+        self.seg_panel.auto_segment.setChecked(self.prefs.auto_segment)
+        self.measurements = MeasurementsPanel()
+        self.problems = QListWidget()
+        self.problems.setAlternatingRowColors(True)
+        self.problems.setToolTip("Files that could not be added or segmented, and why")
+        self.docks: dict[str, QDockWidget] = {}
+        self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Segmentation", self.seg_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Measurements", self.measurements, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self._dock("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.docks["Measurements"], self.docks["Problems"])
+        self.docks["Measurements"].raise_()
+
+        self._build_status_bar()
+        self._build_menus()
+        self._wire()
+        self.resize(1400, 900)
+        if restore_state:
+            self._restore_state()
+        QTimer.singleShot(0, self._detect_device)
+
+    # ------------------------------------------------------------------ construction
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        self.docks[title] = dock
+        return dock
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(220)
+        self.progress.setVisible(False)
+        self.progress_text = QLabel("")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running segmentation (results so far are kept)")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(lambda: self.session.cancel_run())
+        self.device_label = QLabel("Device: …")
+        self.device_label.setToolTip("Where segmentation runs (change in Tools > Settings)")
+        sb.addPermanentWidget(self.progress_text)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+        sb.addPermanentWidget(self.device_label)
+
+    def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+        if tip:
+            act.setStatusTip(tip)
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "&New project…", self.new_project, QKeySequence.StandardKey.New)
+        self._action(f, "&Open project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self.recent_menu = f.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        f.addSeparator()
+        self._action(f, "Add &folder…", self.add_folder_dialog, "Ctrl+Shift+A",
+                     "Add a folder of images as a new image set")
+        self._action(f, "&Add images…", self.add_files_dialog, "Ctrl+I")
+        f.addSeparator()
+        self.export_action = self._action(f, "&Export…", self.open_export_dialog, "Ctrl+E")
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        s = mb.addMenu("&Segment")
+        self._action(s, "Segment this &image", lambda: self.segment_scope("image"), "Ctrl+R")
+        self._action(s, "Segment &selected images", lambda: self.segment_scope("selection"))
+        self._action(s, "Segment current s&et", lambda: self.segment_scope("set"))
+        self._action(s, "Segment &all images", lambda: self.segment_scope("project"))
+        s.addSeparator()
+        self._action(s, "&Cancel", lambda: self.session.cancel_run(), "Esc")
+        v = mb.addMenu("&View")
+        for dock in self.docks.values():
+            v.addAction(dock.toggleViewAction())
+        self._action(v, "Zoom to &fit", self.viewer.fit, "Ctrl+0")
+        t = mb.addMenu("&Tools")
+        self._action(t, "&Models…", self.open_models_dialog)
+        self._action(t, "&Settings…", self.open_settings_dialog, QKeySequence.StandardKey.Preferences)
+        h = mb.addMenu("&Help")
+        self._action(h, "&About EffiCell", self._about)
+
+    def _wire(self) -> None:
+        s = self.session
+        s.segment_options_provider = self.seg_panel.options
+        s.project_changed.connect(self._project_changed)
+        s.images_added.connect(self._images_added)
+        s.image_status.connect(self.project_panel.set_status)
+        s.thumbnail.connect(self.project_panel.set_thumbnail)
+        s.labels_ready.connect(self._labels_ready)
+        s.cells_ready.connect(self._cells_ready)
+        s.run_started.connect(self._run_started)
+        s.run_progress.connect(self._run_progress)
+        s.run_finished.connect(self._run_finished)
+        s.problem.connect(self._problem)
+        s.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        self.project_panel.image_activated.connect(self.show_image)
+        self.project_panel.segment_requested.connect(self.segment_scope)
+        self.project_panel.remove_requested.connect(self._remove_images)
+        self.seg_panel.segment_requested.connect(self.segment_scope)
+        self.seg_panel.auto_segment.toggled.connect(self._auto_segment_toggled)
+        self.viewer.cell_clicked.connect(self._cell_clicked_in_viewer)
+        self.viewer.describe_cell = self._describe_cell
+        self.measurements.cell_selected.connect(self._cell_selected_in_table)
+        self.measurements.scope_changed.connect(lambda _s: self._refresh_measurements())
+
+    # ------------------------------------------------------------------ projects
+    def new_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the new project (empty or new)")
+        if folder:
+            self._guard(lambda: self.session.create_project(folder))
+
+    def open_project_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if folder:
+            self.open_project(folder)
+
+    def open_project(self, folder: str | Path) -> bool:
+        return self._guard(lambda: self.session.open_project(folder))
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = recent_projects()
+        if not items:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+        for p in items:
+            self.recent_menu.addAction(p, lambda p=p: self.open_project(p))
+
+    def _project_changed(self, project: Any) -> None:
+        self.current_image = None
+        self.viewer.clear()
+        self.measurements.set_cells(None)
+        self.measurements.set_summary(None)
+        self.project_panel.set_project(project)
+        self.setWindowTitle(f"{project.name} — EffiCell" if project is not None else "EffiCell")
+        if project is not None:
+            self.seg_panel.set_adapters(project.list_adapters())
+            first = next(iter(self.project_panel.image_ids()), None)
+            if first is not None:
+                self.project_panel.select_image(first)
+                self.show_image(first)
+
+    # ------------------------------------------------------------------ adding images
+    def add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of images")
+        if folder:
+            self.add_paths([folder])
+
+    def add_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "",
+                                                "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp);;All files (*)")
+        if files:
+            self.add_paths(files)
+
+    def add_paths(self, paths: list[str | Path]) -> None:
+        self._guard(lambda: self.session.add_paths(paths, segment=self.seg_panel.auto_segment.isChecked()))
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.add_paths(paths)
+
+    def _images_added(self, report: Any) -> None:
+        project = self.session.project
+        if project is None:
+            return
+        for rec in project.list_images(report.set_name):
+            self.project_panel.add_image(rec)
+        self.project_panel.tree.expandAll()
+        if self.current_image is None and report.added:
+            self.project_panel.select_image(report.added[0])
+            self.show_image(report.added[0])
+
+    def _remove_images(self, ids: list[int]) -> None:
+        project = self.session.project
+        if project is None or not ids:
+            return
+        if QMessageBox.question(self, "Remove images", f"Remove {len(ids)} image(s) from the project? "
+                                "The files themselves are not deleted.") != QMessageBox.StandardButton.Yes:
+            return
+        for i in ids:
+            self._guard(lambda i=i: project.remove_image(i))
+            self.project_panel.remove_image(i)
+            self.session.cells.pop(i, None)
+        if self.current_image in ids:
+            self.current_image = None
+            self.viewer.clear()
+
+    # ------------------------------------------------------------------ viewing
+    def show_image(self, image_id: int) -> None:
+        """Load an image (and its labels) into the viewer."""
+        project = self.session.project
+        if project is None:
+            return
+        try:
+            img = project.read_image(image_id)
+        except EffiCellError as exc:
+            self._problem(str(exc))
+            return
+        self.current_image = image_id
+        self.viewer.set_image(img.data, img.channel_names, img.rgb)
+        self.seg_panel.set_channel_names(img.channel_names)
+        found = project.labels_for(image_id)
+        self.viewer.set_labels(found[0] if found else None)
+        if found is not None:
+            self.session.request_cells([image_id])
+        self._refresh_measurements()
+
+    def _labels_ready(self, image_id: int, labels: Any) -> None:
+        if self.current_image is None:
+            self.project_panel.select_image(image_id)
+            self.show_image(image_id)
+        elif image_id == self.current_image:
+            self.viewer.set_labels(labels)
+
+    def _cells_ready(self, image_id: int, _cells: Any) -> None:
+        if image_id == self.current_image or self.measurements.current_scope() == "set":
+            self._refresh_measurements()
+
+    def _scope_ids(self) -> list[int]:
+        if self.measurements.current_scope() == "set":
+            name = self.project_panel.current_set()
+            return self.project_panel.images_in_set(name) if name else []
+        return [] if self.current_image is None else [self.current_image]
+
+    def _refresh_measurements(self) -> None:
+        ids = self._scope_ids()
+        if self.measurements.current_scope() == "set":
+            self.session.request_cells(ids)
+        self.measurements.set_cells(self.session.cells_of(ids))
+        self.measurements.set_summary(self.session.summary_of(ids))
+        sel = self.viewer.selected_cell()
+        if sel:
+            self.measurements.select_cell(sel, self.current_image)
+
+    def _describe_cell(self, label: int) -> str:
+        df = self.session.cells.get(self.current_image) if self.current_image is not None else None
+        if df is None:
+            return ""
+        rows = df.index[df["cell_id"].to_numpy() == label]
+        if len(rows) == 0:
+            return ""
+        row = df.loc[rows[0]]
+        parts = []
+        for col in df.columns:
+            if col.startswith("area_") or col in ("circularity",) or col.endswith("_mean"):
+                parts.append(f"{col} {float(row[col]):.4g}")
+        return "  ".join(parts[:4])
+
+    def _cell_clicked_in_viewer(self, label: int) -> None:
+        self.measurements.select_cell(label, self.current_image)
+
+    def _cell_selected_in_table(self, image_id: int, label: int) -> None:
+        if image_id >= 0 and image_id != self.current_image:
+            self.project_panel.select_image(image_id)
+            self.show_image(image_id)
+        self.viewer.select_cell(label, center=True)
+
+    # ------------------------------------------------------------------ segmentation
+    def segment_scope(self, scope: str) -> None:
+        project = self.session.project
+        if project is None:
+            self.statusBar().showMessage("Open a project or drop a folder of images first", 5000)
+            return
+        set_name = None
+        if scope == "image":
+            ids = [] if self.current_image is None else [self.current_image]
+        elif scope == "selection":
+            ids = self.project_panel.selected_images()
+        elif scope == "set":
+            set_name = self.project_panel.current_set()
+            ids = self.project_panel.images_in_set(set_name) if set_name else []
+        else:
+            ids = self.project_panel.image_ids()
+        if self.seg_panel.only_new.isChecked():
+            ids = [i for i in ids if project.get_image(i).status == "new"]
+        if not ids:
+            self.statusBar().showMessage("No images to segment", 5000)
+            return
+        self.session.segment(ids, set_name=set_name)
+
+    def _run_started(self, total: int, text: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.progress_text.setText(text)
+        self.seg_panel.set_busy(True)
+
+    def _run_progress(self, done: int, total: int, text: str) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done}/{total}")
+        self.progress_text.setText(text)
+
+    def _run_finished(self, text: str) -> None:
+        self.progress.setVisible(False)
+        self.cancel_button.setVisible(False)
+        self.progress_text.setText("")
+        self.seg_panel.set_busy(False)
+        self.statusBar().showMessage(text, 15000)
+
+    def _problem(self, text: str) -> None:
+        self.problems.addItem(text)
+        self.problems.scrollToBottom()
+        self.docks["Problems"].setWindowTitle(f"Problems ({self.problems.count()})")
+        self.docks["Problems"].show()
+
+    def _auto_segment_toggled(self, on: bool) -> None:
+        self.prefs.auto_segment = on
+        self.prefs.save()
+
+    # ------------------------------------------------------------------ dialogs
+    def open_export_dialog(self) -> Any:
+        from .dialogs.export_dialog import ExportDialog
+
+        project = self.session.project
+        if project is None:
+            self.statusBar().showMessage("Nothing to export: no project is open", 5000)
+            return None
+        names: tuple[str, ...] = ()
+        px = self.prefs.pixel_size_um
+        if self.current_image is not None:
+            rec = project.get_image(self.current_image)
+            names, px = tuple(rec.channel_names), rec.pixel_size_um or px
+
+        def make_job(opts: Any) -> Any:
+            return self.session.export_job(opts, self._export_ids(opts.scope))
+
+        dlg = ExportDialog(make_job, project.exports_dir, names, px or 0.0,
+                           "image" if self.current_image is not None else "set", parent=self)
+        dlg.show()
+        return dlg
+
+    def _export_ids(self, scope: str) -> list[int]:
+        if scope == "image":
+            return [] if self.current_image is None else [self.current_image]
+        if scope == "set":
+            name = self.project_panel.current_set()
+            return self.project_panel.images_in_set(name) if name else []
+        return self.project_panel.image_ids()
+
+    def open_models_dialog(self) -> Any:
+        from .dialogs.models_dialog import ModelsDialog
+
+        dlg = ModelsDialog(self)
+        dlg.show()
+        return dlg
+
+    def open_settings_dialog(self) -> Any:
+        from .dialogs.settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.prefs, getattr(self, "_gpus", []), self)
+        dlg.accepted.connect(lambda: self.apply_preferences(dlg.preferences()))
+        dlg.show()
+        return dlg
+
+    def apply_preferences(self, prefs: Preferences) -> None:
+        from .app import apply_environment
+
+        device_changed = prefs.device != self.prefs.device
+        self.prefs.__dict__.update(prefs.__dict__)
+        self.prefs.save()
+        apply_environment(self.prefs)
+        self.seg_panel.auto_segment.setChecked(prefs.auto_segment)
+        if device_changed:
+            self._detect_device()
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About EffiCell", f"<b>EffiCell {__version__}</b><br>Cell segmentation, measurement "
+                          "and few-shot adapter training on a frozen foundation-model encoder.")
+
+    # ------------------------------------------------------------------ device
+    def _detect_device(self) -> None:
+        """Find the device in the background (importing torch takes a second)."""
+        from . import jobs
+
+        device = self.prefs.device
+
+        def job(_cancel: Any) -> Any:
+            yield jobs.device_description(device), jobs.gpu_names()
+
+        h = start_worker(job, parent=self, on_event=self._device_found)
+        self._device_handle = h
+        launch(h)
+
+    def _device_found(self, ev: Any) -> None:
+        text, gpus = ev
+        self._gpus = gpus
+        self.device_label.setText(text)
+
+    # ------------------------------------------------------------------ helpers / state
+    def _guard(self, fn: Any) -> bool:
+        """Run ``fn``; show a user-facing error (no traceback) when it raises one."""
+        try:
+            fn()
+            return True
+        except EffiCellError as exc:
+            QMessageBox.warning(self, "EffiCell", str(exc))
+            self._problem(str(exc))
+            return False
+
+    def _restore_state(self) -> None:
+        s = qsettings()
+        geom = s.value("window/geometry")
+        state = s.value("window/state")
+        if isinstance(geom, QByteArray):
+            self.restoreGeometry(geom)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def save_state(self) -> None:
+        s = qsettings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self.save_state()
+        self.session.close_project(emit=False)
+        h = getattr(self, "_device_handle", None)
+        if h is not None:
+            h.wait(10_000)
+        super().closeEvent(event)

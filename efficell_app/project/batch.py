@@ -1,0 +1,100 @@
+"""Segment the images of a project (one set or all), recording each result.
+
+``segment_project`` is a generator, as the rest of EffiCell's long work: the CLI prints its
+events, the GUI wraps it in a worker and can cancel between images (and inside one, through
+the segmenter's ``cancel``). A bad image is reported as a failed event and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..core.cancel import CancelToken
+from ..core.errors import Cancelled, EffiCellError
+
+if TYPE_CHECKING:
+    from ..core.images import ImageData
+    from .project import Project
+
+log = logging.getLogger(__name__)
+
+
+class SegmenterLike(Protocol):
+    """What ``segment_project`` needs of ``efficell_app.core.pipeline.Segmenter``."""
+
+    @property
+    def identity(self) -> dict[str, Any]: ...
+
+    def segment(self, img: ImageData, diameter: float | None = None, channels: tuple[int, ...] | None = None,
+                cancel: CancelToken | None = None, progress: Any = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """One image done (``ok``) or failed (``error`` says why, naming the file)."""
+
+    index: int  # 1-based position in the batch
+    total: int
+    image_id: int
+    path: Path
+    ok: bool
+    n_cells: int = 0
+    seconds: float = 0.0
+    result_path: Path | None = None
+    error: str = ""  # "path: reason", as a batch reports it ("error: <path>: <reason>")
+
+    @property
+    def message(self) -> str:
+        """The reason alone (``error`` without the leading ``"<path>: "``)."""
+        prefix = f"{self.path}: "
+        return self.error[len(prefix):] if self.error.startswith(prefix) else self.error
+
+
+def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | None = None,
+                    cancel: CancelToken | None = None, *, only_new: bool = False,
+                    diameter: float | None = None, channels: tuple[int, ...] | None = None) -> Iterator[BatchEvent]:
+    """Segment every image of ``set_name`` (all sets when ``None``); yields one event per image.
+
+    ``only_new`` skips images that already have a result or an annotation (status other than
+    'new'). Raises :class:`Cancelled` between images once ``cancel`` is set; results already
+    recorded stay in the project.
+    """
+    images = project.list_images(set_name)
+    if only_new:
+        images = [r for r in images if r.status == "new"]
+    total = len(images)
+    if total == 0:
+        return
+    identity = dict(segmenter.identity)
+    run_id = project.start_run({"diameter": diameter, "channels": list(channels) if channels else None,
+                                "set": set_name, "only_new": only_new}, identity, set_name)
+    for i, rec in enumerate(images, start=1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        t0 = time.perf_counter()
+        try:
+            img = project.read_image(rec.id)
+            res = segmenter.segment(img, diameter=diameter, channels=channels, cancel=cancel)
+            seconds = float(getattr(res, "seconds", 0.0) or (time.perf_counter() - t0))
+            path = project.record_result(rec.id, res.labels, dict(res.settings), identity, run_id=run_id,
+                                         seconds=seconds)
+        except Cancelled:
+            raise
+        except EffiCellError as exc:
+            yield BatchEvent(i, total, rec.id, rec.path, False, error=str(exc))
+            continue
+        except MemoryError:
+            yield BatchEvent(i, total, rec.id, rec.path, False,
+                             error=f"{rec.path}: not enough memory to segment this image")
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken image must not end the batch
+            log.exception("segmenting %s failed", rec.path)
+            yield BatchEvent(i, total, rec.id, rec.path, False, error=f"{rec.path}: {type(exc).__name__}: {exc}")
+            continue
+        yield BatchEvent(i, total, rec.id, rec.path, True, n_cells=int(res.n_cells), seconds=seconds,
+                         result_path=path)

@@ -1,0 +1,138 @@
+"""End to end: create, add real images, segment (real Segmenter), annotate, register an adapter,
+export with the CLI, close, reopen: everything is there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from efficell_app.cli import main as cli_main
+from efficell_app.core.errors import AdapterError, WeightsError
+from efficell_app.core.images import read_mask
+from efficell_app.project import Project, segment_project
+from efficell_app.project.export import export_project
+
+
+def _real_segmenter(tmp_path: Path):  # noqa: ANN202
+    """The built-in model (``Segmenter.load(None)``) when installed, else a tiny random adapter
+    loaded by the same real ``Segmenter``."""
+    import torch
+
+    from efficell_app.core.pipeline import Segmenter
+
+    torch.set_num_threads(1)
+    try:
+        return Segmenter.load(None, device="cpu"), None
+    except (AdapterError, WeightsError):
+        pass
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.model.adapter_io import RANDOM_WEIGHTS, AdapterMeta, save_adapter
+    from efficell_app.core.model.adapters import AdapterConfig, build_adapters
+
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None)
+    cfg = AdapterConfig(dim=32, n_prompts=4, heads=2, depth=1, morph_widths=(8, 8, 8), decoder_widths=(16, 16, 8))
+    adapters = build_adapters(tuple(enc.out_channels), enc.stride, cfg)
+    meta = AdapterMeta(encoder="efficell_compact", encoder_sha256=RANDOM_WEIGHTS, in_channels=tuple(enc.out_channels),
+                       stride=enc.stride, config=cfg.to_dict(), name="tiny random", metrics={"AP50": 0.0},
+                       training={"images": ["random init"]})
+    path = tmp_path / "tiny.safetensors"
+    save_adapter(path, adapters, meta)
+    return Segmenter.load(path, device="cpu", encoder_weights=None), path
+
+
+def _read_xlsx(path: Path) -> dict[str, list[tuple]]:
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True)
+    return {ws.title: [tuple(r) for r in ws.iter_rows(values_only=True)] for ws in wb.worksheets}
+
+
+@pytest.mark.slow
+def test_full_round_trip(tmp_path: Path, test_data: Path, dsb_pairs: list[tuple[Path, Path]]) -> None:
+    root = tmp_path / "Lab project"
+    seg, adapter_path = _real_segmenter(tmp_path)
+    with Project.create(root, name="Nuclei 2024") as p:
+        report = p.add_folder(test_data / "dsb2018_fluo" / "images", "dsb")
+        p.add_folder(test_data / "usiigaci_phase" / "images", "phase", copy=True)
+        assert report.n_added == len(dsb_pairs) and not report.skipped
+        events = list(segment_project(p, seg, "dsb"))
+        assert len(events) == len(dsb_pairs) and all(e.ok for e in events), [e.error for e in events]
+        first = p.list_images("dsb")[0]
+        gt = read_mask(next(m for i, m in dsb_pairs if i.name == first.name))
+        p.save_annotation(first.id, gt, note="ground truth")
+        p.set_status(first.id, "reviewed")
+        lib_file = adapter_path or seg.adapter_path
+        adapter = p.add_adapter(lib_file, "my nuclei", training_images=[first.name], metrics={"AP50": 0.5})
+        predicted = {e.image_id: p.load_labels(p.latest_result(e.image_id)) for e in events}
+        identity = seg.identity
+
+    out = tmp_path / "cells.xlsx"
+    assert cli_main(["export", "--project", str(root), "--out", str(out)]) == 0
+    sheets = _read_xlsx(out)
+    header, *rows = sheets["Images"]
+    col = {name: i for i, name in enumerate(header)}
+    by_image = {r[col["image"]]: r for r in rows}
+    assert len(rows) == len(dsb_pairs)  # phase images were never segmented: left out
+    assert by_image[first.name][col["labels"]].startswith("annotation")
+    assert by_image[first.name][col["cell_count"]] == len(np.unique(gt)) - 1
+    n_cells = sum(r[col["cell_count"]] for r in rows)
+    assert len(sheets["Cells"]) - 1 == n_cells
+    settings = dict(sheets["Settings"][1:])
+    assert settings["project"] == "Nuclei 2024"
+
+    with Project.open(root) as p:  # reopen: everything is there
+        assert [(s.name, s.n_images) for s in p.list_sets()] == [("dsb", len(dsb_pairs)), ("phase", 2)]
+        assert p.get_image(first.id).status == "reviewed"
+        assert np.array_equal(p.load_annotation(first.id), gt)
+        assert p.annotation_history(first.id)[0].note == "ground truth"
+        for image_id, labels in predicted.items():
+            res = p.latest_result(image_id)
+            assert np.array_equal(p.load_labels(res), labels)
+            assert res.identity["adapter_sha256"] == identity["adapter_sha256"]
+            assert res.settings["encoder"] == identity["encoder"]
+        assert p.get_image(events[1].image_id).status == "segmented"
+        assert all(r.status == "new" and r.inside_project for r in p.list_images("phase"))
+        lib = p.get_adapter("my nuclei")
+        assert lib.sha256 == adapter.sha256 == identity["adapter_sha256"] and lib.path.is_file()
+        assert lib.training_images == (first.name,) and lib.encoder == identity["encoder"]
+        assert p.list_runs()[0].identity["adapter_sha256"] == identity["adapter_sha256"]
+
+
+def test_export_sources_and_errors(project: Project, image_folder: Path, segmenter, tmp_path: Path) -> None:  # noqa: ANN001
+    ids = project.add_folder(image_folder, "exp").added
+    list(segment_project(project, segmenter, "exp"))
+    rec = project.get_image(ids[0])
+    ann = np.zeros((rec.height, rec.width), np.int32)
+    ann[2:12, 2:12] = 1
+    project.save_annotation(ids[0], ann)
+    report = export_project(project, tmp_path / "ann.xlsx", source="annotation")
+    assert report.n_images == 1 and report.n_cells == 1 and len(report.not_labelled) == 3
+    project.get_image(ids[1]).path.unlink()
+    report = export_project(project, tmp_path / "all.xlsx")
+    assert report.n_images == 3 and len(report.errors) == 1 and "file not found" in report.errors[0]
+    sheets = _read_xlsx(tmp_path / "all.xlsx")
+    assert {"set", "image", "cell_id"} <= set(sheets["Cells"][0])
+
+
+def test_cli_export_usage_and_locked(project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["export", "--project", str(project.root), "--out", str(tmp_path / "x.csv")]) == 2
+    assert cli_main(["export", "--project", str(project.root), "--out", str(tmp_path / "x.xlsx")]) == 1
+    assert "the project is already open" in capsys.readouterr().err
+    project.close()
+    assert cli_main(["export", "--project", str(project.root), "--out", str(tmp_path / "x.xlsx"), "--set", "no"]) == 1
+    assert "no image set named 'no'" in capsys.readouterr().err
+    assert cli_main(["export", "--project", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.xlsx")]) == 1
+    assert "folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.xlsx").exists()
+
+
+def test_measure_one_image(project: Project, image_folder: Path, segmenter) -> None:  # noqa: ANN001
+    ids = project.add_folder(image_folder, "exp").added
+    assert project.measure(ids[0]) is None
+    list(segment_project(project, segmenter, "exp"))
+    df, origin = project.measure(ids[0])
+    assert origin.startswith("result") and len(df) == project.latest_result(ids[0]).n_cells
+    assert project.measure(ids[0], source="annotation") is None
