@@ -37,3 +37,38 @@ def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     """Weights cache and settings never touch the real user folders during tests."""
     home = tmp_path_factory.mktemp("efficell_home")
     monkeypatch.setenv("EFFICELL_HOME", str(home))
+
+
+@pytest.fixture(scope="session")
+def random_adapter_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adapter file with random weights for the *small* compact encoder (fast; for plumbing tests)."""
+    import torch
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.model import build_adapters
+    from efficell_app.core.model.adapter_io import AdapterMeta, save_adapter
+
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    ad = build_adapters(enc.out_channels, enc.stride)
+    path = tmp_path_factory.mktemp("adapters") / "random_small.safetensors"
+    meta = AdapterMeta(encoder="efficell_compact", encoder_sha256="random", in_channels=enc.out_channels,
+                       stride=enc.stride, config=ad.config.to_dict(), name="random-small")
+    save_adapter(path, ad, meta)
+    return path
+
+
+@pytest.fixture()
+def random_segmenter(random_adapter_file: Path):
+    """A real Segmenter (small compact encoder, random weights, CPU): exercises every code path quickly."""
+    import torch
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.model import EffiCellModel
+    from efficell_app.core.model.adapter_io import load_adapter
+    from efficell_app.core.pipeline import Segmenter
+
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    ad, meta, sha = load_adapter(random_adapter_file, "efficell_compact", "random")
+    return Segmenter(EffiCellModel(enc, ad), meta, sha, random_adapter_file, "cpu")

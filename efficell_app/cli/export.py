@@ -37,11 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".xlsx":
         print(f"efficell export: error: --out must name an .xlsx file, not '{out.name}'", file=sys.stderr)
         return EXIT_USAGE
+    # A locked, missing or newer project, or an unknown set, raises an EffiCellError that the
+    # dispatcher prints as one "error: ..." line (exit 1).
     with Project.open(args.project) as project:
-        if args.set_name is not None and args.set_name not in {s.name for s in project.list_sets()}:
-            names = ", ".join(s.name for s in project.list_sets()) or "none"
-            print(f"error: {args.project}: no image set named '{args.set_name}' (sets: {names})", file=sys.stderr)
-            return EXIT_PARTIAL
         report = export_project(project, out, args.set_name, args.labels)
     for err in report.errors:
         print(f"error: {err}", file=sys.stderr)

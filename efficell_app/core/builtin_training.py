@@ -142,6 +142,75 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
     return ckpt
 
 
+def export(ckpt: Path, data: Path, work: Path, out_dir: Path | None = None, split_file: Path | None = None,
+           tune_per_dataset: int = 8) -> dict:
+    """Turn a training checkpoint into the shipped files: the frozen encoder (fp16) and the generalist
+    adapter (fp16, with metadata); tune the instance thresholds on training images; evaluate on the
+    held-out test split and store those metrics in the adapter's metadata."""
+    import itertools
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from .encoders import build_encoder
+    from .encoders.compact import BUNDLED_FILE, NAME
+    from .evaluation import evaluate, load_pairs, segmenter_fn
+    from .instances import InstanceParams
+    from .model import EffiCellModel
+    from .model.adapter_io import AdapterMeta, file_sha256, save_adapter
+    from .model.adapters import build_adapters
+    from .pipeline import DEFAULT_ADAPTER_FILE, Segmenter
+    from .resources import models_dir
+
+    out_dir = out_dir or models_dir()
+    split = load_split(split_file or models_dir() / "data_split.json")
+    state = load_file(str(ckpt))
+    enc_state = {k[len("encoder."):]: v.half() if v.is_floating_point() else v for k, v in state.items() if k.startswith("encoder.")}
+    ad_state = {k[len("adapters."):]: v for k, v in state.items() if k.startswith("adapters.")}
+    enc_path = out_dir / BUNDLED_FILE
+    save_file(enc_state, str(enc_path), metadata={"encoder": NAME, "licence": "CC BY-NC-SA 4.0 (trained in part on MoNuSeg)"})
+    encoder = build_encoder(NAME, weights="auto")
+    enc_sha = file_sha256(enc_path)
+    adapters = build_adapters(encoder.out_channels, encoder.stride)
+    adapters.load_state_dict(ad_state)
+    train_meta = json.loads((work / "train_meta.json").read_text()) if (work / "train_meta.json").exists() else {}
+    meta = AdapterMeta(encoder=NAME, encoder_sha256=enc_sha, in_channels=encoder.out_channels, stride=encoder.stride,
+                       config=adapters.config.to_dict(), target_diameter=TARGET_DIAMETER, name="EffiCell generalist",
+                       description="Generalist adapter for fluorescence nuclei, H&E nuclei and phase-contrast cells",
+                       licence="CC BY-NC-SA 4.0 (trained in part on MoNuSeg): non-commercial use only",
+                       training={"recipe": "python -m efficell_app.core.builtin_training", "datasets": list(DATASETS),
+                                 "split": "resources/models/data_split.json", **train_meta})
+    ad_path = out_dir / DEFAULT_ADAPTER_FILE
+    save_adapter(ad_path, adapters, meta, half=True)
+    seg = Segmenter.load(ad_path, device="cpu")
+    # Tune the two watershed thresholds on training images (never on the test split).
+    tune = {ds: load_pairs([(data / ds / "images" / f"{s}.tif", data / ds / "masks" / f"{s}.tif")
+                            for s in split[ds]["train"][:tune_per_dataset]]) for ds in DATASETS}
+    best, best_score = None, -1.0
+    for fg, mk in itertools.product((0.4, 0.5, 0.6), (0.3, 0.4, 0.5, 0.6)):
+        seg.params = InstanceParams(fg_threshold=fg, marker_threshold=mk)
+        score = float(np.mean([evaluate(segmenter_fn(seg), tune[ds], "gt")["ap5"] for ds in DATASETS]))
+        log.info("tune fg=%.1f marker=%.1f -> mean AP@0.5 %.4f", fg, mk, score)
+        if score > best_score:
+            best, best_score = (fg, mk), score
+    seg.params = InstanceParams(fg_threshold=best[0], marker_threshold=best[1])
+    metrics = {}
+    for ds in DATASETS:
+        test = load_pairs([(data / ds / "images" / f"{s}.tif", data / ds / "masks" / f"{s}.tif") for s in split[ds]["test"]])
+        metrics[ds] = {"auto_diameter": evaluate(segmenter_fn(seg), test, "auto"), "given_diameter": evaluate(segmenter_fn(seg), test, "gt")}
+        log.info("%s: %s", ds, metrics[ds])
+    meta.instance_params = dict(seg.params.__dict__)
+    meta.metrics = {"held_out_test_split": metrics, "tuning_mean_ap50_train": round(best_score, 4)}
+    meta.created = ""
+    sha = save_adapter(ad_path, adapters, meta, half=True)
+    summary = {"encoder_file": str(enc_path), "encoder_sha256": enc_sha, "encoder_mb": round(enc_path.stat().st_size / 1e6, 2),
+               "adapter_file": str(ad_path), "adapter_sha256": sha, "adapter_mb": round(ad_path.stat().st_size / 1e6, 2),
+               "instance_params": meta.instance_params, "metrics": meta.metrics}
+    (work / "export_summary.json").write_text(json.dumps(summary, indent=1))
+    del torch, EffiCellModel
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -151,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--export", type=Path, default=None, metavar="CKPT",
+                   help="skip training: export this checkpoint into resources/models (tune, evaluate, write metadata)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads)
+    ckpt = a.export or train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads)
+    summary = export(ckpt, a.data, a.work)
+    print(json.dumps(summary, indent=1))
     return 0
 
 

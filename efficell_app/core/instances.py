@@ -16,6 +16,19 @@ class InstanceParams:
     fill_holes: bool = True
 
 
+def foreground_mask(prob: np.ndarray, params: InstanceParams | None = None) -> np.ndarray:
+    """Pixels whose probability of not being background exceeds the threshold."""
+    return (1.0 - prob[0]) > (params or InstanceParams()).fg_threshold
+
+
+def seed_mask(prob: np.ndarray, dist: np.ndarray, params: InstanceParams | None = None,
+              fg: np.ndarray | None = None) -> np.ndarray:
+    """Watershed markers: foreground pixels of high distance that are interior rather than boundary."""
+    p = params or InstanceParams()
+    fg = foreground_mask(prob, p) if fg is None else fg
+    return fg & (dist > p.marker_threshold) & (prob[1] > prob[2])
+
+
 def dense_to_labels(prob: np.ndarray, dist: np.ndarray, params: InstanceParams | None = None) -> np.ndarray:
     """``prob``: (3, H, W) softmax of background/interior/boundary; ``dist``: (H, W) in 0..1.
 
@@ -26,10 +39,10 @@ def dense_to_labels(prob: np.ndarray, dist: np.ndarray, params: InstanceParams |
     from skimage.segmentation import relabel_sequential, watershed
 
     p = params or InstanceParams()
-    fg = (1.0 - prob[0]) > p.fg_threshold
+    fg = foreground_mask(prob, p)
     if not fg.any():
         return np.zeros(fg.shape, dtype=np.int32)
-    seeds = fg & (dist > p.marker_threshold) & (prob[1] > prob[2])
+    seeds = seed_mask(prob, dist, p, fg)
     markers, n = ndi.label(seeds)
     if n == 0:
         markers, n = ndi.label(fg)
@@ -51,7 +64,7 @@ def dense_to_labels(prob: np.ndarray, dist: np.ndarray, params: InstanceParams |
 def _fill_holes(labels: np.ndarray) -> np.ndarray:
     """Fill background holes enclosed by a single cell (vectorised over all holes)."""
     holes, n = ndi.label(labels == 0)
-    if n <= 1:
+    if n == 0:
         return labels
     big = np.iinfo(np.int32).max
     idx = np.arange(1, n + 1)

@@ -84,6 +84,9 @@ class Segmenter:
         self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
                                                            if k in InstanceParams.__dataclass_fields__})
         self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size)
+        from .strips import STRIP_PIXELS
+
+        self.strip_pixels = STRIP_PIXELS  # larger model-scale images are segmented in strips (bounded memory)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -123,14 +126,19 @@ class Segmenter:
                 cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
                 keep_uncertainty_map: bool = False) -> SegmentationResult:
         """Segment one image. ``diameter``: typical cell diameter in pixels (None: estimated)."""
+        from .strips import needs_strips, segment_in_strips
+
         t0 = time.time()
+        if diameter is not None and diameter <= 0:
+            raise ValueError("diameter must be positive")
+        h, w = img.shape
+        strip_args = (channels, cancel, progress, keep_uncertainty_map)
+        if needs_strips(h, w, float(np.clip(self.target_diameter / diameter, 0.1, 8.0)) if diameter else 1.0, self.strip_pixels):
+            return segment_in_strips(self, img, diameter, *strip_args)
         notes = list(img.notes)
         channels = channels if channels is not None else self.meta.channels
         x = model_input(img, channels)
-        h, w = x.shape[1:]
         report = (lambda f: progress(min(max(f, 0.0), 1.0))) if progress else (lambda f: None)  # noqa: E731
-        if diameter is not None and diameter <= 0:
-            raise ValueError("diameter must be positive")
         first = None
         if diameter is None:
             diameter, first = self._estimate_diameter(x, cancel, lambda f: report(0.5 * f))
@@ -139,6 +147,9 @@ class Segmenter:
         if h * w * scale * scale > MAX_MODEL_PIXELS:
             scale = float(np.sqrt(MAX_MODEL_PIXELS / (h * w)))
             notes.append(f"cells are very small for this image size; rescaled by {scale:.2f} only")
+        if first is not None and abs(np.log(scale)) >= np.log(1.15) and needs_strips(h, w, scale, self.strip_pixels):
+            del x, first
+            return segment_in_strips(self, img, diameter, *strip_args, estimated=True)
         if first is not None and abs(np.log(scale)) < np.log(1.15):
             prob, geo, labels_s = first  # the estimation pass is already at (almost) the right scale
             scale = 1.0
@@ -148,16 +159,19 @@ class Segmenter:
             prob, geo = self.predictor.predict(xs, cancel, lambda d, n: report(base + (1 - base) * d / n))
             labels_s = dense_to_labels(prob, geo[0], self._scaled_params(1.0))
         labels = resize_labels(labels_s, (h, w))
-        if labels_s.shape != (h, w):
+        conf = _cell_confidence(labels_s, prob)
+        if labels_s.shape != (h, w):  # cells may vanish when shrinking: renumber, keep their confidences aligned
             from skimage.segmentation import relabel_sequential
 
+            kept = np.unique(labels)
+            kept = kept[kept > 0]
             labels = relabel_sequential(labels)[0].astype(np.int32)
+            conf = conf[kept - 1]
         fg_sem = 1.0 - prob[0]
         fg_geo = np.clip(geo[0] * 6.0, 0.0, 1.0)
         disagreement = np.abs(fg_sem - fg_geo)
         region = (fg_sem > 0.2) | (fg_geo > 0.2)
         uncertainty = float(disagreement[region].mean()) if region.any() else 0.0
-        conf = _cell_confidence(labels_s, prob)
         umap = None
         if keep_uncertainty_map:
             umap = resize_image(disagreement[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else disagreement
@@ -166,15 +180,20 @@ class Segmenter:
         self.predictor.notes.clear()
         if img.data.min() == img.data.max():
             labels[:] = 0
+            conf = np.zeros(0, np.float32)
         report(1.0)
-        settings = {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
-                    "diameter_estimated": first is not None, "scale": round(scale, 5),
-                    "channels": list(channels) if channels else None, "device": self.predictor.device,
-                    "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
-                    "normalisation": self.meta.normalisation, "tile": self.predictor.tile, "overlap": self.predictor.overlap}
+        settings = self._settings(diameter, first is not None, scale, channels)
         return SegmentationResult(labels=labels, diameter=float(diameter or 0.0), scale=scale, settings=settings,
                                   seconds=time.time() - t0, notes=notes, uncertainty=uncertainty,
                                   cell_confidence=conf, uncertainty_map=umap)
+
+    def _settings(self, diameter: float | None, estimated: bool, scale: float, channels: tuple[int, ...] | None) -> dict[str, Any]:
+        """Everything needed to reproduce a result."""
+        return {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
+                "diameter_estimated": estimated, "scale": round(scale, 5),
+                "channels": list(channels) if channels else None, "device": self.predictor.device,
+                "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
+                "normalisation": self.meta.normalisation, "tile": self.predictor.tile, "overlap": self.predictor.overlap}
 
     def _scaled_params(self, scale: float) -> InstanceParams:
         p = self.params

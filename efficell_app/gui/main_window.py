@@ -68,11 +68,16 @@ class MainWindow(QMainWindow):
         self._dock("Problems", self.problems, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.docks["Measurements"], self.docks["Problems"])
         self.docks["Measurements"].raise_()
+        # side panels run the full height; the table sits under the image only
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
         self._build_status_bar()
         self._build_menus()
         self._wire()
         self.resize(1400, 900)
+        self.resizeDocks([self.docks["Project"], self.docks["Segmentation"]], [300, 290], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["Measurements"]], [270], Qt.Orientation.Vertical)
         if restore_state:
             self._restore_state()
         QTimer.singleShot(0, self._detect_device)

@@ -25,6 +25,7 @@ from ..core.errors import Cancelled, EffiCellError
 log = logging.getLogger(__name__)
 
 Job = Callable[[CancelToken], Iterator[Any]]
+_RUNNING: set[WorkerHandle] = set()  # handles whose thread has not finished yet
 
 
 class GeneratorWorker(QObject):
@@ -155,6 +156,7 @@ class WorkerHandle(QObject):
     def _on_done(self) -> None:
         self.thread.quit()
         self.thread.wait(5000)
+        _RUNNING.discard(self)
         self.done.emit()
 
     def cancel(self) -> None:
@@ -185,6 +187,7 @@ def start_worker(job: Job, parent: QObject | None = None, threads: int | None = 
 def launch(handle: WorkerHandle) -> None:
     """Start a handle returned by :func:`start_worker` once all its signals are connected."""
     handle.started_at = time.monotonic()
+    _RUNNING.add(handle)  # a running thread must outlive whoever dropped the handle
     handle.thread.start(QThread.Priority.LowPriority)
 
 

@@ -5,7 +5,7 @@ No Qt here; the GUI and the CLI both drive a :class:`Project`.
 Layout on disk (a project is a folder; move or copy the whole folder and it still opens)::
 
     MyProject/
-      project.efficell      the index: an SQLite database in WAL mode (schema below)
+      project.efficell      the index: an SQLite database in WAL mode (schema in store.py)
       project.lock          "pid host time" of the process that has the project open
       images/<set>/...      images copied in (``add_folder(..., copy=True)``); otherwise
                             images stay where they are and are referenced by path
@@ -19,9 +19,9 @@ Why SQLite (WAL) and not a versioned JSON file
     * Every change is a transaction: a crash or power cut leaves the last committed state,
       never half of a write; a versioned JSON file would be rewritten whole at each change
       (a 10,000-image index is megabytes of JSON re-serialised per status change).
-    * Opening reads only what is asked: a 10,000-image project opens in ~10-20 ms and lists
-      all 10,000 image records in ~0.25-0.9 s on a busy 2-core machine
-      (``benchmarks/project_open.py``); JSON must be parsed whole before the first image shows.
+    * Opening reads only what is asked: a 10,000-image project opens in ~8 ms and lists all
+      10,000 image records in ~0.15 s (median, busy 2-core VM; ``benchmarks/project_open.py``,
+      ``benchmarks/results/project.md``); JSON must be parsed whole before the first image shows.
     * Indexed queries (images of a set, latest result, annotation history) stay fast as
       projects grow; WAL makes commits cheap (one sequential append) and ``synchronous=FULL``
       makes them durable.
@@ -36,8 +36,8 @@ Locking
     on Windows) for as long as the project is open; it holds ``pid host time`` of the owner
     for the message. The OS drops the lock when the process dies, so a crash never leaves a
     stale lock. A second opener (another process or another ``Project`` in the same process)
-    gets :class:`ProjectLockedError`: "project ... is open in another EffiCell (pid 123 on
-    host lab-pc since ...); close it there first".
+    gets :class:`ProjectLockedError`: "<folder>: the project is open in another EffiCell
+    (pid 123 on host lab-pc since ...); close it there first" (``err.holder`` has pid/host/time).
 
 Versions
     The schema version is stored in the database (``PRAGMA user_version``) and in the meta
@@ -64,7 +64,8 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
 
     p = Project.create(folder, name=None)        # folder is created if needed; an existing
                                                  # project there is refused
-    p = Project.open(folder)  # or open_project(folder); ProjectLockedError / ProjectVersionError /
+    p = Project.open(folder)                     # or open_project(folder). Raises
+                                                 # ProjectLockedError / ProjectVersionError /
                                                  # NotAProjectError; after a crash of the last
                                                  # session its unfinished temp files are removed
     with Project.open(folder) as p: ...          # close() on exit
@@ -78,22 +79,25 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
     p.add_folder(path, set_name, copy=False, planes=None, progress=None, cancel=None)
         -> AddReport(set_name, added: list[int], skipped: list[(Path, reason)], duplicates)
         adds images recursively (set created if needed); a file already in the set is a
-        duplicate; non-images and unreadable images are skipped with the reason.
+        duplicate; non-images and unreadable images are skipped with the reason;
+        report.summary() is one line for the user; cancel keeps what was added
+        (report.cancelled); progress(done, total) after each file.
     p.add_files(paths, set_name, ...) -> AddReport   (same, for explicit files)
     p.list_images(set_name=None, status=None) -> list[ImageRecord]
-    p.get_image(image_id) -> ImageRecord         (KeyError if there is no such image)
+    p.get_image(image_id) -> ImageRecord         (NotFoundError, a KeyError, if no such image)
     p.read_image(image_id) -> core.images.ImageData
     p.set_status(image_id, status)               status in STATUSES =
                                                  ("new", "segmented", "annotated", "reviewed")
-    p.remove_image(image_id)
+    p.remove_image(image_id)                     (its annotations/results; never the user's file)
     p.image_sha256(image_id) -> str              full-file SHA-256 (computed once, stored)
-    p.missing_images() -> list[ImageRecord]      files that are no longer where recorded
+    p.missing_images(set_name=None) -> list[ImageRecord]   files no longer where recorded
     p.relink(old_prefix, new_folder) -> RelinkReport(relinked, still_missing, mismatched)
     relink_prefixes(old_file, new_file) -> (old_prefix, new_folder)   # from one found file
 
     # model output (never touches annotations)
     p.start_run(settings, identity, set_name=None) -> run_id
     p.record_result(image_id, labels, settings, identity, run_id=None, seconds=None) -> Path
+        (status new -> segmented; labels must match the image's size)
     p.latest_result(image_id) -> ResultRecord | None
     p.list_results(image_id) -> list[ResultRecord]      newest first
     p.load_labels(result_or_annotation_version_or_path) -> np.ndarray (H, W) int32
@@ -102,6 +106,7 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
 
     # annotations (ground truth edited by the user)
     p.save_annotation(image_id, labels, note="") -> AnnotationVersion
+        (status new/segmented -> annotated; "reviewed" is only set by set_status)
     p.load_annotation(image_id, version=None) -> np.ndarray | None   (None: not annotated)
     p.annotation_history(image_id) -> list[AnnotationVersion]        newest first
     p.annotated_images(set_name=None) -> list[ImageRecord]           (training data)

@@ -283,6 +283,29 @@ def _probe(path: Path, planes: PlaneChoice) -> dict[str, Any]:
     }
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_size == b.stat().st_size and quick_hash(a) == quick_hash(b)
+    except OSError:
+        return False
+
+
+def _place(src: Path, dest: Path, taken: set[str], store: Store) -> Path | None:
+    """A copy target for ``src`` near ``dest``: ``None`` if ``src`` is already copied there."""
+    name = dest.name
+    ome = name.lower().endswith(".ome.tif")
+    stem, suffix = (name[:-8], name[-8:]) if ome else (dest.stem, dest.suffix)
+    k = 1
+    while True:
+        cand = dest if k == 1 else dest.with_name(f"{stem}_{k}{suffix}")
+        if store.to_stored(cand) in taken:
+            if _same_file(src, cand):
+                return None
+        elif not cand.exists():
+            return cand
+        k += 1
+
+
 def _copy_in(src: Path, dst: Path) -> None:
     if dst.is_file() and dst.stat().st_size == src.stat().st_size and quick_hash(dst) == quick_hash(src):
         return
@@ -318,20 +341,25 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
         last_commit = time.monotonic()
 
     planes_json = to_json({"z": planes.z, "t": planes.t}) if (planes.z is not None or planes.t is not None) else None
-    total = len(files)
-    for done, (src, target) in enumerate(files):
-        if cancel is not None and cancel.cancelled:
-            report.cancelled = True
-            break
+
+    def add_one(src: Path, target: Path | None) -> None:
         src = Path(src).absolute()
         if any(_is_under(src, d) for d in own):
             report.skipped.append((src, "is part of the project's own data (annotations, results, adapters)"))
-            continue
+            return
         dest = Path(target) if (copy and target is not None) else src
         stored = store.to_stored(dest)
+        if stored in existing and dest != src:
+            # Another file already took this name in the set's copy folder: the same image
+            # again is a duplicate, a different one gets a free name ("x_2.tif").
+            placed = _place(src, dest, existing, store)
+            if placed is None:
+                report.duplicates += 1
+                return
+            dest, stored = placed, store.to_stored(placed)
         if stored in existing:
             report.duplicates += 1
-            continue
+            return
         try:
             if dest != src:
                 _copy_in(src, dest)
@@ -342,15 +370,22 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
             if dest != src:
                 with contextlib.suppress(OSError):
                     dest.unlink()
-            continue
+            return
         existing.add(stored)
         pending.append((sid, stored, info["size"], info["mtime"], info["quick_hash"], info["sha256"],
                         info["height"], info["width"], info["channels"], info["channel_names"],
                         info["pixel_size_um"], info["rgb"], planes_json, now_iso()))
         if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > 2.0:
             flush()
+
+    total = len(files)
+    for done, (src, target) in enumerate(files, start=1):
+        if cancel is not None and cancel.cancelled:
+            report.cancelled = True
+            break
+        add_one(src, target)
         if progress is not None:
-            progress(done + 1, total)
+            progress(done, total)
     flush()
     if report.skipped:
         log.info("%s", report.summary())

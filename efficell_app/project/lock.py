@@ -129,6 +129,9 @@ class ProjectLock:
         with contextlib.suppress(OSError):
             os.close(fd)
 
+    def __del__(self) -> None:  # a Project dropped without close() must not keep its folder locked
+        self.release()
+
     def __enter__(self) -> ProjectLock:
         self.acquire()
         return self

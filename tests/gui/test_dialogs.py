@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from test_main_window import drop, wait_run_done
+from gui_helpers import drop, wait_run_done
 
 pytestmark = pytest.mark.gui
 

@@ -7,30 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import Qt, QTimer
+
+from gui_helpers import drop, wait_run_done
 
 pytestmark = pytest.mark.gui
-
-
-def drop(window, *paths: Path) -> None:  # noqa: ANN001
-    """Simulate dragging paths from a file manager and dropping them on the window."""
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(window.rect().center(), Qt.DropAction.CopyAction, mime,
-                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(window, enter)
-    assert enter.isAccepted()
-    ev = QDropEvent(QPointF(window.rect().center()), Qt.DropAction.CopyAction, mime,
-                    Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(window, ev)
-    assert ev.isAccepted()
-
-
-def wait_run_done(qtbot, window, timeout: int = 60_000) -> None:  # noqa: ANN001
-    qtbot.waitUntil(lambda: not window.session.is_running() and not window.session.pending_segment
-                    and not window.session.helpers_running(), timeout=timeout)
 
 
 def test_drop_folder_segments_and_shows_overlay(qtbot, window, image_folder: Path) -> None:  # noqa: ANN001

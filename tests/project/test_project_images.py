@@ -218,3 +218,20 @@ def test_project_inside_the_image_folder(tmp_path: Path, image_folder: Path) -> 
     shutil.move(image_folder, moved)
     with Project.open(moved) as p:
         assert len(p.list_images()) == 3 and not p.missing_images()
+
+
+def test_copy_in_keeps_different_files_of_the_same_name(project: Project, image_folder: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a" / "plate1", tmp_path / "b" / "plate1"
+    src = sorted((image_folder / "plate1").glob("*.tif"))
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    shutil.copy(src[0], a / "img.tif")
+    shutil.copy(src[1], b / "img.tif")
+    assert project.add_folder(a, "s", copy=True).n_added == 1
+    second = project.add_folder(b, "s", copy=True)
+    assert second.n_added == 1 and second.duplicates == 0
+    assert project.get_image(second.added[0]).path.name == "img_2.tif"
+    again = project.add_folder(b, "s", copy=True)  # the very same file again: a duplicate
+    assert again.n_added == 0 and again.duplicates == 1
+    shas = {r.sha256 for r in project.list_images("s")}
+    assert len(shas) == 2

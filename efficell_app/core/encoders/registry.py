@@ -161,11 +161,12 @@ def build_encoder(
     backbone = spec.builder(small=small)
     sha = None
     if weights is not None:
-        from .weights import ensure_weights_file, file_sha256
+        from .weights import ensure_weights_file, file_sha256, known_sha256
 
         path = ensure_weights_file(spec) if weights == "auto" else Path(weights)
         if spec.load_checkpoint is None:
             raise ValueError(f"encoder '{name}' has no checkpoint loader")
         spec.load_checkpoint(backbone, path)
-        sha = spec.weights.sha256 if (weights == "auto" and spec.weights and spec.weights.sha256) else file_sha256(path)
+        # A verified cached file has its hash recorded: do not re-hash gigabytes on every load.
+        sha = (known_sha256(spec) if weights == "auto" else None) or file_sha256(path)
     return FrozenEncoder(backbone, spec, weights_sha256=sha).to(device)

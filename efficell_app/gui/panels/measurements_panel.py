@@ -128,18 +128,20 @@ class MeasurementsPanel(QWidget):
         self.model.set_frame(df)
         if self.model.columns() != old_cols:
             _fit_columns(self.table, self.model.columns())
+            for i, c in enumerate(self.model.columns()):  # internal id: the image name is shown instead
+                self.table.setColumnHidden(i, c == IMAGE_COLUMN)
         n = 0 if df is None else len(df)
         self.count.setText(f"{n} cells")
         numeric = [] if df is None else [c for c in df.columns if _is_numeric(df[c])
                                          and c not in (ID_COLUMN, IMAGE_COLUMN)]
-        for box, pref in ((self.x_col, "area"), (self.y_col, "__mean")):
+        for box, pick in ((self.x_col, lambda c: c.startswith("area")), (self.y_col, lambda c: c.endswith("_mean"))):
             current = box.currentText()
             box.blockSignals(True)
             box.clear()
             box.addItems(numeric)
             i = box.findText(current) if current else -1
             if i < 0:
-                i = next((k for k, c in enumerate(numeric) if c.startswith(pref)), 0)
+                i = next((k for k, c in enumerate(numeric) if pick(c)), 0)
             box.setCurrentIndex(i)
             box.blockSignals(False)
         self._replot()
@@ -149,6 +151,8 @@ class MeasurementsPanel(QWidget):
         self.summary_model.set_frame(df)
         if self.summary_model.columns() != old_cols:
             _fit_columns(self.summary, self.summary_model.columns())
+            for i, c in enumerate(self.summary_model.columns()):
+                self.summary.setColumnHidden(i, c == IMAGE_COLUMN)
 
     def frame(self) -> pd.DataFrame | None:
         return self.model.frame()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# CI: build the Linux CPU bundle and run its self-test offscreen with no Python on PATH.
+#
+#   .ci/bundle.sh            # exit 0 when the bundle builds, --version/info run and --selftest passes
+#
+# Uses a separate virtual environment (build/venv-cpu, reused between runs) holding the CPU-only
+# torch, so the bundle stays lean (docs/install.md). Environment overrides:
+#   EFFICELL_BUNDLE_VENV   venv folder (default build/venv-cpu)
+#   TORCH_CPU_SPEC         torch requirement (default torch==2.13.0+cpu; the matching torchvision is chosen below)
+#   TORCH_CPU_INDEX        index with CPU wheels, used when pip cannot find TORCH_CPU_SPEC on its own
+#                          (default https://download.pytorch.org/whl/cpu)
+# Prints build time and bundle size at the end (recorded in benchmarks/results/bundle.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${EFFICELL_BUNDLE_VENV:-build/venv-cpu}"
+torch_spec="${TORCH_CPU_SPEC:-torch==2.13.0+cpu}"
+torch_index="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+t0=$(date +%s)
+
+if [[ ! -x "$venv/bin/pyinstaller" ]]; then
+  python3 -m venv "$venv"
+  # The CPU wheel comes from a local wheel house / configured index when there is one, else the PyTorch CPU index.
+  "$venv/bin/pip" install -q "$torch_spec" || "$venv/bin/pip" install -q "$torch_spec" --extra-index-url "$torch_index"
+  tv="$("$venv/bin/python" -c 'import torch; v=torch.__version__.split("+")[0].split("."); print(f"0.{int(v[1]) + 15}.*")')"
+  "$venv/bin/pip" install -q "torchvision==$tv" --extra-index-url "$torch_index" || "$venv/bin/pip" install -q "torchvision==$tv"
+  # EffiCell's other dependencies (pyproject.toml), without letting pip replace the CPU torch.
+  "$venv/bin/pip" install -q "timm>=1.0.15" "numpy>=1.26" "scipy>=1.11" "tifffile>=2024.1.30" "scikit-image>=0.22" \
+    "pillow>=10" "pandas>=2.1" "openpyxl>=3.1" "safetensors>=0.4" "platformdirs>=4" "roifile>=2024.1.1" \
+    "PySide6-Essentials>=6.6,<6.12" "pyqtgraph>=0.13.7" "pyinstaller>=6.10" "$torch_spec"
+fi
+t1=$(date +%s)
+"$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller build.spec
+t2=$(date +%s)
+
+# The bundle must run without the build environment: empty environment, no Python on PATH.
+run() { env -i PATH=/usr/bin:/bin HOME="$HOME" QT_QPA_PLATFORM=offscreen "$@"; }
+home="$(mktemp -d)"; trap 'rm -rf "$home"' EXIT
+run EFFICELL_HOME="$home" ./dist/efficell/efficell --version
+run EFFICELL_HOME="$home" ./dist/efficell/efficell info >/dev/null
+run EFFICELL_HOME="$home" ./dist/efficell/efficell --selftest
+t3=$(date +%s)
+
+echo "bundle: venv $((t1 - t0)) s, pyinstaller $((t2 - t1)) s, checks $((t3 - t2)) s;" \
+     "dist/efficell $(du -sh dist/efficell | cut -f1) ($(find dist/efficell -type f | wc -l) files)"

@@ -1,0 +1,223 @@
+"""``efficell train``: few-shot training of an adapter for a frozen encoder from annotated images.
+
+Masks pair with images by stem (``<stem>.tif`` or ``<stem>_masks.tif``, ``.tiff`` / ``.png``
+too). Progress goes to stderr; at the end ONE JSON line on stdout gives the adapter file and
+its sha256, the validation scores, the time and the number of trained parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train an adapter on your annotated images (the encoder stays frozen)",
+        description="Train EffiCell adapters on annotated images: a frozen encoder, minutes on a CPU. Masks are label "
+                    "images (0 = background, one integer per cell) named like their image (<stem>.tif or "
+                    "<stem>_masks.tif). Without --val-images a band of 20%% of each image is held out for validation.")
+    p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of training images")
+    p.add_argument("--masks", required=True, type=Path, metavar="DIR", help="folder of their label masks")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="adapter file to write (.safetensors)")
+    p.add_argument("--encoder", default="efficell_compact", help="encoder name (see 'efficell models'; default efficell_compact)")
+    p.add_argument("--encoder-weights", default="auto", metavar="FILE", help="encoder checkpoint (default: installed weights)")
+    p.add_argument("--init", default="auto", metavar="ADAPTER",
+                   help="adapter to start from: 'auto' (the built-in generalist when it fits the encoder), 'none' "
+                        "(fresh adapters) or an adapter file")
+    p.add_argument("--val-images", type=Path, metavar="DIR", help="folder of validation images")
+    p.add_argument("--val-masks", type=Path, metavar="DIR", help="folder of their masks")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="time budget for the whole run (default 10)")
+    budget.add_argument("--epochs", type=int, help="train for this many epochs instead of a time budget")
+    p.add_argument("--diameter", type=float, metavar="PX",
+                   help="cell diameter (px) the model works at (default: the init adapter's, else 24); "
+                        "each image is rescaled so its cells (measured on its mask) have this size")
+    p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--batch-size", type=int, default=None, help="crops per step (default 4 on a CPU, 8 on a GPU)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 fine-tuning, 2e-3 fresh)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=None, help="keep encoder features in this folder (default: memory)")
+    p.add_argument("--name", default="", help="adapter name stored in the file (default: the file name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def pair_files(images: Path, masks: Path) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+    """Images of ``images`` with their masks in ``masks`` by stem; problems as ``path: reason``.
+
+    An image without a mask is kept as ``(image, None)`` so the training names and skips it.
+    """
+    from ..core.images import is_image_file
+    from .eval import MASK_SUFFIXES, mask_stem
+
+    for d in (images, masks):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d}: not a folder")
+    same = images.resolve() == masks.resolve()
+
+    def is_mask_name(f: Path) -> bool:  # in a shared folder only <stem>_masks.tif etc. are masks
+        return mask_stem(f) != _plain_stem(f)
+
+    found: dict[str, list[Path]] = {}
+    for f in sorted(masks.iterdir()):
+        if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(MASK_SUFFIXES):
+            if not same or is_mask_name(f):
+                found.setdefault(mask_stem(f), []).append(f)
+    problems = []
+    for stem, fs in found.items():
+        if len(fs) > 1:
+            problems.append(f"{fs[0]}: several masks have the stem '{stem}' ({', '.join(x.name for x in fs[1:])} too); "
+                            "keep one")
+    pairs: list[tuple[Path, Path | None]] = []
+    for f in sorted(images.iterdir()):
+        if not f.is_file() or not is_image_file(f) or (same and is_mask_name(f)):
+            continue
+        fs = found.get(mask_stem(f), [])
+        pairs.append((f, fs[0] if len(fs) == 1 else None))
+    return pairs, problems
+
+
+def _plain_stem(f: Path) -> str:
+    name = f.name
+    for suf in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return f.stem
+
+
+# ----------------------------------------------------------------------------- config and loop
+
+
+def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
+    """Build the TrainConfig; ValueError / FileNotFoundError for usage errors."""
+    from ..core.images import parse_channels
+    from ..core.training import TrainConfig
+
+    if args.minutes is not None and args.minutes <= 0:
+        raise ValueError("--minutes must be positive")
+    if args.epochs is not None and args.epochs <= 0:
+        raise ValueError("--epochs must be positive")
+    if args.diameter is not None and args.diameter <= 0:
+        raise ValueError("--diameter must be a positive number of pixels")
+    if (args.val_images is None) != (args.val_masks is None):
+        raise ValueError("give both --val-images and --val-masks, or neither")
+    channels = parse_channels(args.channels)
+    from ..core.encoders import get_spec
+    from ..core.inference import choose_device
+
+    try:
+        get_spec(args.encoder)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    choose_device(args.device)
+    pairs, problems = pair_files(args.images, args.masks)
+    if not pairs:
+        raise FileNotFoundError(f"{args.images}: no image files found")
+    val = None
+    if args.val_images is not None:
+        val, vp = pair_files(args.val_images, args.val_masks)
+        problems += vp
+    init = None if str(args.init).lower() == "none" else args.init
+    weights = None if str(args.encoder_weights).lower() == "none" else args.encoder_weights
+    cfg = TrainConfig(train=pairs, out=args.out, val=val, encoder=args.encoder, encoder_weights=weights,
+                      init_adapter=init, target_diameter=args.diameter, channels=channels, minutes=args.minutes,
+                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                      device=args.device, cache_dir=args.cache_dir, name=args.name)
+    return cfg, problems
+
+
+def _fmt_eta(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(round(s))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, cancel=None,  # noqa: ANN001
+                 problems: list[str] | None = None) -> int:
+    """Run ``train_adapter`` printing progress to ``err`` and the result as one JSON line to ``out``."""
+    from ..core.training import train_adapter
+
+    warned = list(problems or [])
+    for w in warned:
+        print(f"warning: {w}", file=err)
+    last_print = 0.0
+    final = None
+    phase = ""
+    for p in train_adapter(config, cancel):
+        for w in p.warnings:
+            warned.append(w)
+            print(f"warning: {w}", file=err)
+        now = time.time()
+        if p.phase != phase:
+            phase = p.phase
+            print(f"[{p.elapsed_s:6.1f} s] {p.phase}{': ' + p.message if p.message else ''}", file=err, flush=True)
+            last_print = now
+        elif p.phase == "validating" and p.val is not None and p.message:
+            print(f"[{p.elapsed_s:6.1f} s]   step {p.step}: {p.message}", file=err, flush=True)
+        elif now - last_print >= 5.0 and p.phase in ("training", "caching features"):
+            if p.phase == "training":
+                loss = p.losses.get("total")
+                print(f"[{p.elapsed_s:6.1f} s]   step {p.step}/{p.total_steps or '?'} epoch {p.epoch:.1f} "
+                      f"loss {loss:.3f} eta {_fmt_eta(p.eta_s)}", file=err, flush=True)
+            else:
+                print(f"[{p.elapsed_s:6.1f} s]   features {p.message} eta {_fmt_eta(p.eta_s)}", file=err, flush=True)
+            last_print = now
+        if p.phase == "done":
+            final = p
+    assert final is not None
+    training = _read_training(final.adapter_path)
+    result: dict[str, Any] = {
+        "adapter": str(final.adapter_path), "sha256": final.adapter_sha256,
+        "validation": final.metrics.get("validation"), "validation_source": final.metrics.get("validation_source"),
+        "seconds": round(final.seconds, 1), "train_seconds": training.get("train_seconds"),
+        "cache_seconds": training.get("cache_seconds"), "steps": final.step,
+        "steps_per_second": round(final.step / training["train_seconds"], 3) if training.get("train_seconds") else None,
+        "trainable_parameters": final.trainable_params, "images": len(training.get("images", [])),
+        "skipped": warned,
+    }
+    print(json.dumps(result), file=out, flush=True)
+    print(f"adapter written: {final.adapter_path}", file=err)
+    return EXIT_PARTIAL if warned else EXIT_OK
+
+
+def _read_training(path) -> dict[str, Any]:  # noqa: ANN001
+    from ..core.model.adapter_io import read_adapter_meta
+
+    return dict(read_adapter_meta(path).training or {})
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.cancel import CancelToken
+    from ..core.errors import EffiCellError
+
+    err = sys.stderr
+    try:
+        config, problems = config_from_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"efficell train: error: {exc}", file=err)
+        return EXIT_USAGE
+    if Path(args.out).exists() and not args.overwrite:
+        print(f"error: {args.out}: file exists; give --overwrite to replace it", file=err)
+        return EXIT_PARTIAL
+    cancel = CancelToken()
+    try:
+        return run_training(config, err, sys.stdout, cancel, problems)
+    except EffiCellError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_PARTIAL
+    except KeyboardInterrupt:
+        cancel.cancel()
+        print("\ncancelled; no adapter written", file=err)
+        return 130
