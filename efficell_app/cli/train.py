@@ -183,7 +183,8 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
         "validation": final.metrics.get("validation"), "validation_source": final.metrics.get("validation_source"),
         "seconds": round(final.seconds, 1), "train_seconds": training.get("train_seconds"),
         "cache_seconds": training.get("cache_seconds"), "steps": final.step,
-        "steps_per_second": round(final.step / training["train_seconds"], 3) if training.get("train_seconds") else None,
+        "validation_seconds": training.get("validation_seconds"),
+        "steps_per_second": training.get("steps_per_second"),
         "trainable_parameters": final.trainable_params, "images": len(training.get("images", [])),
         "skipped": warned,
     }

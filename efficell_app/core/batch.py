@@ -77,7 +77,13 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
 
     opts = options or BatchOptions()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a read-only parent, ...
+        from .fileio import _explain
+
+        reason = "is a file, not a folder" if out_dir.is_file() else _explain(out_dir / "x", exc)
+        raise OutputError(out_dir, f"cannot create the output folder: {reason}") from exc
     names = output_names(paths)
     cells_tables, image_rows, records = [], [], []
     total = len(paths)

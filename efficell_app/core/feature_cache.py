@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,19 +70,28 @@ def dihedral_box(box: tuple[int, int, int, int], shape: tuple[int, int], k: int)
 
 
 def tile_boxes(h: int, w: int, tile: int, stride: int, min_side: int = 0) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
-    """Non-overlapping (except the last row/column) tiles covering an ``(h, w)`` image.
+    """Tiles covering an ``(h, w)`` image with as little overlap as the stride grid allows.
 
-    Tiles are at most ``tile`` px (a multiple of ``stride``) and at least ``min_side``; an
-    image smaller than that is padded. Returns ``((padded_h, padded_w), [boxes])``.
+    Each side is split into ``ceil(n / tile)`` equal tiles (a multiple of ``stride``, at most
+    ``tile`` px, at least ``min_side``): a 640 px side gives two 320 px tiles, not two 512 px
+    tiles overlapping by 384. An image smaller than a tile is padded.
+    Returns ``((padded_h, padded_w), [boxes])``.
     """
+    tile = max(stride, tile // stride * stride)
+    low = max(stride, -(-min_side // stride) * stride)
+
     def side(n: int) -> int:
-        return max(min(tile, -(-n // stride) * stride), -(-min_side // stride) * stride, stride)
+        parts = -(-n // tile)
+        return min(max(-(-(-(-n // parts)) // stride) * stride, low), max(tile, low))
 
     th, tw = side(h), side(w)
     ph, pw = max(h, th), max(w, tw)
 
     def starts(n: int, t: int) -> list[int]:
-        return sorted(set(list(range(0, n - t, t)) + [n - t]))
+        parts = -(-n // t)
+        if parts <= 1:
+            return [0]
+        return sorted({round(i * (n - t) / (parts - 1)) for i in range(parts)})
 
     return (ph, pw), [(y, x, y + th, x + tw) for y in starts(ph, th) for x in starts(pw, tw)]
 
@@ -125,6 +136,7 @@ class FeatureCache:
         self.channels = tuple(int(c) for c in encoder.out_channels)
         self.stride = int(encoder.stride)
         self.stats = CacheStats()
+        self.transforms_cached: list[int] = list(DIHEDRAL_ORDER)
         self._mem: dict[str, np.ndarray] = {}
 
     def signature(self, image_sha: str, box: tuple[int, int, int, int], k: int, scale: float) -> str:
@@ -155,6 +167,32 @@ class FeatureCache:
         """Features of a whole tile keyed by its own content (validation tiles)."""
         h, w = tile.shape[-2:]
         return self.get(tile, array_sha256(tile), (0, 0, h, w), k, scale)
+
+    def fill(self, tiles: list[tuple[np.ndarray, str, tuple[int, int, int, int], float]],
+             budget_s: float | None = None) -> Iterator[tuple[int, int]]:
+        """Compute the features of every ``(image, image_sha, box, scale)`` tile under the dihedral
+        transforms, yielding ``(done, total)`` after each (the caller may stop between them).
+
+        With ``budget_s`` the number of transforms (1, 2, 4 or 8, in :data:`DIHEDRAL_ORDER`) is
+        cut, after timing the first transform, to what fits in that many seconds; the transforms
+        in use end up in ``transforms_cached``.
+        """
+        ks = list(DIHEDRAL_ORDER)
+        total, done = len(tiles) * len(ks), 0
+        for n_k, k in enumerate(DIHEDRAL_ORDER):
+            if n_k >= len(ks):
+                break
+            for image, sha, box, scale in tiles:
+                misses = self.stats.misses
+                self.get(image, sha, box, k, scale)
+                done += 1
+                if budget_s is not None and n_k == 0 and self.stats.misses > misses:
+                    per_pass = self.stats.encoder_seconds / self.stats.misses
+                    afford = budget_s / max(per_pass * len(tiles), 1e-9)
+                    ks = ks[:max(1, min(8, 2 ** int(math.log2(max(afford, 1.0)))))]
+                    total = len(tiles) * len(ks)
+                yield done, total
+        self.transforms_cached = ks
 
     def _lookup(self, sig: str) -> np.ndarray | None:
         arr = self._mem.get(sig)
@@ -230,10 +268,11 @@ class CachedFeatureModel:
     but takes encoder features from a :class:`FeatureCache` (keyed by tile content), so that
     validating during training runs only the adapters, through the real tiling and blending."""
 
-    def __init__(self, cache: FeatureCache, adapters) -> None:  # noqa: ANN001 - EffiCellAdapters
+    def __init__(self, cache: FeatureCache, adapters, features_only: bool = False) -> None:  # noqa: ANN001 - EffiCellAdapters
         self.cache = cache
         self.adapters = adapters
         self.encoder = cache.encoder
+        self.features_only = features_only  # only fill the cache (outputs are zeros)
 
     def eval(self) -> CachedFeatureModel:
         self.adapters.eval()
@@ -247,5 +286,8 @@ class CachedFeatureModel:
 
         tiles = x.detach().float().cpu().numpy()
         per = [self.cache.get_tile(t) for t in tiles]
+        if self.features_only:
+            zeros = torch.zeros((x.shape[0], 3, *x.shape[-2:]), device=x.device)
+            return {"sem": zeros, "geo": zeros}
         feats = [torch.from_numpy(np.stack([p[i] for p in per])).to(x.device, torch.float32) for i in range(len(per[0]))]
         return self.adapters(feats, x.float())

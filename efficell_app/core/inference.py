@@ -158,10 +158,10 @@ class DensePredictor:
         acc_w = np.zeros((ph, pw), np.float32)
         coords = [(y, x0) for y in plan.starts_y for x0 in plan.starts_x]
         done = 0
-        for i in range(0, len(coords), self.batch_size):
+        while done < len(coords):  # not range(..., batch_size): an OOM retry shrinks the batch mid-way
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            chunk = coords[i:i + self.batch_size]
+            chunk = coords[done:done + self.batch_size]
             batch = np.stack([xp[:, y:y + th, x0:x0 + tw] for y, x0 in chunk]).astype(np.float32)
             prob, geo = self._forward_safe(batch)
             for (y, x0), p, g in zip(chunk, prob, geo):

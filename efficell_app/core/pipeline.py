@@ -126,7 +126,7 @@ class Segmenter:
                 cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
                 keep_uncertainty_map: bool = False) -> SegmentationResult:
         """Segment one image. ``diameter``: typical cell diameter in pixels (None: estimated)."""
-        from .strips import needs_strips, segment_in_strips
+        from .strips import needs_strips, resize_each_channel, segment_in_strips
 
         t0 = time.time()
         if diameter is not None and diameter <= 0:
@@ -155,7 +155,7 @@ class Segmenter:
             scale = 1.0
         else:
             base = 0.5 if first is not None else 0.0
-            xs = resize_image(x, scale)
+            xs = resize_each_channel(x, scale)
             prob, geo = self.predictor.predict(xs, cancel, lambda d, n: report(base + (1 - base) * d / n))
             labels_s = dense_to_labels(prob, geo[0], self._scaled_params(1.0))
         labels = resize_labels(labels_s, (h, w))

@@ -72,6 +72,23 @@ def plan_strips(h: int, w: int, target_diameter: float) -> StripPlan:
 # ----------------------------------------------------------------------------- model input
 
 
+def resize_each_channel(x: np.ndarray, scale: float) -> np.ndarray:
+    """:func:`training_data.resize_image` one channel at a time.
+
+    torch may round a (3, H, W) resize differently from three (1, H, W) ones (by an ulp);
+    both segmentation paths resize this way so that strips reproduce the whole image exactly.
+    """
+    if abs(scale - 1.0) < 1e-3:
+        return x
+    first = resize_image(np.ascontiguousarray(x[:1]), scale)
+    out = np.empty((x.shape[0], *first.shape[1:]), np.float32)
+    out[0] = first[0]
+    for c in range(1, x.shape[0]):
+        out[c] = resize_image(np.ascontiguousarray(x[c:c + 1]), scale)[0]
+    return out
+
+
+
 class ModelInput:
     """The normalised model input of an image (as :func:`images.model_input`), by blocks of rows."""
 
@@ -179,10 +196,12 @@ def stream_dense(predictor: DensePredictor, source: RowSource, h: int, w: int, c
             acc_w = np.concatenate([acc_w, np.zeros((grow, pw), np.float32)], axis=0)
         ys = slice(y - base, y - base + th)
         xs_all = plan.starts_x
-        for i in range(0, len(xs_all), predictor.batch_size):
+        i = 0
+        while i < len(xs_all):  # the batch size may shrink on a GPU out-of-memory retry
             if cancel is not None:
                 cancel.raise_if_cancelled()
             chunk = xs_all[i:i + predictor.batch_size]
+            i += len(chunk)
             batch = np.stack([block[:, :, x0:x0 + tw] for x0 in chunk]).astype(np.float32)
             prob, geo = predictor._forward_safe(batch)
             for x0, p, g in zip(chunk, prob, geo):

@@ -39,6 +39,7 @@ PHASES = ("preparing", "caching features", "training", "validating", "saving", "
 DEFAULT_MINUTES = 10.0
 MARKER_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 CACHE_SHARE = 0.35  # at most this part of a time budget goes to computing encoder features
+MIN_STEPS_BEFORE_VALIDATION = 10  # with a time budget: scoring nearly untrained adapters wastes it
 
 
 @dataclass
@@ -250,6 +251,56 @@ def _lr_at(base: float, frac: float, step: int, warmup: int) -> float:
     return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(max(frac, 0.0), 1.0))))
 
 
+def _prepare(it: _Input, cfg: TrainConfig, target_d: float, channels: tuple[int, ...] | None,
+             hold_out: bool) -> tuple[list[TrainSample], _Val | None, dict[str, Any]]:
+    """One image's training samples (one per scale), its held-out band (or None) and its summary."""
+    from .feature_cache import array_sha256
+    from .images import model_input
+    from .training_data import object_diameter, prepare_sample, resize_image
+
+    d = object_diameter(it.mask)
+    base = float(np.clip(target_d / d if d > 0 else 1.0, 0.1, 8.0))
+    band = _band(it.mask, cfg.val_fraction) if hold_out else None
+    val = None
+    if band is not None:  # validation: the band of the whole normalised image, at model scale
+        side, n = band
+        x = resize_image(model_input(it.img, channels), base).astype(np.float32)
+        b_sl, _ = _band_slices(x.shape[1:], side, int(round(n * base)))
+        ob_sl, _ = _band_slices(it.mask.shape, side, n)
+        val = _Val(f"{it.name} ({side} {cfg.val_fraction:.0%})", np.ascontiguousarray(x[:, b_sl[0], b_sl[1]]), it.mask[ob_sl])
+    per = []
+    for s in cfg.scales:
+        smp = prepare_sample(it.img, it.mask, target_d, channels, scale=base * s, name=it.name)
+        if band is not None:  # train on the rest only (the loss never sees the band's labels)
+            _, r_sl = _band_slices(smp.sem.shape, band[0], int(round(band[1] * smp.scale)))
+            smp = _crop_sample(smp, r_sl)
+        per.append(smp)
+    info = {"name": it.name, "size": list(it.mask.shape), "sha256": array_sha256(it.img.data),
+            "n_cells": int(len(np.unique(it.mask)) - 1), "diameter_px": round(d, 2), "scale": round(base, 4),
+            "held_out": None if band is None else f"{band[0]} {band[1]} px"}
+    return per, val, info
+
+
+def _make_tiles(samples: list[list[TrainSample]], tile: int, stride: int, crop: int) -> tuple[list[_Tile], dict[int, list[int]]]:
+    """Encoder tiles of every (padded) sample with labelled pixels, and the tile indices per image."""
+    from .feature_cache import array_sha256, tile_boxes
+
+    tiles: list[_Tile] = []
+    for i, per in enumerate(samples):
+        for smp in per:
+            shape, boxes = tile_boxes(*smp.sem.shape, tile, stride, min_side=crop)
+            smp = _pad_sample(smp, shape)
+            sha = array_sha256(smp.image)
+            for b in boxes:
+                area = float(smp.valid[b[0]:b[2], b[1]:b[3]].sum())
+                if area > 0:
+                    tiles.append(_Tile(i, smp, sha, b, area))
+    by_image: dict[int, list[int]] = {}
+    for j, t in enumerate(tiles):
+        by_image.setdefault(t.image, []).append(j)
+    return tiles, by_image
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -262,12 +313,12 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     import torch
 
     from .encoders import build_encoder
-    from .feature_cache import DIHEDRAL_ORDER, FeatureCache, array_sha256, default_cache_dir, tile_boxes
+    from .feature_cache import FeatureCache, default_cache_dir
     from .images import model_input
     from .inference import choose_device
     from .losses import total_loss
     from .model.adapter_io import RANDOM_WEIGHTS
-    from .training_data import object_diameter, prepare_sample, resize_image
+    from .training_data import object_diameter, resize_image
 
     cfg = config
     t_start = time.time()
@@ -333,28 +384,10 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         yield event("preparing", warnings=[w])
     hold_out = not val_items and cfg.val_fraction > 0
     for it in items:
-        d = object_diameter(it.mask)
-        base = float(np.clip(target_d / d if d > 0 else 1.0, 0.1, 8.0))
-        band = _band(it.mask, cfg.val_fraction) if hold_out else None
-        x_val = None
-        if band is not None:  # validation: the band of the whole normalised image, at model scale
-            side, n = band
-            x_val = resize_image(model_input(it.img, channels), base).astype(np.float32)
-            b_sl, _ = _band_slices(x_val.shape[1:], side, int(round(n * base)))
-            ob_sl, _ = _band_slices(it.mask.shape, side, n)
-            vals.append(_Val(f"{it.name} ({side} {cfg.val_fraction:.0%})", np.ascontiguousarray(x_val[:, b_sl[0], b_sl[1]]),
-                             it.mask[ob_sl]))
-        per = []
-        for s in cfg.scales:
-            smp = prepare_sample(it.img, it.mask, target_d, channels, scale=base * s, name=it.name)
-            if band is not None:  # train on the rest only (the loss never sees the band's labels)
-                _, r_sl = _band_slices(smp.sem.shape, band[0], int(round(band[1] * smp.scale)))
-                smp = _crop_sample(smp, r_sl)
-            per.append(smp)
+        per, val, info = _prepare(it, cfg, target_d, channels, hold_out)
         samples.append(per)
-        summary.append({"name": it.name, "size": list(it.mask.shape), "sha256": array_sha256(it.img.data),
-                        "n_cells": int(len(np.unique(it.mask)) - 1), "diameter_px": round(d, 2),
-                        "scale": round(base, 4), "held_out": None if band is None else f"{band[0]} {band[1]} px"})
+        vals += [val] if val is not None else []
+        summary.append(info)
         check()
     for it in val_items:
         d = object_diameter(it.mask)
@@ -365,19 +398,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         warnings.append(w)
         yield event("preparing", warnings=[w])
 
-    tiles: list[_Tile] = []
-    for i, per in enumerate(samples):
-        for smp in per:
-            shape, boxes = tile_boxes(*smp.sem.shape, spec.input_size, stride, min_side=crop)
-            smp = _pad_sample(smp, shape)
-            sha = array_sha256(smp.image)
-            for b in boxes:
-                area = float(smp.valid[b[0]:b[2], b[1]:b[3]].sum())
-                if area > 0:
-                    tiles.append(_Tile(i, smp, sha, b, area))
-    by_image: dict[int, list[int]] = {}
-    for j, t in enumerate(tiles):
-        by_image.setdefault(t.image, []).append(j)
+    tiles, by_image = _make_tiles(samples, spec.input_size, stride, crop)
     image_ids = sorted(by_image)
     n_crops = sum(max(1, round((t.box[2] - t.box[0]) * (t.box[3] - t.box[1]) / crop**2)) for t in tiles)
     steps_per_epoch = max(1, math.ceil(n_crops / batch))
@@ -388,30 +409,21 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     if cache_dir is None and feat_bytes * 8 > cfg.memory_cache_mb * 2**20:
         cache_dir = default_cache_dir()
     cache = FeatureCache(encoder, device=device, cache_dir=cache_dir)
-    ks = list(DIHEDRAL_ORDER)
     t_cache = time.time()
-    total_passes = len(tiles) * len(ks)
-    done = 0
-    yield event("caching features", message=f"{len(tiles)} tile(s) x {len(ks)} transforms", fraction=0.0)
-    for n_k in range(len(ks)):
-        for t in tiles:
-            check()
-            k = ks[n_k]
-            misses = cache.stats.misses
-            cache.get(t.sample.image, t.sha, t.box, k, t.sample.scale)
-            done += 1
-            if deadline is not None and n_k == 0 and cache.stats.misses > misses:
-                per_pass = cache.stats.encoder_seconds / max(cache.stats.misses, 1)
-                afford = CACHE_SHARE * (deadline - t_start) / max(per_pass * len(tiles), 1e-9)
-                n_afford = max(1, min(8, 2 ** int(math.log2(max(afford, 1.0)))))
-                if n_afford < len(ks):
-                    ks = ks[:n_afford]
-                total_passes = len(tiles) * len(ks)
-            el = time.time() - t_cache
-            yield event("caching features", fraction=0.3 * done / max(total_passes, 1),
-                        eta_s=el / done * (total_passes - done), message=f"{done}/{total_passes}")
-        if n_k + 1 >= len(ks):
-            break
+    budget = CACHE_SHARE * (deadline - t_start) if deadline is not None else None
+    yield event("caching features", message=f"{len(tiles)} tile(s), up to 8 transforms each", fraction=0.0)
+    fill = cache.fill([(t.sample.image, t.sha, t.box, t.sample.scale) for t in tiles], budget)
+    for done, total in fill:
+        check()
+        el = time.time() - t_cache
+        yield event("caching features", fraction=0.3 * done / total, eta_s=el / max(done, 1) * (total - done),
+                    message=f"{done}/{total}")
+    ks = cache.transforms_cached
+    validator = _Validator(cache, vals, device, spec.input_size, stride)
+    if vals:
+        check()
+        yield event("caching features", fraction=0.3, message="validation images")
+        validator.warm(adapters)
     cache_seconds = time.time() - t_cache
     log.info("feature cache: %d passes, %.1f s, %d hits", cache.stats.misses, cache_seconds, cache.stats.hits)
 
@@ -424,38 +436,36 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     val_every_epochs = max(1, (cfg.epochs or 1) // 10)
     best_state: dict[str, Any] | None = None
     best: dict[str, float] | None = None
+    best_dense: list | None = None
     best_step = 0
     since_best = 0
     last_val: dict[str, float] | None = None
-    val_seconds = 0.0
     t_train = time.time()
     last_val_time = t_train
     step = last_val_step = 0
+    step_seconds = 0.0  # time in training steps alone (batches, forward, backward, update)
     ema: dict[str, float] = {}
-
-    def validate(p: InstanceParams) -> tuple[dict[str, float], list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
-        return _validate(adapters, cache, vals, p, device, spec.input_size, stride)
 
     if vals and fine_tune:
         yield event("validating", message="scoring the initial adapter")
-        t0 = time.time()
-        last_val = validate(params)[0]
-        val_seconds = time.time() - t0
+        last_val, best_dense = validator.run(adapters, params)
         best, best_state = last_val, _copy_state(adapters)
-        yield event("validating", val=last_val, best=best, message="initial adapter")
-    reserve = lambda: 2.0 + val_seconds * (1 + (len(MARKER_THRESHOLDS) if cfg.tune_thresholds else 0) * 0.3)  # noqa: E731
+        yield event("validating", val=last_val, best=best, message=f"initial adapter: AP@0.5 {last_val['ap50']:.3f}")
     stopped_early = False
     while True:
         check()
         now = time.time()
         if total_steps is not None and step >= total_steps:
             break
-        if deadline is not None and now + reserve() + _mean_step(step, t_train, val_seconds) >= deadline:
+        reserve = validator.reserve(step != last_val_step, cfg.tune_thresholds)
+        mean_step = (now - t_train - validator.seconds_spent) / step if step else 0.0
+        if deadline is not None and now + reserve + mean_step >= deadline:
             break
-        frac = step / total_steps if total_steps else (now - t_train) / max(deadline - reserve() - t_train, 1e-6)
+        frac = step / total_steps if total_steps else (now - t_train) / max(deadline - reserve - t_train, 1e-6)
         lr = _lr_at(base_lr, frac, step, warmup)
         for g in opt.param_groups:
             g["lr"] = lr
+        t_step = time.time()
         x, feats, sem_t, geo_t, valid = _make_batch(tiles, by_image, image_ids, cache, ks, rng, batch, crop, stride)
         x, sem_t, geo_t, valid = x.to(device), sem_t.to(device), geo_t.to(device), valid.to(device)
         feats = [f.to(device, torch.float32) for f in feats]
@@ -466,18 +476,19 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         torch.nn.utils.clip_grad_norm_(adapters.parameters(), 5.0)
         opt.step()
         step += 1
+        step_seconds += time.time() - t_step
         terms["total"] = float(loss.detach())
         for k_, v in terms.items():
             ema[k_] = v if k_ not in ema else 0.9 * ema[k_] + 0.1 * v
         el = time.time() - t_start
         if total_steps is not None:
-            eta = (time.time() - t_train) / step * (total_steps - step) + val_seconds
+            eta = (time.time() - t_train) / step * (total_steps - step)
             est_total = total_steps
             frac_all = 0.3 + 0.7 * step / total_steps
         else:
             eta = max(0.0, deadline - time.time())
-            rate = step / max(time.time() - t_train, 1e-6)
-            est_total = step + int(rate * max(deadline - time.time() - reserve(), 0.0))
+            rate = step / max(time.time() - t_train - validator.seconds_spent, 1e-6)
+            est_total = step + int(rate * max(deadline - time.time() - reserve, 0.0))
             frac_all = min(1.0, el / (deadline - t_start))
         yield event("training", step=step, epoch=step / steps_per_epoch, total_steps=est_total, fraction=frac_all,
                     losses=dict(ema), val=last_val, best=best, eta_s=eta)
@@ -486,16 +497,15 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         if total_steps is not None:
             due = step % (steps_per_epoch * val_every_epochs) == 0 or step == total_steps
         else:
-            due = time.time() - last_val_time >= max((deadline - t_start) / 10.0, 4.0 * val_seconds, 10.0)
+            due = (step >= MIN_STEPS_BEFORE_VALIDATION and
+                   time.time() - last_val_time >= max((deadline - t_start) / 6.0, 5.0 * validator.last_seconds, 10.0))
         if not due:
             continue
         yield event("validating", step=step, epoch=step / steps_per_epoch, total_steps=est_total, losses=dict(ema))
-        t0 = time.time()
-        last_val = validate(params)[0]
-        val_seconds = time.time() - t0
+        last_val, dense = validator.run(adapters, params)
         last_val_time, last_val_step = time.time(), step
         if best is None or last_val["ap50"] > best["ap50"] + 1e-4:
-            best, best_state, best_step, since_best = last_val, _copy_state(adapters), step, 0
+            best, best_state, best_dense, best_step, since_best = last_val, _copy_state(adapters), dense, step, 0
         else:
             since_best += 1
         yield event("validating", step=step, epoch=step / steps_per_epoch, total_steps=est_total, losses=dict(ema),
@@ -507,15 +517,15 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     train_seconds = time.time() - t_train
     if vals and step > 0 and last_val_step != step:
         yield event("validating", step=step, message="final validation")
-        last_val = validate(params)[0]
+        last_val, dense = validator.run(adapters, params)
         if best is None or last_val["ap50"] > best["ap50"] + 1e-4:
-            best, best_state, best_step = last_val, _copy_state(adapters), step
+            best, best_state, best_dense, best_step = last_val, _copy_state(adapters), dense, step
     if best_state is not None:
         adapters.load_state_dict(best_state)
     if vals and cfg.tune_thresholds:
         check()
         yield event("validating", step=step, message="choosing the cell-seed threshold")
-        params, best = _tune(adapters, cache, vals, params, device, spec.input_size, stride, best)
+        params, best = validator.tune(adapters, params, best_dense, best)
     check()
 
     # -- save (atomically; nothing is written before this point)
@@ -523,6 +533,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     meta = _make_meta(cfg, encoder, enc_sha, adapters, init_meta, target_d, channels, params, summary, vals, best,
                       dict(steps=step, best_step=best_step, seconds=round(time.time() - t_start, 1),
                            train_seconds=round(train_seconds, 1), cache_seconds=round(cache_seconds, 1),
+                           validation_seconds=round(validator.seconds_spent, 1), step_seconds=round(step_seconds, 1),
+                           steps_per_second=round(step / step_seconds, 3) if step_seconds > 0 else None,
                            encoder_passes=cache.stats.misses, dihedral=len(ks), batch=batch, crop=crop, lr=base_lr,
                            steps_per_epoch=steps_per_epoch, stopped_early=stopped_early, device=device,
                            warnings=warnings))
@@ -536,10 +548,6 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
                 val=last_val, best=best, eta_s=0.0, adapter_path=out, adapter_sha256=sha, metrics=metrics,
                 seconds=seconds, trainable_params=adapters.num_trainable(),
                 message=f"saved {out.name} ({step} steps, {seconds:.0f} s)")
-
-
-def _mean_step(step: int, t_train: float, val_seconds: float) -> float:  # noqa: ARG001
-    return (time.time() - t_train) / step if step else 0.0
 
 
 def _copy_state(adapters) -> dict[str, Any]:  # noqa: ANN001
@@ -580,17 +588,6 @@ def _make_batch(tiles: list[_Tile], by_image: dict[int, list[int]], image_ids: l
             torch.from_numpy(np.stack(geos)), torch.from_numpy(np.stack(valids)))
 
 
-def _predict_dense(adapters, cache, vals: list[_Val], device: str, tile: int, stride: int) -> list[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
-    from .feature_cache import CachedFeatureModel
-    from .inference import DensePredictor
-
-    pred = DensePredictor(CachedFeatureModel(cache, adapters), device=device, tile=tile, patch=stride)
-    try:
-        return [pred.predict(v.x) for v in vals]
-    finally:
-        adapters.train()
-
-
 def _score(vals: list[_Val], dense: list[tuple[np.ndarray, np.ndarray]], params: InstanceParams) -> tuple[dict[str, float], list[np.ndarray]]:
     from skimage.segmentation import relabel_sequential
 
@@ -610,23 +607,80 @@ def _score(vals: list[_Val], dense: list[tuple[np.ndarray, np.ndarray]], params:
     return {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in scores.items()}, preds
 
 
-def _validate(adapters, cache, vals: list[_Val], params: InstanceParams, device: str, tile: int, stride: int):  # noqa: ANN001, ANN202
-    dense = _predict_dense(adapters, cache, vals, device, tile, stride)
-    scores, preds = _score(vals, dense, params)
-    return scores, preds, dense
+class _Validator:
+    """Scores adapters on the validation images through the real tiling and post-processing.
 
+    Encoder features of the validation tiles come from the cache (``warm`` fills it), so a
+    validation costs one adapter pass per tile plus the watershed. Keeps its own timings so
+    the time budget can reserve room for the final validation and the threshold choice.
+    """
 
-def _tune(adapters, cache, vals: list[_Val], params: InstanceParams, device: str, tile: int, stride: int,  # noqa: ANN001
-          best: dict[str, float] | None) -> tuple[InstanceParams, dict[str, float] | None]:
-    """Pick ``marker_threshold`` maximising validation AP@0.5 (the current value wins ties)."""
-    dense = _predict_dense(adapters, cache, vals, device, tile, stride)
-    chosen, top = params, _score(vals, dense, params)[0]
-    for m in MARKER_THRESHOLDS:
-        p = replace(params, marker_threshold=m)
-        s = _score(vals, dense, p)[0]
-        if s["ap50"] > top["ap50"] + 1e-4:
-            chosen, top = p, s
-    return chosen, top
+    MAX_KEPT_PIXELS = 25_000_000  # dense maps of the best state are kept (float16) up to this size
+
+    def __init__(self, cache, vals: list[_Val], device: str, tile: int, stride: int) -> None:  # noqa: ANN001
+        self.cache, self.vals, self.device, self.tile, self.stride = cache, vals, device, tile, stride
+        self.predict_seconds = 0.0  # last adapter pass over all validation images
+        self.score_seconds = 0.0  # last post-processing + scoring
+        self.seconds_spent = 0.0
+        self.keep = sum(v.x.shape[1] * v.x.shape[2] for v in vals) <= self.MAX_KEPT_PIXELS
+
+    @property
+    def last_seconds(self) -> float:
+        return self.predict_seconds + self.score_seconds
+
+    def _predict(self, adapters, features_only: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:  # noqa: ANN001
+        from .feature_cache import CachedFeatureModel
+        from .inference import DensePredictor
+
+        t0 = time.time()
+        model = CachedFeatureModel(self.cache, adapters, features_only=features_only)
+        pred = DensePredictor(model, device=self.device, tile=self.tile, patch=self.stride)
+        try:
+            return [pred.predict(v.x) for v in self.vals]
+        finally:
+            adapters.train()
+            if not features_only:  # (warming the cache counts as caching time)
+                self.predict_seconds = time.time() - t0
+                self.seconds_spent += self.predict_seconds
+
+    def warm(self, adapters) -> None:  # noqa: ANN001
+        """Compute (cache) the encoder features of every validation tile."""
+        self._predict(adapters, features_only=True)
+
+    def score(self, dense: list[tuple[np.ndarray, np.ndarray]], params: InstanceParams) -> dict[str, float]:
+        t0 = time.time()
+        try:
+            return _score(self.vals, dense, params)[0]
+        finally:
+            self.score_seconds = time.time() - t0
+            self.seconds_spent += self.score_seconds
+
+    def run(self, adapters, params: InstanceParams) -> tuple[dict[str, float], list | None]:  # noqa: ANN001
+        dense = self._predict(adapters)
+        scores = self.score(dense, params)
+        kept = [(p.astype(np.float16), g[:1].astype(np.float16)) for p, g in dense] if self.keep else None
+        return scores, kept
+
+    def reserve(self, final_validation: bool, tune: bool) -> float:
+        """Seconds to keep free at the end of a time budget."""
+        s = 2.0 + (1.5 * self.last_seconds if final_validation else 0.0)
+        if tune:
+            s += self.score_seconds * len(MARKER_THRESHOLDS) + (0.0 if self.keep else self.predict_seconds)
+        return s
+
+    def tune(self, adapters, params: InstanceParams, dense: list | None,  # noqa: ANN001
+             best: dict[str, float] | None) -> tuple[InstanceParams, dict[str, float] | None]:
+        """Pick ``marker_threshold`` maximising validation AP@0.5 (the current value wins ties)."""
+        if dense is None:
+            dense = self._predict(adapters)
+        dense = [(p.astype(np.float32), g.astype(np.float32)) for p, g in dense]
+        chosen, top = params, best if best is not None else self.score(dense, params)
+        for m in MARKER_THRESHOLDS:
+            p = replace(params, marker_threshold=m)
+            s = self.score(dense, p)
+            if s["ap50"] > top["ap50"] + 1e-4:
+                chosen, top = p, s
+        return chosen, top
 
 
 def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, target_d: float,  # noqa: ANN001, PLR0913

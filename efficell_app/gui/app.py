@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     prefs = Preferences.load()
     apply_environment(prefs)
     window = MainWindow(prefs)
+    window.closed.connect(app.quit)  # quit with the main window, whatever else is still open
     window.show()
     for arg in argv:
         if Path(arg).is_dir():

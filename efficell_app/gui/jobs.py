@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Job = Callable[[CancelToken], Iterator[Any]]
+_IMPORT_LOCK = threading.RLock()
 
 FORMATS = {
     "xlsx": "Excel workbook (.xlsx)",
@@ -145,23 +147,26 @@ def loading_heavy_libraries(preload: bool = True) -> Iterator[None]:
     the load and the results frozen afterwards (``gc.freeze``: never scanned again), later
     collections only look at the few objects a run creates per image.
     ``preload`` also imports the libraries used per image (pandas, scikit-image ...).
+    Holds a lock: two threads importing numpy/scipy submodules at once can see half-initialised
+    modules, so background imports happen one thread at a time.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-        if preload:
-            import pandas  # noqa: F401
-            import scipy.ndimage  # noqa: F401
-            import skimage.measure  # noqa: F401
-            import skimage.segmentation  # noqa: F401
-            import tifffile  # noqa: F401
+    with _IMPORT_LOCK:
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            yield
+            if preload:
+                import pandas  # noqa: F401
+                import scipy.ndimage  # noqa: F401
+                import skimage.measure  # noqa: F401
+                import skimage.segmentation  # noqa: F401
+                import tifffile  # noqa: F401
 
-            from ..core import export, measure  # noqa: F401
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
+                from ..core import export, measure  # noqa: F401
+        finally:
+            gc.freeze()
+            if was_enabled:
+                gc.enable()
 
 
 def _reason(exc: BaseException) -> str:
@@ -191,6 +196,9 @@ def add_folder_job(project: Project, paths: Sequence[Path], set_name: str) -> Jo
     """Add dropped folders/files to one set; yields :class:`FolderAdded` with the report."""
 
     def job(cancel: CancelToken) -> Iterator[Any]:
+        with loading_heavy_libraries(preload=False):
+            import PIL.Image  # noqa: F401 - the readers, imported one thread at a time
+            import tifffile  # noqa: F401
         folders = [p for p in paths if p.is_dir()]
         files = [p for p in paths if not p.is_dir()]
         yield Status(f"Adding images to '{set_name}'…")
@@ -216,10 +224,10 @@ def segment_job(project: Project, image_ids: Sequence[int], opts: SegmentOptions
     ids = list(image_ids)
 
     def job(cancel: CancelToken) -> Iterator[Any]:
-        from ..core.pipeline import Segmenter
-
         yield Status("Loading the model…")
         with loading_heavy_libraries():
+            from ..core.pipeline import Segmenter
+
             seg = Segmenter.load(opts.model, device=opts.device, encoder_weights=opts.encoder_weights)
         device = str(getattr(seg, "device", opts.device))
         name = "built-in" if opts.model in (None, "builtin") else Path(str(opts.model)).stem
@@ -255,6 +263,8 @@ def measure_job(project: Project, image_ids: Sequence[int], pixel_size_um: float
     """Measurements of images that already have labels (annotation or latest result)."""
 
     def job(cancel: CancelToken) -> Iterator[Any]:
+        with loading_heavy_libraries(preload=True):
+            pass
         for image_id in image_ids:
             cancel.raise_if_cancelled()
             try:
@@ -275,6 +285,9 @@ def thumbnail_job(project: Project, image_ids: Sequence[int], size: int = 40) ->
     from .icons import thumbnail_array
 
     def job(cancel: CancelToken) -> Iterator[Any]:
+        with loading_heavy_libraries(preload=False):
+            import PIL.Image  # noqa: F401
+            import tifffile  # noqa: F401
         for image_id in image_ids:
             if cancel.cancelled:
                 return
@@ -335,7 +348,8 @@ def export_job(project: Project, image_ids: Sequence[int], opts: ExportOptions,
     def job(cancel: CancelToken) -> Iterator[Any]:
         import datetime as dt
 
-        import pandas as pd
+        with loading_heavy_libraries(preload=True):
+            import pandas as pd
 
         from .. import __version__
         from ..core import export as ex

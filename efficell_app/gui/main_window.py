@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 class MainWindow(QMainWindow):
     """EffiCell's window. ``session`` holds the project; widgets only show and forward."""
+
+    closed = Signal()  # after the window closed and its background work stopped
 
     def __init__(self, prefs: Preferences | None = None, restore_state: bool = True) -> None:
         super().__init__()
@@ -501,3 +503,4 @@ class MainWindow(QMainWindow):
         if h is not None:
             h.wait(10_000)
         super().closeEvent(event)
+        self.closed.emit()

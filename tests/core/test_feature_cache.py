@@ -67,6 +67,8 @@ def test_tile_boxes_cover_and_align() -> None:
         assert (y1 - y0) % 16 == 0 and (x1 - x0) % 16 == 0 and y1 - y0 <= 512
         cover[y0:y1, x0:x1] = True
     assert cover.all()
+    # A side a little over one tile is split evenly, not into two heavily overlapping full tiles.
+    assert tile_boxes(640, 640, 512, 16)[1] == [(0, 0, 320, 320), (0, 320, 320, 640), (320, 0, 640, 320), (320, 320, 640, 640)]
     (ph, pw), boxes = tile_boxes(40, 50, 512, 16, min_side=128)
     assert (ph, pw) == (128, 128) and boxes == [(0, 0, 128, 128)]
     x = np.ones((3, 40, 50), np.float32)
@@ -136,3 +138,25 @@ def test_real_encoder_features_shape_and_identity() -> None:
     img = np.random.default_rng(3).random((3, 64, 32)).astype(np.float32)
     feats = cache.get(img, array_sha256(img), (0, 0, 64, 32), 4)  # transposed: 32 x 64
     assert [f.shape for f in feats] == [(c, 2, 4) for c in enc.out_channels]
+
+
+def test_cached_model_predicts_like_the_real_model() -> None:
+    """Validation through cached (float16) features matches the real encoder + adapters through the same tiling."""
+    from efficell_app.core.feature_cache import CachedFeatureModel
+    from efficell_app.core.inference import DensePredictor
+    from efficell_app.core.model import EffiCellModel, build_adapters
+
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    ad = build_adapters(enc.out_channels, enc.stride)
+    x = np.random.default_rng(4).random((3, 80, 150)).astype(np.float32)
+    real = DensePredictor(EffiCellModel(enc, ad), tile=64, patch=16).predict(x)
+    cache = FeatureCache(enc)
+    cached = DensePredictor(CachedFeatureModel(cache, ad), tile=64, patch=16)
+    first = cached.predict(x)
+    calls = cache.stats.misses
+    again = cached.predict(x)
+    assert cache.stats.misses == calls > 0  # second pass: features from the cache only
+    for a, b, c in zip(real, first, again):
+        np.testing.assert_allclose(a, b, atol=2e-2)
+        np.testing.assert_array_equal(b, c)

@@ -50,7 +50,10 @@ def dense_from_labels(lab: np.ndarray, seed: int, noise: float = 0.05) -> tuple[
     prob = ndi.uniform_filter(prob, size=(1, 3, 3))
     prob = np.clip(prob + rng.normal(0, noise, prob.shape).astype(np.float32), 0, None) + 1e-6
     prob /= prob.sum(0, keepdims=True)
-    return prob.astype(np.float32), geo[0]
+    # Real outputs are continuous; exact float ties between seed pixels are broken by the order of
+    # skimage's heap, which depends on the whole image (the one case strips cannot reproduce).
+    dist = geo[0] + rng.uniform(0, 1e-3, geo[0].shape).astype(np.float32)
+    return prob.astype(np.float32), dist
 
 
 class PointwiseModel:

@@ -189,7 +189,7 @@ def test_validation_images_time_budget_and_init(tiny_pairs, small_encoder, tmp_p
     done = events[-1]
     assert done.metrics["validation_source"] == "validation images"
     assert done.metrics["n_validation_images"] == 2
-    assert done.seconds < 0.08 * 60 + 3.0
+    assert done.seconds < 0.08 * 60 + 10.0  # the budget covers the whole run (some slack for a busy machine)
     first_val = next(e for e in events if e.phase == "validating" and e.val is not None)
     assert first_val.step == 0  # the starting adapter is scored first and kept if training does not beat it
     meta = read_adapter_meta(done.adapter_path)

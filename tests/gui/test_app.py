@@ -2,32 +2,39 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
 
 pytestmark = pytest.mark.gui
 
 
-def test_main_opens_the_window_and_exits_cleanly(qtbot) -> None:  # noqa: ANN001
-    from efficell_app.gui import app as gui_app
-    from efficell_app.gui.main_window import MainWindow
-
-    seen: list[MainWindow] = []
-
-    def close_it() -> None:
-        wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        seen.extend(wins)
-        for w in wins:
-            w.close()
-        QApplication.instance().quit()
-
-    QTimer.singleShot(300, close_it)
-    assert gui_app.main([]) == 0
-    assert len(seen) == 1 and seen[0].windowTitle() == "EffiCell"
+def test_main_opens_the_window_and_exits_cleanly(tmp_path) -> None:  # noqa: ANN001
+    """``efficell-gui`` in a fresh process (quitting ends a QApplication for good, so not in this one)."""
+    code = (
+        "import sys\n"
+        "from PySide6.QtCore import QTimer\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from efficell_app.gui import app as gui_app\n"
+        "from efficell_app.gui.main_window import MainWindow\n"
+        "qapp = QApplication(['efficell'])  # main() uses it; timers need it first\n"
+        "seen = []\n"
+        "def close_it():\n"
+        "    wins = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]\n"
+        "    seen.extend(w.windowTitle() for w in wins)\n"
+        "    for w in wins:\n"
+        "        w.close()\n"
+        "QTimer.singleShot(500, close_it)\n"
+        "rc = gui_app.main([])\n"
+        "print('titles', seen)\n"
+        "sys.exit(rc)\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", EFFICELL_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "titles ['EffiCell']" in out.stdout
 
 
 def test_window_state_and_recent_projects_are_remembered(qtbot, tmp_path) -> None:  # noqa: ANN001

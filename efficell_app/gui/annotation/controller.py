@@ -1,0 +1,414 @@
+"""Wires the annotation tools to the viewer, the editor (core.label_edit) and the project.
+
+Edits are saved as they happen: ``AUTOSAVE_MS`` after the last change the label image is
+written as a new annotation version (``Project.save_annotation``) in a background thread;
+changing image, stopping, closing the project or the window saves at once. A crash loses
+at most the last second of work.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, QTimer, Signal
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from ...core.errors import EffiCellError
+from ...core.label_edit import LabelEditor
+from .canvas import AnnotationCanvas
+from .panel import AnnotationPanel
+
+log = logging.getLogger(__name__)
+AUTOSAVE_MS = 800
+
+
+class AnnotationController(QObject):
+    """Annotation mode of one main window. ``editor`` is None when not annotating."""
+
+    editing_changed = Signal(bool)
+    saved = Signal(int, int)  # image id, annotation version
+    _save_finished = Signal(int, object)  # image id, Future (from the save thread)
+
+    def __init__(self, window: Any, panel: AnnotationPanel) -> None:
+        super().__init__(window)
+        self.window = window
+        self.viewer = window.viewer
+        self.session = window.session
+        self.panel = panel
+        self.canvas = AnnotationCanvas()
+        self.editor: LabelEditor | None = None
+        self.image_id: int | None = None
+        self.current_label = 0
+        self._saved_changes = 0
+        self._stroke_label = 0
+        self._last: tuple[float, float] | None = None
+        self._merge_first = 0
+        self._polygon: list[tuple[float, float]] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efficell-autosave")
+        self._pending: list[Future] = []
+        self.last_error = ""
+        self._overlay_detached = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(AUTOSAVE_MS)
+        self._timer.timeout.connect(lambda: self.save(wait=False))
+        self._save_finished.connect(self._on_saved)
+
+        c = self.canvas
+        c.stroke_started.connect(self._stroke_started)
+        c.stroke_moved.connect(self._stroke_moved)
+        c.stroke_finished.connect(self._stroke_finished)
+        c.clicked.connect(self._clicked)
+        c.size_step.connect(lambda d: self.change_size(d))
+        p = panel
+        p.tool_chosen.connect(self.set_tool)
+        p.start_requested.connect(lambda src: self.start(src))
+        p.size.valueChanged.connect(self._size_changed)
+        p.undo_button.clicked.connect(self.undo)
+        p.redo_button.clicked.connect(self.redo)
+        p.mark_button.clicked.connect(self.mark_annotated)
+        p.done_button.clicked.connect(self.stop)
+        self.viewer.image_item.sigImageChanged.connect(lambda: QTimer.singleShot(0, self._image_maybe_changed))
+        self.viewer.opacity.valueChanged.connect(lambda v: self.canvas.setOpacity(v / 100.0))
+        self.viewer.overlay_box.currentTextChanged.connect(lambda t: self.canvas.set_mode(t.lower()))
+        self.session.labels_ready.connect(self._labels_ready)
+        self.session.project_changed.connect(self._project_changed)
+        self.canvas.setOpacity(self.viewer.opacity.value() / 100.0)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def active(self) -> bool:
+        return self.editor is not None
+
+    @property
+    def project(self) -> Any:
+        return self.session.project
+
+    def _say(self, text: str) -> None:
+        self.panel.status.setText(text)
+        self.window.statusBar().showMessage(text, 6000)
+
+    # ------------------------------------------------------------------ start / stop
+    def start(self, source: str = "saved", path: str | Path | None = None) -> bool:
+        """Annotate the current image starting from "saved" (annotation, else prediction),
+        "prediction", "empty" or "import" (``path``, or ask for a file)."""
+        project, image_id = self.project, self.window.current_image
+        if project is None or image_id is None:
+            self._say("Open an image first (drop a folder on the window)")
+            return False
+        rec = project.get_image(image_id)
+        shape = (rec.height, rec.width)
+        labels: np.ndarray | None = None
+        note = ""
+        try:
+            if source == "import":
+                if path is None:
+                    from ...core.mask_import import MASK_IMPORT_FILTER
+
+                    path, _ = QFileDialog.getOpenFileName(self.window, "Import masks", str(rec.path.parent), MASK_IMPORT_FILTER)
+                    if not path:
+                        return False
+                from ...core.mask_import import import_masks
+
+                labels = import_masks(path, shape)
+                note = f"imported {Path(path).name}: {int(labels.max())} cells"
+            elif source == "saved":
+                labels = project.load_annotation(image_id)
+                if labels is not None:
+                    note = "continuing the saved annotation"
+                else:
+                    source = "prediction"
+            if source == "prediction":
+                res = project.latest_result(image_id)
+                if res is not None:
+                    labels, note = project.load_labels(res), "starting from the prediction"
+                else:
+                    source, note = "empty", "no prediction for this image yet: starting empty"
+            if source == "empty" or labels is None:
+                labels = np.zeros(shape, np.int32)
+                note = note or "starting empty"
+        except (EffiCellError, ValueError, OSError) as exc:
+            QMessageBox.warning(self.window, "Annotation", str(exc))
+            return False
+        if self.editor is not None and self.image_id == image_id:
+            self.editor.set_labels(labels, name=f"start: {source}")  # undoable
+        else:
+            self._open(image_id, labels)
+        self._say(note)
+        return True
+
+    def _open(self, image_id: int, labels: np.ndarray) -> None:
+        if self.editor is not None:
+            self.save(wait=True)
+        self.editor = LabelEditor(labels)
+        self.editor.listeners.append(self._edited)
+        self.image_id = image_id
+        self._saved_changes = 0
+        self._merge_first, self._polygon, self.current_label = 0, [], 0
+        if self.canvas.scene() is None:
+            self.viewer.view.addItem(self.canvas)
+        self.canvas.set_mode(self.viewer.overlay_box.currentText().lower())
+        self.canvas.set_labels(self.editor.labels)
+        self.viewer.overlay_item.hide()
+        self.viewer.set_labels(self.editor.labels)  # hover and selection read the edited array
+        self._viewer_overlay_follows(False)
+        self.panel.set_editing(True)
+        self._update_history()
+        if self.canvas.tool == "navigate":
+            self.set_tool("brush")
+        self.editing_changed.emit(True)
+
+    def _viewer_overlay_follows(self, on: bool) -> None:
+        """While annotating, the viewer must not redraw its own (hidden) overlay of the edited
+        array when the Fill/Outline choice changes: its colour table does not know new cells."""
+        box, slot = self.viewer.overlay_box, self.viewer._render_overlay
+        if on and not self._overlay_detached:
+            return
+        if on:
+            box.currentIndexChanged.connect(slot)
+        elif not self._overlay_detached:
+            box.currentIndexChanged.disconnect(slot)
+        self._overlay_detached = not on
+
+    def stop(self) -> None:
+        """Save, leave annotation mode and show the annotation as the image's labels."""
+        if self.editor is None:
+            return
+        self.save(wait=True)
+        labels, image_id = self.editor.labels, self.image_id
+        self._close_editor()
+        if image_id == self.window.current_image and self.viewer.has_image():
+            self.viewer.set_labels(labels.copy())
+            self.session.cells.pop(image_id, None)
+            self.session.request_cells([image_id])
+        self._say("Annotation saved")
+
+    def _close_editor(self) -> None:
+        self._timer.stop()
+        self.editor = None
+        self.image_id = None
+        self.canvas.set_labels(None)
+        if self.canvas.scene() is not None:
+            self.viewer.view.removeItem(self.canvas)
+        self._viewer_overlay_follows(True)
+        self.viewer.overlay_item.show()
+        self.panel.set_editing(False)
+        self.set_tool("navigate")
+        self.editing_changed.emit(False)
+
+    def _image_maybe_changed(self) -> None:
+        cur = self.window.current_image
+        if self.editor is None or cur == self.image_id:
+            return
+        self.save(wait=True)
+        self._close_editor()
+        if cur is not None and self.viewer.has_image():
+            self.start("saved")
+
+    def _labels_ready(self, image_id: int, _labels: Any) -> None:
+        if self.editor is not None and image_id == self.image_id:
+            # the viewer just took the new prediction; keep it reading the edited labels
+            QTimer.singleShot(0, lambda: self.editor is not None and self.viewer.set_labels(self.editor.labels))
+
+    def _project_changed(self, _project: Any) -> None:
+        if self.editor is not None:
+            self._close_editor()
+
+    # ------------------------------------------------------------------ saving
+    def _edited(self, box: tuple[int, int, int, int]) -> None:
+        self.canvas.refresh(box)
+        self._update_history()
+        self._timer.start()
+
+    def dirty(self) -> bool:
+        return self.editor is not None and self.editor.changes != self._saved_changes
+
+    def save(self, wait: bool = False) -> None:
+        """Write the current labels as a new annotation version (if anything changed)."""
+        self._timer.stop()
+        ed, project, image_id = self.editor, self.project, self.image_id
+        if ed is not None and project is not None and image_id is not None and ed.changes != self._saved_changes:
+            snap = ed.labels.copy()
+            self._saved_changes = ed.changes
+            fut = self._executor.submit(project.save_annotation, image_id, snap, "annotation")
+            self._pending.append(fut)
+            fut.add_done_callback(lambda f, i=image_id: self._save_finished.emit(i, f))
+            self._say("Saving…")
+        if wait:
+            for fut in list(self._pending):
+                try:
+                    fut.result(timeout=60)
+                except Exception as exc:  # noqa: BLE001 - shown to the user by _on_saved
+                    log.debug("annotation save failed: %s", exc)
+
+    def _on_saved(self, image_id: int, fut: Future) -> None:
+        if fut in self._pending:
+            self._pending.remove(fut)
+        exc = fut.exception()
+        if exc is not None:
+            self.last_error = f"annotation not saved: {exc}"
+            self._saved_changes = -1  # try again with the next change
+            self.session.problem.emit(self.last_error)
+            self._say(self.last_error)
+            return
+        v = fut.result()
+        status = self.project.get_image(image_id).status if self.project is not None else "annotated"
+        self.session.image_status.emit(image_id, status, f"{v.n_cells} cells (annotation v{v.version})")
+        self._say(f"Saved (version {v.version}, {v.n_cells} cells)")
+        self.saved.emit(image_id, v.version)
+
+    def mark_annotated(self) -> None:
+        """Save now and mark the image finished ("reviewed"): it is offered for training."""
+        if self.editor is None or self.project is None or self.image_id is None:
+            return
+        if self._saved_changes == 0 and self.project.load_annotation(self.image_id) is None:
+            self._saved_changes = -1  # unedited prediction accepted as it is: save it once
+        self.save(wait=True)
+        self.project.set_status(self.image_id, "reviewed")
+        self.session.image_status.emit(self.image_id, "reviewed", f"{self.editor.n_cells()} cells")
+        self._say("Marked as annotated: this image will be used for training")
+
+    def shutdown(self) -> None:
+        """Save and stop the save thread (window closing)."""
+        self.save(wait=True)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ tools
+    def set_tool(self, tool: str) -> None:
+        if tool != "navigate" and self.editor is None and not self.start("saved"):
+            tool = "navigate"
+        self.canvas.set_tool(tool)
+        self.panel.set_tool(tool)
+        self._merge_first, self._polygon = 0, []
+        self.canvas.brush_radius = self.panel.size.value()
+
+    def change_size(self, step: int) -> None:
+        s = self.panel.size
+        v = s.value()
+        s.setValue(max(1, v + step * max(1, v // 8)))
+
+    def _size_changed(self, v: int) -> None:
+        self.canvas.brush_radius = v
+        self._say(f"Brush radius {v} px")
+
+    def undo(self) -> None:
+        if self.editor is not None and self.editor.undo() is None:
+            self._say("Nothing to undo")
+
+    def redo(self) -> None:
+        if self.editor is not None and self.editor.redo() is None:
+            self._say("Nothing to redo")
+
+    def _update_history(self) -> None:
+        ed = self.editor
+        self.panel.set_history(bool(ed and ed.can_undo), bool(ed and ed.can_redo))
+        self.panel.cell_label.setText(f"Cell: {self.current_label or '–'}   ({ed.next_id - 1 if ed else 0} ids used)")
+
+    def _stroke_started(self, y: float, x: float) -> None:
+        ed = self.editor
+        if ed is None:
+            return
+        ed.begin_group()
+        self._last = (y, x)
+        if self.canvas.tool == "brush":
+            lab = ed.label_at(y, x)
+            self._stroke_label = lab if lab else ed.new_id()
+            self.current_label = self._stroke_label
+            ed.brush(self._stroke_label, [(y, x)], self.panel.size.value(), self.panel.overwrite.isChecked())
+        elif self.canvas.tool == "eraser":
+            ed.erase([(y, x)], self.panel.size.value())
+
+    def _stroke_moved(self, y: float, x: float) -> None:
+        ed, last = self.editor, self._last
+        if ed is None or last is None:
+            return
+        r = self.panel.size.value()
+        if self.canvas.tool == "brush":
+            ed.brush(self._stroke_label, [last, (y, x)], r, self.panel.overwrite.isChecked())
+        elif self.canvas.tool == "eraser":
+            ed.erase([last, (y, x)], r)
+        self._last = (y, x)
+
+    def _stroke_finished(self, path: list[tuple[float, float]]) -> None:
+        ed = self.editor
+        if ed is None:
+            return
+        tool = self.canvas.tool
+        if tool in ("brush", "eraser"):
+            ed.end_group("paint" if tool == "brush" else "erase")
+            self._last = None
+        elif tool == "freehand":
+            nid = ed.add_freehand(path, overwrite=self.panel.overwrite.isChecked()) if len(path) >= 3 else 0
+            self.current_label = nid or self.current_label
+            self._say(f"New cell {nid}" if nid else "Outline too small or on other cells: nothing drawn")
+        elif tool == "split":
+            lab = ed.majority_label(path)
+            pieces = ed.split(lab, path) if lab else []
+            self._say(f"Cell {lab} split into {len(pieces)} cells" if pieces
+                      else "Draw the line right across one cell to split it")
+        self._update_history()
+
+    def _clicked(self, y: float, x: float, double: bool) -> None:
+        ed = self.editor
+        if ed is None:
+            return
+        tool = self.canvas.tool
+        lab = ed.label_at(y, x)
+        if tool == "delete":
+            if lab and ed.delete_cell(lab):
+                self._say(f"Cell {lab} deleted")
+        elif tool == "fill":
+            target = self.current_label if self.current_label and self.current_label != lab else 0
+            if not target:
+                target = ed.new_id() if lab == 0 else 0
+            if target and ed.fill(y, x, target):
+                self.current_label = target
+        elif tool == "merge":
+            if not lab:
+                return
+            if not self._merge_first or self._merge_first == lab:
+                self._merge_first = lab
+                self.viewer.select_cell(lab, center=False)
+                self._say(f"Cell {lab} chosen: click the cell to merge into it")
+            else:
+                a, self._merge_first = self._merge_first, 0
+                ed.merge(a, lab)
+                self.current_label = a
+                self.viewer.select_cell(a, center=False)
+                self._say(f"Cell {lab} merged into cell {a}")
+        elif tool == "polygon":
+            self._polygon_click(y, x, double)
+        self._update_history()
+
+    def _polygon_click(self, y: float, x: float, double: bool) -> None:
+        ed = self.editor
+        assert ed is not None
+        pts = self._polygon
+        near_first = len(pts) >= 3 and np.hypot(pts[0][0] - y, pts[0][1] - x) < 3.0
+        if not double and not near_first:
+            pts.append((y, x))
+            self.canvas.show_path(pts)
+            return
+        if double and not near_first and (not pts or pts[-1] != (y, x)):
+            pts.append((y, x))
+        self._polygon = []
+        self.canvas.show_path([])
+        nid = ed.add_polygon(pts, overwrite=self.panel.overwrite.isChecked()) if len(pts) >= 3 else 0
+        self.current_label = nid or self.current_label
+        self._say(f"New cell {nid}" if nid else "A polygon needs 3 corners on background")
+
+    def polygon_back(self) -> None:
+        """Remove the last corner of the polygon being drawn (Backspace)."""
+        if self._polygon:
+            self._polygon.pop()
+            self.canvas.show_path(self._polygon)
+
+    # ------------------------------------------------------------------ window events
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if obj is self.window and event.type() == QEvent.Type.Close:
+            self.shutdown()
+        return False

@@ -1,0 +1,325 @@
+"""The training dialog: choose annotated images, validation, encoder, starting adapter and time;
+train in a background process with a live learning curve; keep the result in the project."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import EffiCellError
+from .process import TrainingProcess
+from .runner import TrainingJob
+
+log = logging.getLogger(__name__)
+HOLD_OUT = -1
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = round(s)
+    return f"{s // 60}:{s % 60:02d}"
+
+
+class TrainingDialog(QDialog):
+    """Non-modal. ``adapter_added(AdapterInfo)`` when a run finished and the adapter is in the
+    project; ``segment_requested(path)`` from "Segment with it now"."""
+
+    adapter_added = Signal(object)
+    segment_requested = Signal(str)
+
+    def __init__(self, project: Any, parent: QWidget | None = None, encoder_weights: str | None = "auto",
+                 device: str = "auto", current_image: int | None = None, small_encoder: bool = False,
+                 config_overrides: dict[str, Any] | None = None, threads: int | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Train an adapter")
+        self.project = project
+        self.encoder_weights = encoder_weights
+        self.device = device
+        self.current_image = current_image
+        self.small_encoder = small_encoder
+        self.config_overrides = dict(config_overrides or {})
+        self.threads = threads
+        self.runner = TrainingProcess(self)
+        self.runner.progress.connect(self._progress)
+        self.runner.finished.connect(self._finished)
+        self.runner.cancelled.connect(self._cancelled)
+        self.runner.failed.connect(self._failed)
+        self.new_adapter: Any = None
+        self.previous_model: str | None = None
+        self._tmp: Path | None = None
+        self._loss: tuple[list[float], list[float]] = ([], [])
+        self._ap: tuple[list[float], list[float]] = ([], [])
+        self._build()
+        self.fill_choices()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        self.images = QListWidget()
+        self.images.setToolTip("Annotated images of the project; checked ones are used for training")
+        self.val_box = QComboBox()
+        self.val_box.setToolTip("Images to score the adapter on while it trains (not used for training)")
+        self.encoder_box = QComboBox()
+        self.init_box = QComboBox()
+        self.init_box.setToolTip("Fine-tune an existing adapter (faster, needs fewer images) or start fresh")
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0.1, 600.0)
+        self.minutes.setDecimals(1)
+        self.minutes.setValue(10.0)
+        self.minutes.setSuffix(" min")
+        self.minutes.setToolTip("Wall-clock budget for the whole run; the best state seen is kept")
+        self.name = QLineEdit(f"adapter {dt.datetime.now():%Y-%m-%d %H:%M}")
+        form = QFormLayout()
+        form.addRow("Training images", self.images)
+        form.addRow("Validation", self.val_box)
+        form.addRow("Encoder", self.encoder_box)
+        form.addRow("Start from", self.init_box)
+        form.addRow("Time budget", self.minutes)
+        form.addRow("Adapter name", self.name)
+        setup = QGroupBox("Set-up")
+        setup.setLayout(form)
+        self.setup_box = setup
+
+        self.plots = pg.GraphicsLayoutWidget()
+        self.plots.setBackground("w")
+        self.loss_plot = self.plots.addPlot(title="Training loss")
+        self.loss_plot.setLabel("bottom", "step")
+        self.loss_curve = self.loss_plot.plot(pen=pg.mkPen((59, 130, 246), width=2))
+        self.plots.nextRow()
+        self.ap_plot = self.plots.addPlot(title="Validation AP@0.5")
+        self.ap_plot.setLabel("bottom", "step")
+        self.ap_plot.setYRange(0, 1)
+        self.ap_curve = self.ap_plot.plot(pen=pg.mkPen((22, 163, 74), width=2), symbol="o", symbolSize=6,
+                                          symbolBrush=(22, 163, 74))
+        self.ap_plot.setXLink(self.loss_plot)
+        self.plots.setMinimumHeight(300)
+
+        self.phase = QLabel("Ready")
+        self.eta = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel training")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.segment_button = QPushButton("Segment with it now")
+        self.segment_button.setEnabled(False)
+        self.segment_button.clicked.connect(lambda: self.new_adapter and self.segment_requested.emit(str(self.new_adapter.path)))
+        self.compare_button = QPushButton("Compare side by side…")
+        self.compare_button.setEnabled(False)
+        self.compare_button.clicked.connect(self.compare)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.cancel_button, self.segment_button, self.compare_button):
+            buttons.addWidget(b)
+        status = QHBoxLayout()
+        status.addWidget(self.phase, 1)
+        status.addWidget(self.eta)
+        lay = QVBoxLayout(self)
+        lay.addWidget(setup)
+        lay.addWidget(self.plots, 1)
+        lay.addLayout(status)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.result)
+        lay.addLayout(buttons)
+        self.resize(760, 820)
+
+    def fill_choices(self) -> None:
+        from ...core.encoders import list_specs
+
+        recs = self.project.annotated_images()
+        reviewed = [r for r in recs if r.status == "reviewed"]
+        self.images.clear()
+        self.val_box.clear()
+        self.val_box.addItem("Hold out 20 % of each training image", HOLD_OUT)
+        for r in recs:
+            item = QListWidgetItem(f"{r.name}  ({r.set_name}{', in progress' if reviewed and r.status != 'reviewed' else ''})")
+            item.setData(Qt.ItemDataRole.UserRole, r.id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if (not reviewed or r.status == "reviewed") else Qt.CheckState.Unchecked)
+            self.images.addItem(item)
+            self.val_box.addItem(f"Image: {r.name}", r.id)
+        self.encoder_box.clear()
+        for spec in list_specs():
+            self.encoder_box.addItem(f"{spec.name} — {spec.description}", spec.name)
+        self.init_box.clear()
+        self.init_box.addItem("Built-in generalist adapter (when it fits the encoder)", "auto")
+        self.init_box.addItem("Fresh adapters", None)
+        for a in self.project.list_adapters():
+            self.init_box.addItem(f"Adapter: {a.name} ({a.encoder})", str(a.path))
+        if not recs:
+            self.phase.setText("No annotated images yet: annotate and save at least one image first")
+            self.start_button.setEnabled(False)
+
+    def checked_images(self) -> list[int]:
+        out = []
+        for i in range(self.images.count()):
+            it = self.images.item(i)
+            if it.checkState() == Qt.CheckState.Checked:
+                out.append(int(it.data(Qt.ItemDataRole.UserRole)))
+        return out
+
+    # ------------------------------------------------------------------ run
+    def build_job(self) -> TrainingJob:
+        """The job for the current choices; ``EffiCellError``/``ValueError`` with a reason if impossible."""
+        from ...core.training import TrainConfig
+
+        val_id = self.val_box.currentData()
+        train_ids = [i for i in self.checked_images() if i != val_id]
+        if not train_ids:
+            raise ValueError("choose at least one training image (other than the validation image)")
+        name = self.name.text().strip() or "adapter"
+        if any(a.name == name for a in self.project.list_adapters()):
+            raise ValueError(f"an adapter named '{name}' already exists in the project; choose another name")
+
+        def pair(i: int) -> tuple[Any, Any]:
+            return self.project.read_image(i), self.project.load_annotation(i)
+
+        train = [pair(i) for i in train_ids]
+        val = None if val_id in (None, HOLD_OUT) else [pair(int(val_id))]
+        self._tmp = Path(tempfile.mkdtemp(prefix="efficell-train-"))
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "adapter"
+        init = self.init_box.currentData()
+        self.previous_model = init if init not in (None, "auto") else None
+        self._train_ids = train_ids
+        kw: dict[str, Any] = {"train": train, "val": val, "out": self._tmp / f"{safe}.safetensors",
+                              "encoder": self.encoder_box.currentData() or "efficell_compact",
+                              "encoder_weights": self.encoder_weights, "init_adapter": init,
+                              "minutes": float(self.minutes.value()), "device": self.device, "name": name}
+        kw.update(self.config_overrides)
+        return TrainingJob(TrainConfig(**kw), threads=self.threads, small_encoder=self.small_encoder)
+
+    def start(self) -> bool:
+        try:
+            job = self.build_job()
+        except (EffiCellError, ValueError, OSError) as exc:
+            self.phase.setText(f"<span style='color:#dc2626'>{exc}</span>")
+            return False
+        self._loss = ([], [])
+        self._ap = ([], [])
+        self.loss_curve.setData([], [])
+        self.ap_curve.setData([], [])
+        self.new_adapter = None
+        self.result.setText("")
+        self.segment_button.setEnabled(False)
+        self.compare_button.setEnabled(False)
+        self.start_button.setEnabled(False)
+        self.setup_box.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.phase.setText("Starting the training process…")
+        self.progress.setValue(0)
+        self.runner.start(job)
+        return True
+
+    def cancel(self) -> None:
+        self.phase.setText("Cancelling…")
+        self.cancel_button.setEnabled(False)
+        self.runner.cancel()
+
+    def is_running(self) -> bool:
+        return self.runner.is_running()
+
+    def _progress(self, ev: Any) -> None:
+        self.progress.setValue(int(1000 * min(max(ev.fraction, 0.0), 1.0)))
+        text = ev.phase.capitalize()
+        if ev.message:
+            text += f": {ev.message}"
+        if ev.phase == "training" and ev.total_steps:
+            text += f" (step {ev.step} of ~{ev.total_steps})"
+        self.phase.setText(text)
+        self.eta.setText(f"elapsed {_fmt_time(ev.elapsed_s)}   left {_fmt_time(ev.eta_s)}")
+        for w in ev.warnings:
+            self.result.setText((self.result.text() + "\n" if self.result.text() else "") + w)
+        if ev.phase == "training" and "total" in ev.losses:
+            self._loss[0].append(float(ev.step))
+            self._loss[1].append(float(ev.losses["total"]))
+            self.loss_curve.setData(*self._loss)
+        new_val = ev.phase == "validating" and ev.val is not None and "ap50" in ev.val
+        if new_val and (not self._ap[0] or (self._ap[0][-1], self._ap[1][-1]) != (float(ev.step), float(ev.val["ap50"]))):
+            self._ap[0].append(float(ev.step))
+            self._ap[1].append(float(ev.val["ap50"]))
+            self.ap_curve.setData(*self._ap)
+
+    def _idle(self) -> None:
+        self.start_button.setEnabled(True)
+        self.setup_box.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _finished(self, ev: Any) -> None:
+        try:
+            names = [self.project.get_image(i).name for i in self._train_ids]
+            info = self.project.add_adapter(ev.adapter_path, name=self.name.text().strip() or None,
+                                            training_images=names, metrics=ev.metrics)
+        except (EffiCellError, OSError) as exc:
+            self._failed(f"the adapter was trained but could not be added to the project: {exc}")
+            return
+        finally:
+            self._idle()
+        self.new_adapter = info
+        self.progress.setValue(1000)
+        val = (ev.metrics or {}).get("validation") or {}
+        score = f"validation AP@0.5 {val['ap50']:.3f}" if "ap50" in val else "no validation score"
+        self.phase.setText(f"Done in {_fmt_time(ev.seconds)}: '{info.name}' saved in the project ({score})")
+        self.result.setText(f"{ev.step} steps, {ev.trainable_params:,} trained parameters; "
+                            f"{(ev.metrics or {}).get('validation_source', '')}")
+        self.segment_button.setEnabled(True)
+        self.compare_button.setEnabled(self.current_image is not None)
+        self.adapter_added.emit(info)
+
+    def _cancelled(self) -> None:
+        self._idle()
+        self.phase.setText("Cancelled: no adapter was saved")
+        self.progress.setValue(0)
+
+    def _failed(self, msg: str) -> None:
+        self._idle()
+        self.phase.setText(f"<span style='color:#dc2626'>Training stopped: {msg}</span>")
+
+    def compare(self) -> Any:
+        from .compare import CompareDialog
+
+        if self.new_adapter is None or self.current_image is None:
+            return None
+        dlg = CompareDialog(self.project, self.current_image, self.previous_model, str(self.new_adapter.path),
+                            encoder_weights=self.encoder_weights, device=self.device, parent=self)
+        self.compare_dialog = dlg
+        dlg.show()
+        dlg.start()
+        return dlg
+
+    def done(self, r: int) -> None:
+        self.runner.stop_and_wait()
+        super().done(r)
+
+    def closeEvent(self, event: Any) -> None:
+        self.runner.stop_and_wait()
+        super().closeEvent(event)

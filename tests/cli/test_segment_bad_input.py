@@ -1,0 +1,230 @@
+"""``efficell segment`` on bad input: every bad file is named with a one-line reason, the rest
+of the batch is written, nothing partial is left behind, and nothing is overwritten unasked."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from efficell_app.cli import main
+from efficell_app.core.batch import BatchOptions, segment_files
+from efficell_app.core.cancel import CancelToken
+from efficell_app.core.pipeline import Segmenter
+
+BAD = {  # file name -> words expected in its one-line reason
+    "truncated.tif": "damaged",
+    "empty.tif": "0 bytes",
+    "text.tif": "cannot be read",
+    "tiny.tif": "1x1",
+    "stack5d.tif": "cannot be interpreted",
+    "allnan.tif": "NaN",
+}
+GOOD = ("good1.tif", "good2.tif", "somenan.tif", "zeros.tif")  # the last two with a warning
+
+
+@pytest.fixture()
+def batch_dir(tmp_path: Path, dsb_pairs) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(dsb_pairs[0][0], d / "good1.tif")
+    shutil.copy(dsb_pairs[1][0], d / "good2.tif")
+    good = tifffile.imread(dsb_pairs[0][0])
+    raw = (d / "good1.tif").read_bytes()
+    tifffile.imwrite(d / "big.tif", np.tile(good, (2, 2)) if good.ndim == 2 else good)
+    (d / "truncated.tif").write_bytes((d / "big.tif").read_bytes()[: len(raw) // 3])
+    (d / "big.tif").unlink()
+    (d / "empty.tif").write_bytes(b"")
+    (d / "text.tif").write_text("this is not an image\n", encoding="utf-8")
+    tifffile.imwrite(d / "tiny.tif", np.array([[7]], np.uint16))
+    tifffile.imwrite(d / "stack5d.tif", np.zeros((2, 3, 2, 16, 16), np.uint16))
+    f = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    f[3, 3], f[10, 20], f[30, 31] = np.nan, np.inf, -np.inf
+    tifffile.imwrite(d / "somenan.tif", f)
+    tifffile.imwrite(d / "allnan.tif", np.full((32, 32), np.nan, np.float32))
+    tifffile.imwrite(d / "zeros.tif", np.zeros((48, 48), np.uint8))
+    return d
+
+
+@pytest.fixture()
+def patched_load(monkeypatch: pytest.MonkeyPatch, random_segmenter) -> Segmenter:  # noqa: ANN001
+    monkeypatch.setattr(Segmenter, "load", classmethod(lambda cls, *a, **k: random_segmenter))
+    return random_segmenter
+
+
+def _check_report(err: str, in_dir: Path, out: Path) -> None:
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    for name, words in BAD.items():
+        mine = [ln for ln in lines if ln.startswith(f"error: {in_dir / name}: ")]
+        assert len(mine) == 1, (name, err)
+        reason = mine[0].split(f"{in_dir / name}: ", 1)[1]
+        assert words.lower() in reason.lower(), (name, reason)
+        assert not (out / f"{Path(name).stem}_masks.tif").exists()
+    for name in GOOD:
+        mask = tifffile.imread(out / f"{Path(name).stem}_masks.tif")
+        assert mask.shape == tifffile.imread(in_dir / name).shape[-2:]
+    assert tifffile.imread(out / "zeros_masks.tif").max() == 0
+    assert any(ln.startswith(f"warning: {in_dir / 'somenan.tif'}:") and "NaN" in ln for ln in lines)
+    assert f"{len(GOOD)} of {len(GOOD) + len(BAD)} image(s) segmented" in err
+    assert not list(out.rglob("*.part"))
+
+
+def test_bad_files_named_rest_written(batch_dir: Path, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "out"
+    rc = main(["segment", str(batch_dir), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    _check_report(err, batch_dir, out)
+    assert (out / "measurements.xlsx").exists() and (out / "efficell_run.json").exists()
+
+
+RUNNER = """
+import sys
+import torch
+from efficell_app.core.encoders import build_encoder
+from efficell_app.core.model import EffiCellModel
+from efficell_app.core.model.adapter_io import load_adapter
+from efficell_app.core.pipeline import Segmenter
+from efficell_app.cli import main
+
+def load(cls, *a, **k):
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    ad, meta, sha = load_adapter(sys.argv[1], "efficell_compact", "random")
+    return Segmenter(EffiCellModel(enc, ad), meta, sha, None, "cpu")
+
+Segmenter.load = classmethod(load)
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def test_bad_files_in_a_subprocess(batch_dir: Path, tmp_path: Path, random_adapter_file: Path) -> None:
+    """A real process: exit status 1, one line per bad file, no traceback."""
+    runner = tmp_path / "runner.py"
+    runner.write_text(RUNNER, encoding="utf-8")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run([sys.executable, str(runner), str(random_adapter_file), "segment", str(batch_dir), "--out", str(out),
+                        "--diameter", "24", "--no-measure"], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert p.returncode == 1, p.stderr
+    _check_report(p.stderr, batch_dir, out)
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"), (errno.EACCES, "permission")])
+def test_unwritable_output_leaves_nothing_partial(code: int, words: str, dsb_pairs, tmp_path: Path, patched_load,  # noqa: ANN001
+                                                  monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    d = tmp_path / "in"
+    d.mkdir()
+    for img, _ in dsb_pairs[:2]:
+        shutil.copy(img, d / img.name)
+    out = tmp_path / "out"
+
+    def refuse(src, dst):  # noqa: ANN001, ANN202
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    for img, _ in dsb_pairs[:2]:
+        line = [ln for ln in err.splitlines() if ln.startswith(f"error: {d / img.name}: ")]
+        assert len(line) == 1 and words in line[0]
+    assert sorted(p.name for p in out.iterdir()) == []  # no masks, no *.part, no half workbook
+
+
+def test_output_path_that_is_a_file(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    rc = main(["segment", str(dsb_pairs[0][0]), "--out", str(blocker), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert f"error: {blocker}:" in err and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_unicode_and_very_long_paths(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    deep = tmp_path / "données_画像 ü"
+    for i in range(6):
+        deep = deep / (f"niveau_{i}_" + "x" * 30)
+    deep.mkdir(parents=True)
+    src = deep / "cellules é 細胞 (1).tif"
+    shutil.copy(dsb_pairs[0][0], src)
+    assert len(str(src)) > 250
+    out = deep / "sortie ü"
+    rc = main(["segment", str(deep), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    mask = tifffile.imread(out / "cellules é 細胞 (1)_masks.tif")
+    assert mask.shape == tifffile.imread(src).shape[-2:]
+
+
+def test_existing_output_is_not_overwritten(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    src = dsb_pairs[0][0]
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / f"{src.stem}_masks.tif"
+    target.write_bytes(b"the user's own file")
+    rc = main(["segment", str(src), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "already exists" in err and "--overwrite" in err
+    assert target.read_bytes() == b"the user's own file"
+    rc = main(["segment", str(src), "--out", str(out), "--diameter", "24", "--overwrite"])
+    assert rc == 0
+    assert tifffile.imread(target).shape == tifffile.imread(src).shape[-2:]
+
+
+def test_cancel_mid_batch_leaves_no_partial_outputs(dsb_pairs, tmp_path: Path, random_segmenter) -> None:  # noqa: ANN001
+    """Cancelled while the second image is being segmented: the first is complete, nothing else exists."""
+    paths = [img for img, _ in dsb_pairs[:3]]
+    token = CancelToken()
+    real = random_segmenter.segment
+    calls = []
+
+    def segment(img, **kw):  # noqa: ANN001, ANN202
+        calls.append(img.path)
+        if len(calls) == 2:
+            kw["progress"] = lambda f: token.cancel() if f > 0 else None
+            kw["cancel"] = token
+            token.cancel()
+        return real(img, **kw)
+
+    random_segmenter.segment = segment
+    out = tmp_path / "out"
+    events = list(segment_files(paths, out, random_segmenter, BatchOptions(diameter=24.0, measure=False), cancel=token))
+    assert [e.ok for e in events] == [True]
+    masks = sorted(p.name for p in out.glob("*_masks.tif"))
+    assert masks == [f"{paths[0].stem}_masks.tif"]
+    assert not list(out.rglob("*.part")) and not list(out.rglob(".*"))
+
+
+def test_ctrl_c_mid_batch(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    """Ctrl+C during the second image: exit 130, the first mask written, no partial file."""
+    seg = patched_load
+    real = seg.segment
+    n = []
+
+    def segment(img, **kw):  # noqa: ANN001, ANN202
+        n.append(1)
+        if len(n) == 2:
+            raise KeyboardInterrupt
+        return real(img, **kw)
+
+    seg.segment = segment
+    d = tmp_path / "in"
+    d.mkdir()
+    for img, _ in dsb_pairs[:3]:
+        shutil.copy(img, d / img.name)
+    out = tmp_path / "out"
+    rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "cancelled" in err and "Traceback" not in err
+    assert len(list(out.glob("*_masks.tif"))) == 1
+    assert not list(out.rglob("*.part"))
