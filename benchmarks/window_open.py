@@ -73,9 +73,9 @@ def main() -> int:
     lines = [
         "# Window open time",
         "",
-        f"`python benchmarks/window_open.py --runs {args.runs} --platform {args.platform}` "
-        f"({time.strftime('%Y-%m-%d')}, {platform.platform()}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPU cores, load average {load:.1f} at the start).",
+        (f"`python benchmarks/window_open.py --runs {args.runs} --platform {args.platform}` "
+         f"({time.strftime('%Y-%m-%d')}, {platform.platform()}, Python {platform.python_version()}, "
+         f"{os.cpu_count()} CPU cores, load average {load:.1f} at the start)."),
         "",
         "Fresh process per run; 'to window' = from the first line of the program to the main window shown and",
         "painted; 'from launch' adds the Python interpreter's start-up (what a user waits for).",
@@ -87,8 +87,8 @@ def main() -> int:
         lines.append(f"| {i} | {r['shown_s']:.2f} | {r['process_s']:.2f} | {', '.join(r['heavy']) or 'none'} |")
     lines += [
         "",
-        f"Median to window: **{statistics.median(shown):.2f} s** (max {max(shown):.2f} s); "
-        f"median from launch {statistics.median(process):.2f} s. Target: under 3 s.",
+        (f"Median to window: **{statistics.median(shown):.2f} s** (max {max(shown):.2f} s); "
+         f"median from launch {statistics.median(process):.2f} s. Target: under 3 s."),
         "",
         "torch is imported afterwards in a background thread (for the device shown in the status bar),",
         "so it does not delay the window.",

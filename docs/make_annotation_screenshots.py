@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     dlg.name.setText("nuclei lab v1")
     dlg.threads = 2
     if not have_model:
-        dlg.config_overrides = {"target_diameter": 20.0}
+        dlg.config_overrides = {"target_diameter": 20.0, "batch_size": 2, "crop": 128}
     dlg.resize(760, 860)
     dlg.start_button.click()
     _pump(app, lambda: len(dlg._loss[0]) >= 8 or not dlg.is_running(), timeout=600)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("screenshots")
 
 
-def _pump(app, cond, timeout: float = 120.0) -> None:  # noqa: ANN001
+def _pump(app, cond, timeout: float = 120.0) -> None:
     t0 = time.monotonic()
     while not cond():
         app.processEvents()
@@ -35,7 +35,7 @@ def _pump(app, cond, timeout: float = 120.0) -> None:  # noqa: ANN001
         app.processEvents()
 
 
-def _save(widget, path: Path) -> None:  # noqa: ANN001
+def _save(widget, path: Path) -> None:
     widget.grab().save(str(path))
     log.info("wrote %s", path)
 

@@ -52,14 +52,16 @@ def sample_images(samples: Path | None = None) -> list[tuple[Path, Path | None, 
 
 
 def create_sample_project(dest: str | Path, segmenter: Any | None = None, annotations: bool = True,
-                          samples: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
+                          samples: Path | None = None, progress: Callable[[str], None] | None = None,
+                          diameter: float | None = None) -> Path:
     """Build the sample project in the folder ``dest`` and return its root.
 
     An existing project at ``dest`` is returned untouched (safe to call on every start).
     ``segmenter``: a loaded :class:`~efficell_app.core.pipeline.Segmenter` to segment the
     images with (None: leave them unsegmented). ``annotations``: also save the human
     annotations. ``samples``: the samples folder (None: the bundled one). ``progress``
-    receives one line per step. If anything fails, a folder this call created is removed
+    receives one line per step. ``diameter``: cell diameter in pixels for segmenting (None:
+    estimated per image, as the GUI does). If anything fails, a folder this call created is removed
     again, so no half-built project is left behind; the error is raised.
     """
     from .core.errors import InputError
@@ -94,7 +96,7 @@ def create_sample_project(dest: str | Path, segmenter: Any | None = None, annota
             if segmenter is not None:
                 from .project import segment_project
 
-                for event in segment_project(project, segmenter):
+                for event in segment_project(project, segmenter, diameter=diameter):
                     say(f"segmented {event.path.name}: {event.n_cells} cells" if event.ok else f"error: {event.error}")
     except BaseException:
         if created and dest.exists():

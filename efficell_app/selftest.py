@@ -146,7 +146,7 @@ def selftest_report(segmenter: Any | None = None, expectation: str | Path | None
 
     def check(name: str, ok: bool, detail: str) -> bool:
         checks.append({"name": name, "ok": bool(ok), "detail": detail})
-        (log.info if ok else log.warning)("selftest %s: %s", name, detail)
+        log.info("selftest %s %s: %s", name, "ok" if ok else "FAILED", detail)
         return ok
 
     t0 = time.time()
@@ -227,7 +227,7 @@ def format_report(rep: dict[str, Any]) -> str:
     """The report as plain text (the CLI prints it; the GUI shows it in a dialog)."""
     lines = [f"EffiCell {rep.get('app_version')} self-test", f"  {'bundle' if rep.get('frozen') else 'python'}: "
              f"Python {rep.get('python')} on {rep.get('platform')}"]
-    lines += [f"  {s}" for s in rep.get("device_lines") or []]
+    lines += [f"  {s}" for s in (rep.get("device_lines") or [])[1:]]  # the first is the device check's detail
     for c in rep.get("checks", []):
         lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
     lines.append(f"{rep.get('summary')} ({rep.get('seconds')} s)")

@@ -45,7 +45,8 @@ def test_create_with_segmenter_records_results(tmp_path: Path, random_segmenter)
     small = tmp_path / "samples" / "images"  # one small sample keeps the random model fast
     small.mkdir(parents=True)
     shutil.copy(samples_dir() / "images" / "nuclei_fluo_431b9b0c.tif", small)
-    root = create_sample_project(tmp_path / "S", segmenter=random_segmenter, annotations=False, samples=small.parent)
+    root = create_sample_project(tmp_path / "S", segmenter=random_segmenter, annotations=False, samples=small.parent,
+                                 diameter=30.0)
     with Project.open(root) as p:
         for rec in p.list_images():
             assert p.load_annotation(rec.id) is None

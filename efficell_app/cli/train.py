@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train", help="train an adapter on your annotated images (the encoder stays frozen)",
         description="Train EffiCell adapters on annotated images: a frozen encoder, minutes on a CPU. Masks are label "
                     "images (0 = background, one integer per cell) named like their image (<stem>.tif or "
-                    "<stem>_masks.tif). Without --val-images a band of 20%% of each image is held out for validation.")
+                    "<stem>_masks.tif). Without --val-images a band of 20% of each image is held out for validation.")
     p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of training images")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR", help="folder of their label masks")
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="adapter file to write (.safetensors)")

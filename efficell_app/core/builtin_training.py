@@ -29,6 +29,16 @@ TARGET_DIAMETER = 24.0
 SCALES = (0.8, 1.0, 1.25)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_split(split_file: Path) -> dict:
     return json.loads(Path(split_file).read_text())["split"]
 
@@ -65,7 +75,8 @@ def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int): 
 
 
 def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 256, seed: int = 0, threads: int = 2,
-          split_file: Path | None = None) -> Path:
+          split_file: Path | None = None, resume: Path | None = None, peak_lr: float = 2e-3) -> Path:
+    """Train (or, with ``resume``, continue training from a checkpoint) for ``minutes``; cosine LR from ``peak_lr``."""
     import torch
     from safetensors.torch import save_file
 
@@ -85,10 +96,22 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
 
     encoder = CompactEncoder()
     adapters = build_adapters(encoder.out_channels, encoder.stride)
+    phases = []
+    if resume is not None:
+        from safetensors.torch import load_file
+
+        state = load_file(str(resume))
+        encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        adapters.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("adapters.")})
+        old = work / "train_meta.json"
+        if old.exists():
+            prev = json.loads(old.read_text())
+            phases = prev.get("phases", [prev])
+        rng = np.random.default_rng(seed + 1000 * (len(phases) + 1))
     mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
     std = torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1)
     params = list(encoder.parameters()) + list(adapters.parameters())
-    opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=peak_lr, weight_decay=1e-4)
     budget = minutes * 60.0
     start = time.time()
     step = 0
@@ -112,7 +135,7 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
         if elapsed > budget:
             break
         frac = elapsed / budget
-        lr = 2e-3 * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac))) if step > 50 else 2e-3 * (step + 1) / 51
+        lr = peak_lr * (0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * frac))) if step > 50 else peak_lr * (step + 1) / 51
         for g in opt.param_groups:
             g["lr"] = lr
         ds = ds_names[step % len(ds_names)]
@@ -133,10 +156,13 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
             save("periodic")
             last_ckpt = time.time()
     save("final")
-    meta = {"steps": step, "seconds": round(time.time() - start), "batch": batch, "crop": crop, "seed": seed,
-            "threads": threads, "target_diameter": TARGET_DIAMETER, "scales": SCALES,
-            "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU ({platform.platform()})",
-            "torch": torch.__version__}
+    phase = {"steps": step, "seconds": round(time.time() - start), "batch": batch, "crop": crop, "seed": seed,
+             "peak_lr": peak_lr, "resumed_from": str(resume) if resume else None, "threads": threads,
+             "hardware": f"{_cpu_name()}, {torch.get_num_threads()} threads, no GPU ({platform.platform()})",
+             "torch": torch.__version__}
+    phases.append(phase)
+    meta = {"phases": phases, "total_steps": sum(p["steps"] for p in phases), "total_seconds": sum(p["seconds"] for p in phases),
+            "target_diameter": TARGET_DIAMETER, "scales": SCALES}
     (work / "train_meta.json").write_text(json.dumps(meta, indent=1))
     log.info("done: %s", meta)
     return ckpt
@@ -237,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue training from this checkpoint")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule over --minutes)")
     p.add_argument("--export", type=Path, default=None, metavar="CKPT",
                    help="skip training: export this checkpoint into resources/models (tune, evaluate, write metadata)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    ckpt = a.export or train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads)
+    ckpt = a.export or train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads, resume=a.resume, peak_lr=a.lr)
     summary = export(ckpt, a.data, a.work)
     print(json.dumps(summary, indent=1))
     return 0

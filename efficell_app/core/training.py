@@ -423,7 +423,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     if vals:
         check()
         yield event("caching features", fraction=0.3, message="validation images")
-        validator.warm(adapters)
+        validator.warm(adapters, params, timed=init_meta is None)
     cache_seconds = time.time() - t_cache
     log.info("feature cache: %d passes, %.1f s, %d hits", cache.stats.misses, cache_seconds, cache.stats.hits)
 
@@ -457,8 +457,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         now = time.time()
         if total_steps is not None and step >= total_steps:
             break
-        reserve = validator.reserve(step != last_val_step, cfg.tune_thresholds)
-        mean_step = (now - t_train - validator.seconds_spent) / step if step else 0.0
+        reserve = validator.reserve(bool(vals), cfg.tune_thresholds)  # any further step needs a final validation
+        mean_step = step_seconds / step if step else 0.0
         if deadline is not None and now + reserve + mean_step >= deadline:
             break
         frac = step / total_steps if total_steps else (now - t_train) / max(deadline - reserve - t_train, 1e-6)
@@ -515,6 +515,9 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             break
     check()
     train_seconds = time.time() - t_train
+    if step == 0 and not fine_tune:
+        raise EffiCellError(f"the time budget ran out before the first training step (reading the images and caching "
+                            f"encoder features took {time.time() - t_start:.0f} s); give more minutes")
     if vals and step > 0 and last_val_step != step:
         yield event("validating", step=step, message="final validation")
         last_val, dense = validator.run(adapters, params)
@@ -643,9 +646,13 @@ class _Validator:
                 self.predict_seconds = time.time() - t0
                 self.seconds_spent += self.predict_seconds
 
-    def warm(self, adapters) -> None:  # noqa: ANN001
-        """Compute (cache) the encoder features of every validation tile."""
+    def warm(self, adapters, params: InstanceParams, timed: bool) -> None:  # noqa: ANN001
+        """Compute (cache) the encoder features of every validation tile; with ``timed`` also run
+        one validation, so the time budget knows what a validation costs before the first one."""
         self._predict(adapters, features_only=True)
+        if timed:
+            self.run(adapters, params)
+        self.seconds_spent = 0.0
 
     def score(self, dense: list[tuple[np.ndarray, np.ndarray]], params: InstanceParams) -> dict[str, float]:
         t0 = time.time()

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, EffiCellError
+from .overlay import label_colours
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +79,7 @@ class ImageSegmented:
     labels: np.ndarray
     cells: Any  # pandas.DataFrame of measurements
     seconds: float
+    colours: np.ndarray | None = None  # RGBA per label (touching cells differ), made here, not in the GUI
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def loading_heavy_libraries(preload: bool = True) -> Iterator[None]:
             if preload:
                 import pandas  # noqa: F401
                 import scipy.ndimage  # noqa: F401
-                import skimage.measure  # noqa: F401
+                import skimage.measure
                 import skimage.segmentation  # noqa: F401
                 import tifffile  # noqa: F401
 
@@ -249,7 +251,8 @@ def segment_job(project: Project, image_ids: Sequence[int], opts: SegmentOptions
                 project.record_result(image_id, res.labels, res.settings, seg.identity, run_id=run_id,
                                       seconds=getattr(res, "seconds", None))
                 cells = measure(project, image_id, res.labels, img, opts.pixel_size_um)
-                yield ImageSegmented(i, total, image_id, res.labels, cells, time.perf_counter() - t0)
+                colours = label_colours(res.labels)
+                yield ImageSegmented(i, total, image_id, res.labels, cells, time.perf_counter() - t0, colours)
             except Cancelled:
                 raise
             except (EffiCellError, OSError, MemoryError, ValueError) as exc:
@@ -336,8 +339,23 @@ def _safe_stem(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in stem).strip() or "image"
 
 
-def export_job(project: Project, image_ids: Sequence[int], opts: ExportOptions,
-               cached: dict[int, Any] | None = None) -> Job:  # noqa: ARG001 - cache kept for the signature
+def _write_image_file(fmt: str, dest: Path, stem: str, labels: np.ndarray, img: Any, cells: Any,
+                      px: float | None, settings: dict[str, Any]) -> Path:
+    """One per-image export file (``fmt`` in tiff, png, roi, geojson); returns its path."""
+    from ..core import export as ex
+
+    if fmt == "tiff":
+        return ex.write_label_tiff(labels, dest / f"{stem}_labels.tif", px, settings)
+    if fmt == "png":
+        return ex.write_overlay_png(img, labels, dest / f"{stem}_overlay.png", settings)
+    if fmt == "roi":
+        return ex.write_imagej_rois(labels, dest / f"{stem}_rois.zip", settings)
+    if fmt == "geojson":
+        return ex.write_geojson(labels, cells, dest / f"{stem}.geojson", settings)
+    raise ValueError(f"unknown per-image format '{fmt}'")
+
+
+def export_job(project: Project, image_ids: Sequence[int], opts: ExportOptions) -> Job:
     """Measure and write the chosen formats; one table for all images, per-image files for masks.
 
     Images without labels or that cannot be read are reported (:class:`ExportFailed`) and
@@ -390,16 +408,8 @@ def export_job(project: Project, image_ids: Sequence[int], opts: ExportOptions,
                             **(latest.settings if latest is not None else {})}
                 if latest is not None and latest.identity.get("adapter"):
                     models[str(latest.identity.get("adapter"))] = str(latest.identity.get("adapter_sha256", ""))
-                stem = _safe_stem(rec.name)
-                outputs = {
-                    "tiff": (dest / f"{stem}_labels.tif", lambda p: ex.write_label_tiff(labels, p, px, settings)),
-                    "png": (dest / f"{stem}_overlay.png", lambda p: ex.write_overlay_png(img, labels, p, settings)),
-                    "roi": (dest / f"{stem}_rois.zip", lambda p: ex.write_imagej_rois(labels, p, settings)),
-                    "geojson": (dest / f"{stem}.geojson", lambda p: ex.write_geojson(labels, cells, p, settings)),
-                }
                 for fmt in per_image:
-                    path, write = outputs[fmt]
-                    write(path)
+                    path = _write_image_file(fmt, dest, _safe_stem(rec.name), labels, img, cells, px, settings)
                     yield ExportProgress(done, total, f"Wrote {path.name}", path)
                 cells.insert(0, "set", rec.set_name)
                 frames.append(cells)

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+)
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -36,6 +42,7 @@ from .viewer import ImageViewer
 from .workers import launch, start_worker
 
 log = logging.getLogger(__name__)
+SUMMARY_TAB = 2  # index of "Per image" in the measurements panel
 
 
 class MainWindow(QMainWindow):
@@ -53,6 +60,8 @@ class MainWindow(QMainWindow):
         self.prefs = prefs or Preferences.load()
         self.session = Session(self.prefs, self)
         self.current_image: int | None = None
+        self._refresh_pending = False
+        self._summary_ids: list[int] = []
 
         self.viewer = ImageViewer()
         self.setCentralWidget(self.viewer)
@@ -175,6 +184,7 @@ class MainWindow(QMainWindow):
         self.viewer.describe_cell = self._describe_cell
         self.measurements.cell_selected.connect(self._cell_selected_in_table)
         self.measurements.scope_changed.connect(lambda _s: self._refresh_measurements())
+        self.measurements.tabs.currentChanged.connect(lambda _i: self._refresh_summary())
 
     # ------------------------------------------------------------------ projects
     def new_project(self) -> None:
@@ -227,13 +237,13 @@ class MainWindow(QMainWindow):
     def add_paths(self, paths: list[str | Path]) -> None:
         self._guard(lambda: self.session.add_paths(paths, segment=self.seg_panel.auto_segment.isChecked()))
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+    def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if not paths:
             event.ignore()
@@ -292,11 +302,17 @@ class MainWindow(QMainWindow):
             self.project_panel.select_image(image_id)
             self.show_image(image_id)
         elif image_id == self.current_image:
-            self.viewer.set_labels(labels)
+            self.viewer.set_labels(labels, self.session.label_colours.get(image_id))
 
     def _cells_ready(self, image_id: int, _cells: Any) -> None:
         if image_id == self.current_image or self.measurements.current_scope() == "set":
-            self._refresh_measurements()
+            self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        """Refresh the table on the next turn of the event loop (coalesced; lets timers and paints in)."""
+        if not self._refresh_pending:
+            self._refresh_pending = True
+            QTimer.singleShot(0, self._refresh_measurements)
 
     def _scope_ids(self) -> list[int]:
         if self.measurements.current_scope() == "set":
@@ -305,11 +321,19 @@ class MainWindow(QMainWindow):
         return [] if self.current_image is None else [self.current_image]
 
     def _refresh_measurements(self) -> None:
+        self._refresh_pending = False
         ids = self._scope_ids()
         if self.measurements.current_scope() == "set":
             self.session.request_cells(ids)
         self.measurements.set_cells(self.session.cells_of(ids))
-        self.measurements.set_summary(self.session.summary_of(ids))
+        self._summary_ids = ids
+        if self.measurements.tabs.currentIndex() == SUMMARY_TAB:
+            self._refresh_summary()
+
+    def _refresh_summary(self) -> None:
+        """The per-image table is computed only when it is shown (pandas work on the GUI thread)."""
+        if self.measurements.tabs.currentIndex() == SUMMARY_TAB:
+            self.measurements.set_summary(self.session.summary_of(self._summary_ids))
         sel = self.viewer.selected_cell()
         if sel:
             self.measurements.select_cell(sel, self.current_image)
@@ -369,10 +393,12 @@ class MainWindow(QMainWindow):
         self.seg_panel.set_busy(True)
 
     def _run_progress(self, done: int, total: int, text: str) -> None:
-        self.progress.setRange(0, max(total, 1))
+        if self.progress.maximum() != max(total, 1):
+            self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
         self.progress.setFormat(f"{done}/{total}")
-        self.progress_text.setText(text)
+        if text and text != self.progress_text.text():
+            self.progress_text.setText(text)
 
     def _run_finished(self, text: str) -> None:
         self.progress.setVisible(False)
@@ -496,7 +522,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/state", self.saveState())
         s.sync()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
         self.session.close_project(emit=False)
         h = getattr(self, "_device_handle", None)

@@ -188,7 +188,7 @@ def highlight_rgba(labels: np.ndarray, label: int) -> tuple[np.ndarray, tuple[in
     return rgba, (r0p, c0p)
 
 
-def format_number(v: float | int) -> str:
+def format_number(v: float) -> str:
     """Pixel values for the status line: integers plain, floats with 4 significant digits."""
     f = float(v)
     return str(int(f)) if f.is_integer() and abs(f) < 1e9 else f"{f:.4g}"

@@ -70,6 +70,7 @@ class Session(QObject):
         self._eta: EtaTracker | None = None
         self._run_stats = {"ok": 0, "failed": 0}
         self.pending_segment: list[int] = []
+        self.label_colours: dict[int, Any] = {}  # overlay colours computed by the worker, per image
 
     # ------------------------------------------------------------------ projects
     def create_project(self, folder: str | Path, name: str | None = None) -> Project:
@@ -106,6 +107,7 @@ class Session(QObject):
             self.project.close()
         self.project = None
         self.cells.clear()
+        self.label_colours.clear()
         if emit:
             self.project_changed.emit(None)
 
@@ -281,6 +283,8 @@ class Session(QObject):
         elif isinstance(ev, jobs.ImageSegmented):
             self._run_stats["ok"] += 1
             self.cells[ev.image_id] = ev.cells
+            if ev.colours is not None:
+                self.label_colours[ev.image_id] = ev.colours
             self.image_status.emit(ev.image_id, "segmented", f"{len(ev.cells)} cells")
             self.labels_ready.emit(ev.image_id, ev.labels)
             self.cells_ready.emit(ev.image_id, ev.cells)
@@ -320,4 +324,4 @@ class Session(QObject):
     # ------------------------------------------------------------------ export
     def export_job(self, options: jobs.ExportOptions, image_ids: Sequence[int]) -> Job:
         assert self.project is not None
-        return jobs.export_job(self.project, list(image_ids), options, dict(self.cells))
+        return jobs.export_job(self.project, list(image_ids), options)

@@ -161,12 +161,20 @@ class ImageViewer(QWidget):
         self.info.setText(" ")
         self._set_controls_enabled(False)
 
-    def set_labels(self, labels: np.ndarray | None) -> None:
-        """Show an ``(H, W)`` label image over the picture (None removes it)."""
+    def set_labels(self, labels: np.ndarray | None, colours: np.ndarray | None = None) -> None:
+        """Show an ``(H, W)`` label image over the picture (None removes it).
+
+        ``colours``: the RGBA table from :func:`overlay.label_colours` when a worker made it already.
+        """
         if labels is not None and self._data is not None and labels.shape != self._data.shape[1:]:
             raise ValueError(f"labels {labels.shape} do not match the image {self._data.shape[1:]}")
         self._labels = labels
-        self._lut = None if labels is None else ov.label_colours(labels)
+        if labels is None:
+            self._lut = None
+        elif colours is not None and len(colours) > int(labels.max(initial=0)):
+            self._lut = colours
+        else:
+            self._lut = ov.label_colours(labels)
         self._render_overlay()
         self.select_cell(self._selected if labels is not None else 0, center=False)
 

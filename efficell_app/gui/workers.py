@@ -101,7 +101,7 @@ def _set_torch_threads(n: int) -> None:
 
     torch = sys.modules.get("torch")
     if torch is None:
-        import torch  # noqa: PLC0415 - late import: only background work needs torch
+        import torch
     try:
         torch.set_num_threads(int(n))
     except RuntimeError as exc:  # already running parallel work

@@ -111,7 +111,7 @@ def test_cli_subprocess_full_compact_encoder(folders, tmp_path: Path) -> None:  
     images, masks = folders
     out = tmp_path / "cli.safetensors"
     proc = subprocess.run([sys.executable, "-m", "efficell_app", "train", "--images", str(images), "--masks", str(masks),
-                           "--out", str(out), "--minutes", "0.5", "--batch-size", "2", "--device", "cpu"],
+                           "--out", str(out), "--epochs", "1", "--batch-size", "2", "--device", "cpu"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr  # img3.tif has no mask
     result = json.loads(proc.stdout.strip().splitlines()[-1])

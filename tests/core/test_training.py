@@ -228,3 +228,12 @@ def test_many_images_one_epoch(tiny_pairs, small_encoder, tmp_path) -> None:  # 
                   tune_thresholds=False)
     done = _run(cfg)[-1]
     assert done.phase == "done" and done.adapter_path.exists()
+
+
+def test_budget_too_short_for_any_step_is_refused(tiny_pairs, small_encoder, tmp_path) -> None:  # noqa: ANN001
+    from efficell_app.core.errors import EffiCellError
+
+    out = tmp_path / "short.safetensors"
+    with pytest.raises(EffiCellError, match="before the first training step"):
+        _run(_cfg(tiny_pairs[:1], out, small_encoder, epochs=None, minutes=0.0005))
+    assert not out.exists()

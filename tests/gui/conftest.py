@@ -25,7 +25,11 @@ def small_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from efficell_app.core.encoders import build_encoder
-    from efficell_app.core.model.adapter_io import RANDOM_WEIGHTS, AdapterMeta, save_adapter
+    from efficell_app.core.model.adapter_io import (
+        RANDOM_WEIGHTS,
+        AdapterMeta,
+        save_adapter,
+    )
     from efficell_app.core.model.adapters import AdapterConfig, build_adapters
 
     torch.manual_seed(0)
@@ -50,7 +54,7 @@ def image_folder(tmp_path: Path, dsb_pairs: list[tuple[Path, Path]]) -> Path:
 
 
 @pytest.fixture()
-def window(qtbot, small_adapter: Path):  # noqa: ANN001, ANN201
+def window(qtbot, small_adapter: Path):
     """The real main window, CPU, one torch thread, segmenting with ``small_adapter`` at diameter 20."""
     from efficell_app.gui.main_window import MainWindow
     from efficell_app.gui.settings import Preferences

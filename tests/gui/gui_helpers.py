@@ -9,7 +9,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
 
-def drop(window, *paths: Path) -> None:  # noqa: ANN001
+def drop(window, *paths: Path) -> None:
     """Simulate dragging paths from a file manager and dropping them on the window."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
@@ -23,6 +23,6 @@ def drop(window, *paths: Path) -> None:  # noqa: ANN001
     assert ev.isAccepted()
 
 
-def wait_run_done(qtbot, window, timeout: int = 60_000) -> None:  # noqa: ANN001
+def wait_run_done(qtbot, window, timeout: int = 60_000) -> None:
     qtbot.waitUntil(lambda: not window.session.is_running() and not window.session.pending_segment
                     and not window.session.helpers_running(), timeout=timeout)

@@ -6,14 +6,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
-
 from gui_helpers import drop, wait_run_done
+from PySide6.QtCore import Qt
 
 pytestmark = pytest.mark.gui
 
 
-def test_export_xlsx_through_the_dialog(qtbot, window, image_folder: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_xlsx_through_the_dialog(qtbot, window, image_folder: Path, tmp_path: Path) -> None:
     import openpyxl
 
     drop(window, image_folder)
@@ -44,7 +43,7 @@ def test_export_xlsx_through_the_dialog(qtbot, window, image_folder: Path, tmp_p
     assert not list(dest.glob("*.part"))
 
 
-def test_export_without_labels_reports_and_writes_nothing(qtbot, window, image_folder: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_export_without_labels_reports_and_writes_nothing(qtbot, window, image_folder: Path, tmp_path: Path) -> None:
     window.seg_panel.auto_segment.setChecked(False)
     drop(window, image_folder)
     qtbot.waitUntil(lambda: window.session.project is not None and len(window.session.project.list_images()) == 2,
@@ -62,14 +61,14 @@ def test_export_without_labels_reports_and_writes_nothing(qtbot, window, image_f
 
 @pytest.fixture()
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def refuse(*_a, **_k):
         raise OSError("network is unreachable (test)")
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
-def test_models_dialog_with_no_network(qtbot, window, no_network, tmp_path: Path) -> None:  # noqa: ANN001
+def test_models_dialog_with_no_network(qtbot, window, no_network, tmp_path: Path) -> None:
     dlg = window.open_models_dialog()
     qtbot.addWidget(dlg)
     names = [dlg.table.item(r, 0).text() for r in range(dlg.table.rowCount())]
@@ -94,7 +93,7 @@ def test_models_dialog_with_no_network(qtbot, window, no_network, tmp_path: Path
     assert dlg.status_of(other.name) == "not downloaded"
 
 
-def test_settings_dialog_round_trip(qtbot, window) -> None:  # noqa: ANN001
+def test_settings_dialog_round_trip(qtbot, window) -> None:
     from efficell_app.gui.settings import Preferences
 
     dlg = window.open_settings_dialog()

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt, QTimer
-
 from gui_helpers import drop, wait_run_done
+from PySide6.QtCore import Qt, QTimer
 
 pytestmark = pytest.mark.gui
 
 
-def test_drop_folder_segments_and_shows_overlay(qtbot, window, image_folder: Path) -> None:  # noqa: ANN001
+def test_drop_folder_segments_and_shows_overlay(qtbot, window, image_folder: Path) -> None:
     drop(window, image_folder)
     qtbot.waitUntil(lambda: window.session.project is not None, timeout=10_000)
     project = window.session.project
@@ -38,11 +37,11 @@ def test_drop_folder_segments_and_shows_overlay(qtbot, window, image_folder: Pat
     # measurements of the image are in the table, one row per cell
     qtbot.waitUntil(lambda: window.measurements.model.rowCount() == int(labels.max()), timeout=10_000)
     assert window.problems.count() == 0
-    assert "Device" not in window.device_label.text() or True
-    qtbot.waitUntil(lambda: window.device_label.text().startswith(("CPU", "GPU")), timeout=20_000)
+    # the status bar names the device (CPU here: the fixture asks for it)
+    qtbot.waitUntil(lambda: window.device_label.text().startswith("CPU ("), timeout=20_000)
 
 
-def test_corrupt_image_is_listed_and_others_continue(qtbot, window, image_folder: Path) -> None:  # noqa: ANN001
+def test_corrupt_image_is_listed_and_others_continue(qtbot, window, image_folder: Path) -> None:
     (image_folder / "broken.tif").write_bytes(b"II*\x00" + b"\x13" * 200)
     (image_folder / "notes.txt").write_text("plate map")
     drop(window, image_folder)
@@ -57,7 +56,7 @@ def test_corrupt_image_is_listed_and_others_continue(qtbot, window, image_folder
     assert "Problems (" in window.docks["Problems"].windowTitle()
 
 
-def test_cancel_mid_run(qtbot, window, tmp_path: Path, dsb_pairs) -> None:  # noqa: ANN001
+def test_cancel_mid_run(qtbot, window, tmp_path: Path, dsb_pairs) -> None:
     folder = tmp_path / "many"
     folder.mkdir()
     for k in range(6):
@@ -83,7 +82,7 @@ def test_cancel_mid_run(qtbot, window, tmp_path: Path, dsb_pairs) -> None:  # no
     assert window.seg_panel.buttons["image"].isEnabled()
 
 
-def test_table_and_viewer_selection_follow_each_other(qtbot, window, image_folder: Path) -> None:  # noqa: ANN001
+def test_table_and_viewer_selection_follow_each_other(qtbot, window, image_folder: Path) -> None:
     drop(window, image_folder)
     qtbot.waitUntil(lambda: window.session.project is not None, timeout=10_000)
     wait_run_done(qtbot, window)
@@ -93,12 +92,9 @@ def test_table_and_viewer_selection_follow_each_other(qtbot, window, image_folde
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
     target = int(ids[np.argmax(counts)])
     rows, cols = np.nonzero(labels == target)
-    r, c = int(np.median(rows)), int(np.median(cols))
-    while labels[r, c] != target:  # a pixel really inside the cell
-        r, c = int(rows[len(rows) // 2]), int(cols[len(cols) // 2])
+    r, c = int(rows[len(rows) // 2]), int(cols[len(cols) // 2])  # a pixel of that cell
     view = window.viewer.graphics
     pos = view.mapFromScene(window.viewer.pixel_to_scene(r, c))
-    from pytestqt.qtbot import QtBot  # noqa: F401
 
     qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: window.measurements.selected_row() is not None, timeout=5000)
@@ -123,7 +119,7 @@ def test_table_and_viewer_selection_follow_each_other(qtbot, window, image_folde
     assert len(window.measurements.plot.getPlotItem().listDataItems()) == 1
 
 
-def test_event_loop_stays_responsive_during_segmentation(qtbot, window, tmp_path: Path, dsb_pairs) -> None:  # noqa: ANN001
+def test_event_loop_stays_responsive_during_segmentation(qtbot, window, tmp_path: Path, dsb_pairs) -> None:
     folder = tmp_path / "resp"
     folder.mkdir()
     for k in range(3):

@@ -11,7 +11,13 @@ from PySide6.QtCore import Qt
 
 from efficell_app.core.errors import ImageReadError
 from efficell_app.gui.table_model import DataFrameModel, format_value
-from efficell_app.gui.workers import EtaTracker, JobResult, callback_job, launch, start_worker
+from efficell_app.gui.workers import (
+    EtaTracker,
+    JobResult,
+    callback_job,
+    launch,
+    start_worker,
+)
 
 pytestmark = pytest.mark.gui
 
@@ -50,8 +56,8 @@ def test_large_table_is_cheap() -> None:
     assert m.row_for_id(n) is not None
 
 
-def _counting_job(n: int, delay: float = 0.0, fail_at: int | None = None):  # noqa: ANN202
-    def job(cancel):  # noqa: ANN001, ANN202
+def _counting_job(n: int, delay: float = 0.0, fail_at: int | None = None):
+    def job(cancel):
         for i in range(n):
             cancel.raise_if_cancelled()
             if i == fail_at:
@@ -62,7 +68,7 @@ def _counting_job(n: int, delay: float = 0.0, fail_at: int | None = None):  # no
     return job
 
 
-def test_worker_emits_events_then_finished(qtbot) -> None:  # noqa: ANN001
+def test_worker_emits_events_then_finished(qtbot) -> None:
     got: list[int] = []
     h = start_worker(_counting_job(5), on_event=got.append)
     with qtbot.waitSignal(h.finished, timeout=5000):
@@ -71,7 +77,7 @@ def test_worker_emits_events_then_finished(qtbot) -> None:  # noqa: ANN001
     assert got == [0, 1, 2, 3, 4] and h.outcome == "finished"
 
 
-def test_worker_cancel_stops_early(qtbot) -> None:  # noqa: ANN001
+def test_worker_cancel_stops_early(qtbot) -> None:
     got: list[int] = []
     h = start_worker(_counting_job(1000, delay=0.005), on_event=got.append)
     launch(h)
@@ -82,15 +88,15 @@ def test_worker_cancel_stops_early(qtbot) -> None:  # noqa: ANN001
     assert h.wait(5000)
 
 
-def test_worker_failure_is_reported_in_words(qtbot) -> None:  # noqa: ANN001
+def test_worker_failure_is_reported_in_words(qtbot) -> None:
     h = start_worker(_counting_job(5, fail_at=2))
     with qtbot.waitSignal(h.failed, timeout=5000) as blocker:
         launch(h)
     assert blocker.args == ["/data/x.tif: file is damaged"]
 
 
-def test_callback_job_relays_progress(qtbot) -> None:  # noqa: ANN001
-    def work(report, cancel):  # noqa: ANN001, ANN202
+def test_callback_job_relays_progress(qtbot) -> None:
+    def work(report, cancel):
         for i in range(4):
             report((i, 4))
         return "done"

@@ -12,7 +12,7 @@ from efficell_app.gui import overlay as ov
 pytestmark = pytest.mark.gui
 
 
-def test_touching_cells_get_different_colours(dsb_pairs) -> None:  # noqa: ANN001
+def test_touching_cells_get_different_colours(dsb_pairs) -> None:
     labels = read_mask(dsb_pairs[0][1])
     lut = ov.label_colours(labels)
     pairs = ov.touching_pairs(labels)
@@ -55,7 +55,7 @@ def test_highlight_is_cropped_to_the_cell() -> None:
     assert ov.highlight_rgba(labels, 3) is None
 
 
-def test_viewer_hover_and_click(qtbot, dsb_pairs) -> None:  # noqa: ANN001
+def test_viewer_hover_and_click(qtbot, dsb_pairs) -> None:
     from efficell_app.gui.viewer import ImageViewer
 
     img = read_image(dsb_pairs[0][0])
@@ -88,7 +88,7 @@ def test_viewer_hover_and_click(qtbot, dsb_pairs) -> None:  # noqa: ANN001
         v.set_labels(np.zeros((3, 3), np.int32))
 
 
-def test_viewer_per_channel_contrast(qtbot) -> None:  # noqa: ANN001
+def test_viewer_per_channel_contrast(qtbot) -> None:
     from efficell_app.gui.viewer import ImageViewer
 
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ class AnnotationController(QObject):
 
     editing_changed = Signal(bool)
     saved = Signal(int, int)  # image id, annotation version
-    _save_finished = Signal(int, object)  # image id, Future (from the save thread)
+    _save_finished = Signal(int, object)  # image id, (Future, Project) (from the save thread)
 
     def __init__(self, window: Any, panel: AnnotationPanel) -> None:
         super().__init__(window)
@@ -154,7 +154,8 @@ class AnnotationController(QObject):
         self.canvas.set_mode(self.viewer.overlay_box.currentText().lower())
         self.canvas.set_labels(self.editor.labels)
         self.viewer.overlay_item.hide()
-        self.viewer.set_labels(self.editor.labels)  # hover and selection read the edited array
+        # hover and selection read the edited array; the colours are the canvas's (computed once)
+        self.viewer.set_labels(self.editor.labels, colours=self.canvas.lut)
         self._viewer_overlay_follows(False)
         self.panel.set_editing(True)
         self._update_history()
@@ -236,7 +237,7 @@ class AnnotationController(QObject):
             self._saved_changes = ed.changes
             fut = self._executor.submit(project.save_annotation, image_id, snap, "annotation")
             self._pending.append(fut)
-            fut.add_done_callback(lambda f, i=image_id: self._save_finished.emit(i, f))
+            fut.add_done_callback(lambda f, i=image_id, pr=project: self._save_finished.emit(i, (f, pr)))
             self._say("Saving…")
         if wait:
             for fut in list(self._pending):
@@ -245,10 +246,15 @@ class AnnotationController(QObject):
                 except Exception as exc:  # noqa: BLE001 - shown to the user by _on_saved
                     log.debug("annotation save failed: %s", exc)
 
-    def _on_saved(self, image_id: int, fut: Future) -> None:
+    def _on_saved(self, image_id: int, done: tuple[Future, Any]) -> None:
+        fut, project = done
         if fut in self._pending:
             self._pending.remove(fut)
         exc = fut.exception()
+        if project is not self.project:  # saved just before its project was closed
+            if exc is not None:
+                log.error("annotation of image %s not saved: %s", image_id, exc)
+            return
         if exc is not None:
             self.last_error = f"annotation not saved: {exc}"
             self._saved_changes = -1  # try again with the next change
@@ -256,7 +262,7 @@ class AnnotationController(QObject):
             self._say(self.last_error)
             return
         v = fut.result()
-        status = self.project.get_image(image_id).status if self.project is not None else "annotated"
+        status = project.get_image(image_id).status
         self.session.image_status.emit(image_id, status, f"{v.n_cells} cells (annotation v{v.version})")
         self._say(f"Saved (version {v.version}, {v.n_cells} cells)")
         self.saved.emit(image_id, v.version)
@@ -273,9 +279,8 @@ class AnnotationController(QObject):
         self._say("Marked as annotated: this image will be used for training")
 
     def shutdown(self) -> None:
-        """Save and stop the save thread (window closing)."""
+        """Save and wait for the write (window closing)."""
         self.save(wait=True)
-        self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ tools
     def set_tool(self, tool: str) -> None:

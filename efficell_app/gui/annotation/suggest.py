@@ -74,7 +74,10 @@ def uncertainty_rgba(labels: np.ndarray, confidence: np.ndarray) -> np.ndarray:
 class SuggestDialog(QDialog):
     """Ranks unannotated images (most uncertain first); "Open" shows one in the viewer."""
 
-    COLUMNS = ("Image", "Set", "Score", "Branch disagreement", "Doubtful cells", "Cells")
+    COLUMNS = ("Image", "Set", "Score", "Disagreement", "Doubtful cells", "Cells")
+    TIPS = ("", "", "Higher = the model is less sure (half disagreement, half doubtful cells)",
+            "How much the model's cell/background and cell-shape branches disagree (0-1)",
+            "Share of found cells with confidence below 0.6", "Cells found by the model")
 
     def __init__(self, window: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -87,7 +90,13 @@ class SuggestDialog(QDialog):
         self.info.setWordWrap(True)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col, tip in enumerate(self.TIPS):
+            if col:
+                header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
+        self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.cellDoubleClicked.connect(lambda row, _c: self.open_row(row))

@@ -192,7 +192,8 @@ class ExportDialog(QDialog):
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.options().destination)))
 
     def reject(self) -> None:
+        """Close, or while exporting, cancel (the dialog stays open and says so)."""
         if self._handle is not None:
             self._handle.cancel()
-            return  # the dialog closes itself? no: stays open showing "Cancelled."
+            return
         super().reject()

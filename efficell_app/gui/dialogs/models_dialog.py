@@ -158,7 +158,7 @@ class ModelsDialog(QDialog):
             return
         from ...core.encoders import weights
 
-        def fn(report: Any, cancel: Any) -> Any:  # noqa: ARG001
+        def fn(report: Any, cancel: Any) -> Any:
             return weights.import_file(spec, Path(path))
 
         self._run(fn, f"Checking and importing {Path(path).name}…")

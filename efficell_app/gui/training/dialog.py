@@ -260,7 +260,7 @@ class TrainingDialog(QDialog):
             self._loss[0].append(float(ev.step))
             self._loss[1].append(float(ev.losses["total"]))
             self.loss_curve.setData(*self._loss)
-        new_val = ev.phase == "validating" and ev.val is not None and "ap50" in ev.val
+        new_val = ev.phase in ("validating", "saving", "done") and ev.val is not None and "ap50" in ev.val
         if new_val and (not self._ap[0] or (self._ap[0][-1], self._ap[1][-1]) != (float(ev.step), float(ev.val["ap50"]))):
             self._ap[0].append(float(ev.step))
             self._ap[1].append(float(ev.val["ap50"]))
