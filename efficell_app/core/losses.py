@@ -77,7 +77,12 @@ def total_loss(out: dict[str, torch.Tensor], sem_t: torch.Tensor, geo_t: torch.T
     terms["aux"] = aux["ce"] + aux["dice"] + 2 * aux["dist"] + aux["offset"]
     fg = (sem_t > 0).float()[:, None]
     sal_t = F.adaptive_avg_pool2d(fg, out["saliency"].shape[-2:])
-    terms["saliency"] = F.binary_cross_entropy_with_logits(out["saliency"], sal_t)
+    if valid is None:
+        terms["saliency"] = F.binary_cross_entropy_with_logits(out["saliency"], sal_t)
+    else:  # only token cells that are mostly annotated pixels count (padding / held-out bands do not)
+        sal_w = (F.adaptive_avg_pool2d(valid[:, None].float(), out["saliency"].shape[-2:]) > 0.5).float()
+        bce = F.binary_cross_entropy_with_logits(out["saliency"], sal_t, reduction="none")
+        terms["saliency"] = (bce * sal_w).sum() / sal_w.sum().clamp_min(1.0)
     terms.update(consistency_losses(out["sem"], out["geo"], valid))
     loss = sum(WEIGHTS[k] * v for k, v in terms.items())
     return loss, {k: float(v.detach()) for k, v in terms.items()}

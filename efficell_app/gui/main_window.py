@@ -89,6 +89,9 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self.resizeDocks([self.docks["Project"], self.docks["Segmentation"]], [300, 290], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Measurements"]], [270], Qt.Orientation.Vertical)
+        from .annotation import install_annotation  # annotation tools, adapters library, training
+
+        self.annotation = install_annotation(self)
         if restore_state:
             self._restore_state()
         QTimer.singleShot(0, self._detect_device)

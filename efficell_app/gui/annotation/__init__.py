@@ -34,8 +34,15 @@ def _add_action(window: Any, menu: Any, text: str, slot: Any, shortcut: Any = No
 
 
 def install_annotation(window: Any) -> AnnotationController:
-    """Add annotation tools, the adapters library and training to an existing main window."""
+    """Add annotation tools, the adapters library and training to an existing main window.
+
+    Idempotent: a window that already has them returns its controller.
+    """
     from ..adapters_panel import AdaptersPanel
+
+    existing = getattr(window, "annotation", None)
+    if isinstance(existing, AnnotationController):
+        return existing
 
     panel = AnnotationPanel()
     ctl = AnnotationController(window, panel)
@@ -64,6 +71,7 @@ def install_annotation(window: Any) -> AnnotationController:
         window.docks["Annotate"] = dock
         window.docks["Adapters"] = adock
     ctl.dock, ctl.adapters_dock, ctl.adapters_panel = dock, adock, adapters
+    window.annotation = ctl
 
     def adapters_changed() -> None:
         project = window.session.project
