@@ -98,7 +98,7 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
     med = {k: statistics.median(r[k] for r in runs) for k in ("import", "open", "open_list")}
     worst = {k: max(r[k] for r in runs) for k in ("open", "open_list")}
-    print(f"| images | open (median / worst) | open + list all (median / worst) | import | index size |")
+    print("| images | open (median / worst) | open + list all (median / worst) | import | index size |")
     print("|---|---|---|---|---|")
     print(f"| {runs[0]['n']:,} | {med['open'] * 1e3:.1f} / {worst['open'] * 1e3:.1f} ms "
           f"| {med['open_list'] * 1e3:.0f} / {worst['open_list'] * 1e3:.0f} ms | {med['import'] * 1e3:.0f} ms "

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..core.pairing import mask_files_by_stem, mask_stem, shared_stems
+
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
-MASK_SUFFIXES = (".tif", ".tiff", ".png")
-_STEM_TAILS = ("_masks", "_mask", "_cp_masks")
+__all__ = ["collect", "format_table", "mask_stem", "parse_thresholds", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,36 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def mask_stem(path: Path) -> str:
-    """The pairing key of a mask file: its name without extension and without ``_masks``."""
-    name = path.name
-    for suffix in sorted(MASK_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    if name.lower().endswith(".ome"):
-        name = name[:-4]
-    for tail in _STEM_TAILS:
-        if name.endswith(tail) and len(name) > len(tail):
-            return name[: -len(tail)]
-    return name
-
-
 def collect(folder: Path) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
     """Mask files directly in ``folder`` by stem; duplicates of a stem are reported, not guessed."""
-    found: dict[str, list[Path]] = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(MASK_SUFFIXES):
-            found.setdefault(mask_stem(f), []).append(f)
-    files: dict[str, Path] = {}
-    problems: list[tuple[Path, str]] = []
-    for stem, paths in found.items():
-        if len(paths) == 1:
-            files[stem] = paths[0]
-        else:
-            others = ", ".join(p.name for p in paths[1:])
-            problems.append((paths[0], f"several files have the stem '{stem}' ({others} too); keep one"))
-    return files, problems
+    found = mask_files_by_stem(folder)
+    files = {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
+    return files, list(shared_stems(found))
 
 
 def parse_thresholds(text: str) -> tuple[float, ...]:

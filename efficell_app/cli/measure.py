@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.pairing import find_mask, image_stem, is_mask_name
 from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 log = logging.getLogger(__name__)
 
-MASK_SUFFIXES = ("_masks", "_cp_masks", "_mask", "_labels", "")
-MASK_EXTENSIONS = (".tif", ".tiff", ".png")
 OUT_EXTENSIONS = (".xlsx", ".csv")
 
 
@@ -32,30 +31,6 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size in micrometres (default: from each image's metadata)")
     p.add_argument("--channel-names", metavar="A,B,...", help="names for the image channels, comma separated")
     p.set_defaults(func=run)
-
-
-def image_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return path.stem
-
-
-def find_mask(image: Path, masks_dir: Path) -> Path | None:
-    """The mask of ``image`` in ``masks_dir``, or None."""
-    stem = image_stem(image)
-    for suffix in MASK_SUFFIXES:
-        for ext in MASK_EXTENSIONS + tuple(e.upper() for e in MASK_EXTENSIONS):
-            cand = masks_dir / f"{stem}{suffix}{ext}"
-            if cand.is_file() and cand.resolve() != image.resolve():
-                return cand
-    return None
-
-
-def _looks_like_mask(path: Path) -> bool:
-    stem = image_stem(path).lower()
-    return any(stem.endswith(s) for s in MASK_SUFFIXES if s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in skipped:
         log.info("skipped %s: %s", path, reason)
     masks_resolved = masks_dir.resolve()
-    images = [p for p in images if not (p.resolve().parent == masks_resolved and _looks_like_mask(p))]
+    images = [p for p in images if not (p.resolve().parent == masks_resolved and is_mask_name(p))]
     if not images:
         print(f"error: {' '.join(args.images)}: no images found", file=sys.stderr)
         return EXIT_PARTIAL

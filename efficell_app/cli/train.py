@@ -59,26 +59,15 @@ def pair_files(images: Path, masks: Path) -> tuple[list[tuple[Path, Path | None]
     An image without a mask is kept as ``(image, None)`` so the training names and skips it.
     """
     from ..core.images import is_image_file
-    from .eval import MASK_SUFFIXES, mask_stem
+    from ..core.pairing import is_mask_name, mask_files_by_stem, mask_stem, shared_stems
 
     for d in (images, masks):
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: not a folder")
     same = images.resolve() == masks.resolve()
-
-    def is_mask_name(f: Path) -> bool:  # in a shared folder only <stem>_masks.tif etc. are masks
-        return mask_stem(f) != _plain_stem(f)
-
-    found: dict[str, list[Path]] = {}
-    for f in sorted(masks.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(MASK_SUFFIXES):
-            if not same or is_mask_name(f):
-                found.setdefault(mask_stem(f), []).append(f)
-    problems = []
-    for stem, fs in found.items():
-        if len(fs) > 1:
-            problems.append(f"{fs[0]}: several masks have the stem '{stem}' ({', '.join(x.name for x in fs[1:])} too); "
-                            "keep one")
+    # in a shared folder only <stem>_masks.tif etc. are masks
+    found = mask_files_by_stem(masks, keep=is_mask_name if same else None)
+    problems = [f"{path}: {reason}" for path, reason in shared_stems(found, "masks")]
     pairs: list[tuple[Path, Path | None]] = []
     for f in sorted(images.iterdir()):
         if not f.is_file() or not is_image_file(f) or (same and is_mask_name(f)):
@@ -86,14 +75,6 @@ def pair_files(images: Path, masks: Path) -> tuple[list[tuple[Path, Path | None]
         fs = found.get(mask_stem(f), [])
         pairs.append((f, fs[0] if len(fs) == 1 else None))
     return pairs, problems
-
-
-def _plain_stem(f: Path) -> str:
-    name = f.name
-    for suf in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return f.stem
 
 
 # ----------------------------------------------------------------------------- config and loop

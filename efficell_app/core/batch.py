@@ -19,6 +19,7 @@ import numpy as np
 from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
 from .images import PlaneChoice, read_image
+from .pairing import image_stem
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,9 @@ def output_names(paths: list[Path]) -> dict[Path, str]:
     """``<stem>_masks.tif`` per input; inputs sharing a stem get their parent folder prefixed."""
     stems: dict[str, int] = {}
     for p in paths:
-        stems[_stem(p)] = stems.get(_stem(p), 0) + 1
-    return {p: (f"{p.parent.name}_{_stem(p)}" if stems[_stem(p)] > 1 else _stem(p)) + MASK_SUFFIX for p in paths}
-
-
-def _stem(p: Path) -> str:
-    name = p.name
-    for suf in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return p.stem
+        stems[image_stem(p)] = stems.get(image_stem(p), 0) + 1
+    return {p: (f"{p.parent.name}_{image_stem(p)}" if stems[image_stem(p)] > 1 else image_stem(p)) + MASK_SUFFIX
+            for p in paths}
 
 
 def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOptions | None = None,  # noqa: ANN001

@@ -22,7 +22,14 @@ whole image would; each cell is kept by exactly one strip. Taller clusters (conf
 sheets) are labelled within the window, ``margin`` rows away from its cut, and continued
 across it. The watershed falls back to connected components only when the *whole image*
 has no seed; strips without seeds keep provisional labels that are dropped at the end when
-another strip had seeds.
+another strip had seeds. One caveat: skimage's watershed breaks exact floating-point ties
+between seed pixels by heap order, which depends on the whole image; continuous network
+outputs practically never tie. Dense maps are kept in float32 (memory bounded by the strip
+size) so that nothing differs from the whole-image path but the extent of the arrays.
+
+Memory for an H x W model-scale image: the input's raw pixels, int32 labels of H x W, and
+per strip about 60 bytes per window pixel (dense maps and watershed); windows hold about
+``WINDOW_PIXELS`` pixels (plus the margins), whatever the image size.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ log = logging.getLogger(__name__)
 
 STRIP_PIXELS = 4096 * 4096  # model-scale pixels above which Segmenter.segment works in strips
 WINDOW_PIXELS = 2048 * 4096  # aim for strip cores of about this many model-scale pixels
-ESTIMATE_CROP = 2048  # the cell diameter of a large image is estimated on a central crop this big
+ESTIMATE_CROP = 1024  # the cell diameter of a large image is estimated on a central crop this big
 
 RowSource = Callable[[int, int], np.ndarray]  # (row0, row1) -> (3, row1 - row0, W) float32
 
@@ -368,10 +375,10 @@ def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = N
     if diameter is not None and diameter <= 0:
         raise ValueError("diameter must be positive")
     src = ModelInput(img, channels)
-    base = 0.0
     if diameter is None:
         diameter = _estimate_on_crop(seg, src, cancel, lambda f: report(0.5 * f))
-        estimated, base = True, 0.5
+        estimated = True
+    base = 0.5 if estimated else 0.0  # the estimate took the first half of the progress bar
     lo, hi = AUTO_SCALE_RANGE if estimated else (0.1, 8.0)
     scale = float(np.clip(seg.target_diameter / diameter, lo, hi)) if diameter else 1.0
     if h * w * scale * scale > MAX_MODEL_PIXELS:

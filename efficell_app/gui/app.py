@@ -41,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         if Path(arg).is_dir():
             window.open_project(arg)
             break
-    return int(app.exec())
+    from .workers import stop_all
+
+    app.aboutToQuit.connect(stop_all)  # no QThread may outlive the application object
+    rc = int(app.exec())
+    stop_all()
+    return rc
 
 
 if __name__ == "__main__":  # pragma: no cover

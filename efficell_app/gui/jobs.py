@@ -11,7 +11,6 @@ import contextlib
 import gc
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.cancel import CancelToken
-from ..core.errors import Cancelled, EffiCellError
+from ..core.errors import EffiCellError
 from .overlay import label_colours
 
 if TYPE_CHECKING:
@@ -116,19 +115,6 @@ class ExportOptions:
     channel_names: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class ExportProgress:
-    done: int
-    total: int
-    message: str
-    path: Path | None = None
-
-
-@dataclass(frozen=True)
-class ExportFailed:
-    message: str
-
-
 @dataclass
 class SegmentOptions:
     model: str | None = None
@@ -222,10 +208,13 @@ def add_folder_job(project: Project, paths: Sequence[Path], set_name: str) -> Jo
 
 def segment_job(project: Project, image_ids: Sequence[int], opts: SegmentOptions,
                 set_name: str | None = None) -> Job:
-    """Load the segmenter once, then segment, record and measure each image in turn."""
+    """Load the segmenter once, then segment and record each image (``project.segment_project``),
+    measuring each result and making its overlay colours here, off the GUI thread."""
     ids = list(image_ids)
 
     def job(cancel: CancelToken) -> Iterator[Any]:
+        from ..project import segment_project
+
         yield Status("Loading the model…")
         with loading_heavy_libraries():
             from ..core.pipeline import Segmenter
@@ -235,29 +224,30 @@ def segment_job(project: Project, image_ids: Sequence[int], opts: SegmentOptions
         name = "built-in" if opts.model in (None, "builtin") else Path(str(opts.model)).stem
         total = len(ids)
         yield RunStarted(total, name, device)
-        run_id: int | None = None
+        events = segment_project(project, seg, set_name, cancel, diameter=opts.diameter, channels=opts.channels,
+                                 image_ids=ids)
         for i, image_id in enumerate(ids):
             cancel.raise_if_cancelled()
-            path = f"image {image_id}"
             try:
-                rec = project.get_image(image_id)
-                path = str(rec.path)
-                yield ImageStarted(i, total, image_id, rec.name)
-                img = project.read_image(image_id)
-                t0 = time.perf_counter()
-                res = seg.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
-                if run_id is None:
-                    run_id = project.start_run(res.settings, seg.identity, set_name=set_name)
-                project.record_result(image_id, res.labels, res.settings, seg.identity, run_id=run_id,
-                                      seconds=getattr(res, "seconds", None))
-                cells = measure(project, image_id, res.labels, img, opts.pixel_size_um)
-                colours = label_colours(res.labels)
-                yield ImageSegmented(i, total, image_id, res.labels, cells, time.perf_counter() - t0, colours)
-            except Cancelled:
-                raise
+                image_name = project.get_image(image_id).name
+            except KeyError:
+                image_name = f"image {image_id}"
+            yield ImageStarted(i, total, image_id, image_name)
+            ev = next(events, None)  # one event per image, in order (segment_project's promise)
+            if ev is None:
+                return
+            if not ev.ok:
+                log.info("segmentation failed: %s", ev.error)
+                yield ImageFailed(i, total, image_id, str(ev.path), ev.message)
+                continue
+            labels = ev.result.labels
+            try:
+                cells = measure(project, image_id, labels, ev.image, opts.pixel_size_um)
             except (EffiCellError, OSError, MemoryError, ValueError) as exc:
-                log.info("segmentation failed for %s: %s", path, exc)
-                yield ImageFailed(i, total, image_id, path, _reason(exc))
+                log.info("measuring %s failed: %s", ev.path, exc)
+                yield ImageFailed(i, total, image_id, str(ev.path), _reason(exc))
+                continue
+            yield ImageSegmented(i, total, image_id, labels, cells, ev.seconds, label_colours(labels))
 
     return job
 
@@ -330,48 +320,19 @@ def gpu_names() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
-def _safe_stem(name: str) -> str:
-    stem = name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpg", ".jpeg", ".bmp"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in stem).strip() or "image"
-
-
-def _write_image_file(fmt: str, dest: Path, stem: str, labels: np.ndarray, img: Any, cells: Any,
-                      px: float | None, settings: dict[str, Any]) -> Path:
-    """One per-image export file (``fmt`` in tiff, png, roi, geojson); returns its path."""
-    from ..core import export as ex
-
-    if fmt == "tiff":
-        return ex.write_label_tiff(labels, dest / f"{stem}_labels.tif", px, settings)
-    if fmt == "png":
-        return ex.write_overlay_png(img, labels, dest / f"{stem}_overlay.png", settings)
-    if fmt == "roi":
-        return ex.write_imagej_rois(labels, dest / f"{stem}_rois.zip", settings)
-    if fmt == "geojson":
-        return ex.write_geojson(labels, cells, dest / f"{stem}.geojson", settings)
-    raise ValueError(f"unknown per-image format '{fmt}'")
-
-
 def export_job(project: Project, image_ids: Sequence[int], opts: ExportOptions) -> Job:
-    """Measure and write the chosen formats; one table for all images, per-image files for masks.
+    """Measure and write the chosen formats (``project.export.export_events``): one table for all
+    images, per-image files for masks, all in ``opts.destination``.
 
-    Images without labels or that cannot be read are reported (:class:`ExportFailed`) and
+    Images without labels or that cannot be read are reported (``ExportFailed``) and
     the others are still written. Every file is written atomically by ``core.export``.
     """
     ids = list(image_ids)
 
     def job(cancel: CancelToken) -> Iterator[Any]:
-        import datetime as dt
-
         with loading_heavy_libraries(preload=True):
-            import pandas as pd
-
-        from .. import __version__
-        from ..core import export as ex
-        from ..core.measure import measure_cells, summarize_image
+            pass
+        from ..project.export import TABLE_FORMATS, ExportFailed, export_events, file_stem
 
         if not ids:
             yield ExportFailed("nothing to export: no images in this scope")
@@ -382,67 +343,13 @@ def export_job(project: Project, image_ids: Sequence[int], opts: ExportOptions) 
         except OSError as exc:
             yield ExportFailed(f"{dest}: cannot create the folder ({exc.strerror or exc})")
             return
-        per_image = [f for f in opts.formats if f in ("tiff", "png", "roi", "geojson")]
-        tables = [f for f in opts.formats if f in ("xlsx", "csv")]
-        total = len(ids) + len(tables)
-        frames: list[pd.DataFrame] = []
-        rows: list[dict[str, Any]] = []
-        models: dict[str, str] = {}
-        done = 0
-        for image_id in ids:
-            cancel.raise_if_cancelled()
-            rec = project.get_image(image_id)
-            try:
-                found = project.labels_for(image_id)
-                if found is None:
-                    yield ExportFailed(f"{rec.path}: not segmented yet (no labels to export)")
-                    done += 1
-                    continue
-                labels, source = found
-                img = project.read_image(image_id)
-                px = opts.pixel_size_um or rec.pixel_size_um or None
-                names = list(opts.channel_names) if opts.channel_names else None
-                cells = measure_cells(labels, img, px, names, rec.name)
-                latest = project.latest_result(image_id) if source == "result" else None
-                settings = {"image": str(rec.path), "labels": source, "efficell_version": __version__,
-                            **(latest.settings if latest is not None else {})}
-                if latest is not None and latest.identity.get("adapter"):
-                    models[str(latest.identity.get("adapter"))] = str(latest.identity.get("adapter_sha256", ""))
-                for fmt in per_image:
-                    path = _write_image_file(fmt, dest, _safe_stem(rec.name), labels, img, cells, px, settings)
-                    yield ExportProgress(done, total, f"Wrote {path.name}", path)
-                cells.insert(0, "set", rec.set_name)
-                frames.append(cells)
-                row = {"set": rec.set_name, **summarize_image(cells, len(cells), px, names or img.channel_names, rec.name)}
-                row.update({"labels": source, "status": rec.status, "path": str(rec.path)})
-                rows.append(row)
-            except Cancelled:
-                raise
-            except (EffiCellError, OSError, ValueError) as exc:
-                yield ExportFailed(str(exc) if isinstance(exc, EffiCellError) else f"{rec.path}: {_reason(exc)}")
-            done += 1
-            yield ExportProgress(done, total, f"Measured {rec.name} ({done}/{len(ids)})")
-        if not frames:
-            yield ExportFailed("no image in this scope has labels: nothing was written")
-            return
-        cells_df = pd.concat(frames, ignore_index=True)
-        images_df = pd.DataFrame(rows)
-        meta = {"project": project.name, "project_folder": str(project.root), "scope": opts.scope,
-                "exported": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "efficell_version": __version__, "images_measured": len(frames),
-                "pixel_size_um": opts.pixel_size_um or "from each image file",
-                **{f"adapter_{k}": v for k, v in models.items()}}
-        base = _safe_stem(project.name) + ("" if opts.scope == "project" else f"_{opts.scope}")
+        base = file_stem(project.name) + ("" if opts.scope == "project" else f"_{opts.scope}")
         if opts.scope == "image" and len(ids) == 1:
-            base = _safe_stem(project.get_image(ids[0]).name)
-        for fmt in tables:
-            cancel.raise_if_cancelled()
-            path = dest / f"{base}_measurements.{fmt}"
-            if fmt == "xlsx":
-                ex.write_xlsx(cells_df, images_df, meta, path)
-            else:
-                ex.write_csv(cells_df, path, meta, images_df)
-            done += 1
-            yield ExportProgress(done, total, f"Wrote {path.name}", path)
+            base = file_stem(project.get_image(ids[0]).name)
+        tables = [dest / f"{base}_measurements.{fmt}" for fmt in opts.formats if fmt in TABLE_FORMATS]
+        files = [fmt for fmt in opts.formats if fmt not in TABLE_FORMATS]
+        yield from export_events(project, tables, files, dest, image_ids=ids, pixel_size_um=opts.pixel_size_um,
+                                 channel_names=opts.channel_names or None, scope=opts.scope, write_empty=False,
+                                 cancel=cancel)
 
     return job

@@ -531,5 +531,8 @@ class MainWindow(QMainWindow):
         h = getattr(self, "_device_handle", None)
         if h is not None:
             h.wait(10_000)
+        from .workers import stop_all
+
+        stop_all()
         super().closeEvent(event)
         self.closed.emit()

@@ -49,6 +49,7 @@ class Session(QObject):
     """State and background work of one window."""
 
     project_changed = Signal(object)  # Project | None
+    about_to_close = Signal(object)  # the open Project, just before it closes: save what you hold for it
     images_added = Signal(object)  # AddReport
     image_status = Signal(int, str, str)  # image id, status, detail
     thumbnail = Signal(int, object)  # image id, (h, w, 3) uint8
@@ -98,6 +99,10 @@ class Session(QObject):
             self.load_thumbnails(ids)
 
     def close_project(self, emit: bool = True) -> None:
+        """Close the open project (also when another one opens): ``about_to_close`` first, so
+        listeners save into it, then stop its runs and helpers."""
+        if self.project is not None:
+            self.about_to_close.emit(self.project)
         self.cancel_run(wait=True)
         for h in list(self._helpers):
             h.cancel()

@@ -44,6 +44,7 @@ class ImageViewer(QWidget):
         self._lut: np.ndarray | None = None
         self._selected = 0
         self._last_hover = -1
+        self._overlay_paused = False
         self.describe_cell: Callable[[int], str] | None = None  # hover text for a cell id
 
         self.graphics = pg.GraphicsLayoutWidget()
@@ -181,6 +182,24 @@ class ImageViewer(QWidget):
     def labels(self) -> np.ndarray | None:
         return self._labels
 
+    def set_overlay_paused(self, paused: bool) -> None:
+        """Hide the cell overlay and stop redrawing it while another layer draws the cells (the
+        annotation canvas); labels set meanwhile are kept for hover and selection. Un-pausing
+        shows the overlay again, drawn from the current labels."""
+        paused = bool(paused)
+        if paused == self._overlay_paused:
+            return
+        self._overlay_paused = paused
+        self.overlay_item.setVisible(not paused)
+        if not paused:
+            lab = self._labels
+            if lab is not None and (self._lut is None or len(self._lut) <= int(lab.max(initial=0))):
+                self._lut = ov.label_colours(lab)  # cells were added while paused
+            self._render_overlay()
+
+    def overlay_paused(self) -> bool:
+        return self._overlay_paused
+
     def has_image(self) -> bool:
         return self._data is not None
 
@@ -249,6 +268,8 @@ class ImageViewer(QWidget):
         self.image_item.setImage(rgb, autoLevels=False, levels=(0, 255))
 
     def _render_overlay(self) -> None:
+        if self._overlay_paused:
+            return
         if self._labels is None or self.overlay_box.currentText() == "Hidden":
             self.overlay_item.clear()
             return

@@ -191,6 +191,21 @@ def launch(handle: WorkerHandle) -> None:
     handle.thread.start(QThread.Priority.LowPriority)
 
 
+def stop_all(timeout_ms: int = 30_000) -> None:
+    """Cancel every running worker and wait for its thread to end.
+
+    Qt aborts the process when a ``QThread`` object is destroyed while its thread still runs, so
+    the window calls this before it goes away (e.g. when closed during a background import).
+    """
+    handles = list(_RUNNING)
+    for h in handles:
+        h.cancel()
+    deadline = time.monotonic() + timeout_ms / 1000
+    for h in handles:
+        h.thread.quit()
+        h.thread.wait(max(0, int((deadline - time.monotonic()) * 1000)))
+
+
 @dataclass(frozen=True)
 class JobResult:
     """Last event of a :func:`callback_job`: the function's return value."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,6 +19,7 @@ from ..core.errors import Cancelled, EffiCellError
 
 if TYPE_CHECKING:
     from ..core.images import ImageData
+    from .images import ImageRecord
     from .project import Project
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,12 @@ class SegmenterLike(Protocol):
 
 @dataclass(frozen=True)
 class BatchEvent:
-    """One image done (``ok``) or failed (``error`` says why, naming the file)."""
+    """One image done (``ok``) or failed (``error`` says why, naming the file).
+
+    ``result`` (the segmenter's result, with ``labels``) and ``image`` (the pixels it saw) are
+    set on success for callers that go on with them (the GUI measures and draws them); they
+    are not part of the event's equality or repr.
+    """
 
     index: int  # 1-based position in the batch
     total: int
@@ -47,6 +53,8 @@ class BatchEvent:
     seconds: float = 0.0
     result_path: Path | None = None
     error: str = ""  # "path: reason", as a batch reports it ("error: <path>: <reason>")
+    result: Any = field(default=None, compare=False, repr=False)
+    image: ImageData | None = field(default=None, compare=False, repr=False)
 
     @property
     def message(self) -> str:
@@ -55,27 +63,49 @@ class BatchEvent:
         return self.error[len(prefix):] if self.error.startswith(prefix) else self.error
 
 
+def _records(project: Project, set_name: str | None,
+             image_ids: Sequence[int] | None) -> list[tuple[int, ImageRecord | None]]:
+    """(id, record) of the images to segment; an unknown id keeps ``None`` (reported as failed)."""
+    if image_ids is None:
+        return [(r.id, r) for r in project.list_images(set_name)]
+    out: list[tuple[int, ImageRecord | None]] = []
+    for image_id in image_ids:
+        try:
+            out.append((int(image_id), project.get_image(image_id)))
+        except KeyError:
+            out.append((int(image_id), None))
+    return out
+
+
 def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | None = None,
                     cancel: CancelToken | None = None, *, only_new: bool = False,
-                    diameter: float | None = None, channels: tuple[int, ...] | None = None) -> Iterator[BatchEvent]:
+                    diameter: float | None = None, channels: tuple[int, ...] | None = None,
+                    image_ids: Sequence[int] | None = None) -> Iterator[BatchEvent]:
     """Segment every image of ``set_name`` (all sets when ``None``); yields one event per image.
 
+    ``image_ids`` segments only those images, in that order (``set_name`` then only names the
+    run); an id not in the project is reported as a failed event. Exactly one event comes per
+    image, in order, so a caller may announce image *k* before asking for its event.
     ``only_new`` skips images that already have a result or an annotation (status other than
     'new'). Raises :class:`Cancelled` between images once ``cancel`` is set; results already
     recorded stay in the project.
     """
-    images = project.list_images(set_name)
+    todo = _records(project, set_name, image_ids)
     if only_new:
-        images = [r for r in images if r.status == "new"]
-    total = len(images)
+        todo = [(i, r) for i, r in todo if r is None or r.status == "new"]
+    total = len(todo)
     if total == 0:
         return
     identity = dict(segmenter.identity)
     run_id = project.start_run({"diameter": diameter, "channels": list(channels) if channels else None,
                                 "set": set_name, "only_new": only_new}, identity, set_name)
-    for i, rec in enumerate(images, start=1):
+    for i, (image_id, rec) in enumerate(todo, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled()
+        if rec is None:
+            where = Path(f"image {image_id}")
+            yield BatchEvent(i, total, image_id, where, False, error=f"{where}: not in the project (removed?)")
+            continue
         t0 = time.perf_counter()
         try:
             img = project.read_image(rec.id)
@@ -97,4 +127,4 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
             yield BatchEvent(i, total, rec.id, rec.path, False, error=f"{rec.path}: {type(exc).__name__}: {exc}")
             continue
         yield BatchEvent(i, total, rec.id, rec.path, True, n_cells=int(res.n_cells), seconds=seconds,
-                         result_path=path)
+                         result_path=path, result=res, image=img)

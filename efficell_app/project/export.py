@@ -1,57 +1,88 @@
-"""Measure a project's labelled images and write one spreadsheet (used by CLI and GUI).
+"""Measure a project's labelled images and write the tables and per-image files (CLI and GUI).
 
 For each image the labels measured are the user's annotation when there is one, else the
 latest model result (``source="auto"``); ``"annotation"`` or ``"result"`` restricts to one
 kind. Images without labels are listed as not measured; unreadable images are reported and
-the rest of the export completes.
+the rest of the export completes. :func:`export_events` is the generator the GUI runs in a
+worker; :func:`export_project` runs it to the end (``efficell export``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import __version__
 from ..core.cancel import CancelToken
-from ..core.errors import EffiCellError
+from ..core.errors import Cancelled, EffiCellError
+from ..core.pairing import image_stem
 from .labelfile import read_labels
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..core.images import ImageData
     from .images import ImageRecord
     from .project import Project
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "annotation", "result")
+TABLE_FORMATS = ("xlsx", "csv")
+#: per-image files: format -> what is added to the image's stem
+FILE_FORMATS = {"tiff": "_labels.tif", "png": "_overlay.png", "roi": "_rois.zip", "geojson": ".geojson"}
 
 
 @dataclass
 class ExportReport:
-    path: Path
+    path: Path  # the first table (or the folder of the per-image files)
     n_images: int = 0  # images measured
     n_cells: int = 0
     not_labelled: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # "path: reason"
+    files: list[Path] = field(default_factory=list)  # everything written, tables last
 
 
-def _labels(project: Project, image_id: int, source: str) -> tuple[Any, str, dict[str, Any]] | None:
-    """(labels, "annotation"|"result", identity) for an image, or None."""
+@dataclass(frozen=True)
+class ExportProgress:
+    """``done`` of ``total`` steps (one per image, one per table); ``path`` when a file was written."""
+
+    done: int
+    total: int
+    message: str
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class ExportFailed:
+    """One line for the user: an image not exported (``"path: reason"``) or nothing written at all."""
+
+    message: str
+
+
+class FoundLabels(NamedTuple):
+    labels: Any  # (H, W) int32
+    origin: str  # "annotation vN" | "result N"
+    identity: dict[str, Any]  # the model's, for a result
+    settings: dict[str, Any]  # the run's, for a result
+
+
+def _labels(project: Project, image_id: int, source: str) -> FoundLabels | None:
+    """The labels of ``source`` for an image (see module docstring), or None."""
     if source in ("auto", "annotation"):
         hist = project.annotation_history(image_id)
         if hist:
-            return read_labels(hist[0].path), f"annotation v{hist[0].version}", {}
+            return FoundLabels(read_labels(hist[0].path), f"annotation v{hist[0].version}", {}, {})
         if source == "annotation":
             return None
     res = project.latest_result(image_id)
     if res is None:
         return None
-    return read_labels(res.path), f"result {res.id}", res.identity
+    return FoundLabels(read_labels(res.path), f"result {res.id}", res.identity, res.settings)
 
 
 def _model_name(identity: dict[str, Any]) -> str:
@@ -61,74 +92,153 @@ def _model_name(identity: dict[str, Any]) -> str:
     return f"{identity.get('encoder', '?')} + {adapter}"
 
 
+def _check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not '{source}'")
+
+
+def _channel_names(rec: ImageRecord, img: ImageData, override: Sequence[str] | None) -> list[str] | None:
+    if override:
+        return list(override)
+    return list(rec.channel_names) if len(rec.channel_names) == img.n_channels else None
+
+
 def measure_image(project: Project, rec: ImageRecord, source: str = "auto",
-                  labels_found: tuple[Any, str, dict[str, Any]] | None = None) -> tuple[pd.DataFrame, str] | None:
+                  labels_found: FoundLabels | None = None) -> tuple[pd.DataFrame, str] | None:
     """Measure one image's labels (see module docstring); ``None`` when it has none of ``source``."""
     from ..core.measure import measure_cells
 
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not '{source}'")
+    _check_source(source)
     found = labels_found or _labels(project, rec.id, source)
     if found is None:
         return None
-    labels, origin, _ = found
     img = project.read_image(rec.id)
-    names = list(rec.channel_names) if len(rec.channel_names) == img.n_channels else None
-    return measure_cells(labels, img, rec.pixel_size_um, names, rec.name), origin
+    return measure_cells(found.labels, img, rec.pixel_size_um, _channel_names(rec, img, None), rec.name), found.origin
 
 
-def export_project(project: Project, out: str | Path, set_name: str | None = None, source: str = "auto",
-                   progress: Callable[[int, int], None] | None = None,
-                   cancel: CancelToken | None = None) -> ExportReport:
-    """Measure every labelled image (of ``set_name`` or all sets) and write ``out`` (.xlsx)."""
+def file_stem(name: str) -> str:
+    """A file-system-safe stem for files named after an image or project (``"a b.ome.tif"`` -> ``"a b"``)."""
+    stem = image_stem(name)
+    return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in stem).strip() or "image"
+
+
+def _write_file(fmt: str, folder: Path, stem: str, found: FoundLabels, img: ImageData, cells: pd.DataFrame,
+                px: float | None, settings: dict[str, Any]) -> Path:
+    """One per-image file (``fmt`` in :data:`FILE_FORMATS`); returns its path."""
+    from ..core import export as ex
+
+    path = folder / f"{stem}{FILE_FORMATS[fmt]}"
+    if fmt == "tiff":
+        return ex.write_label_tiff(found.labels, path, px, settings)
+    if fmt == "png":
+        return ex.write_overlay_png(img, found.labels, path, settings)
+    if fmt == "roi":
+        return ex.write_imagej_rois(found.labels, path, settings)
+    return ex.write_geojson(found.labels, cells, path, settings)
+
+
+def export_events(project: Project, tables: Sequence[str | Path], files: Sequence[str] = (),
+                  files_dir: str | Path | None = None, *, image_ids: Sequence[int] | None = None,
+                  set_name: str | None = None, source: str = "auto", pixel_size_um: float | None = None,
+                  channel_names: Sequence[str] | None = None, scope: str | None = None, write_empty: bool = True,
+                  cancel: CancelToken | None = None) -> Generator[ExportProgress | ExportFailed, None, ExportReport]:
+    """Measure the labelled images and write ``tables`` (.xlsx / .csv: all cells, one row per image,
+    the settings) and, per image, ``files`` (:data:`FILE_FORMATS` keys) into ``files_dir``.
+
+    The images are ``image_ids`` in that order, else those of ``set_name`` (all sets when
+    ``None``). ``pixel_size_um`` / ``channel_names`` override what each image records. Yields
+    progress and one :class:`ExportFailed` per image left out (no labels, unreadable); returns
+    the report. With ``write_empty=False`` nothing is written when no image has labels.
+    Raises :class:`Cancelled` between images; tables are written atomically (``core.export``).
+    """
     import pandas as pd
 
-    from ..core.export import write_xlsx
-    from ..core.measure import summarize_image
+    from ..core.export import write_csv, write_xlsx
+    from ..core.measure import measure_cells, summarize_image
 
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not '{source}'")
-    out = Path(out)
-    report = ExportReport(path=out)
-    records = project.list_images(set_name)
+    _check_source(source)
+    tables = [Path(t) for t in tables]
+    bad = [t.name for t in tables if t.suffix.lower().lstrip(".") not in TABLE_FORMATS]
+    bad += [f for f in files if f not in FILE_FORMATS]
+    if bad:
+        raise ValueError(f"cannot export {', '.join(bad)}: tables are .xlsx / .csv, files one of {', '.join(FILE_FORMATS)}")
+    folder = Path(files_dir) if files_dir is not None else (tables[0].parent if tables else Path.cwd())
+    report = ExportReport(path=tables[0] if tables else folder)
+    records = project.list_images(set_name) if image_ids is None else [project.get_image(i) for i in image_ids]
+    total = len(records) + len(tables)
     cells: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
     models: dict[str, dict[str, Any]] = {}
-    for i, rec in enumerate(records, start=1):
+    done = 0
+    for rec in records:
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
             found = _labels(project, rec.id, source)
             if found is None:
                 report.not_labelled.append(rec.path)
+                what = "no saved annotation" if source == "annotation" else "not segmented yet (no labels to export)"
+                yield ExportFailed(f"{rec.path}: {what}")
+                done += 1
                 continue
-            measured = measure_image(project, rec, source, found)
-        except EffiCellError as exc:
-            report.errors.append(str(exc))
-            log.warning("export: %s", exc)
-            continue
-        assert measured is not None
-        df, origin = measured
-        identity = found[2]
-        names = list(rec.channel_names)
-        df.insert(0, "set", rec.set_name)
-        row = {"set": rec.set_name, **summarize_image(df, len(df), rec.pixel_size_um, names, rec.name)}
-        row.update({"labels": origin, "model": _model_name(identity), "status": rec.status, "path": str(rec.path)})
-        if identity:
-            models[_model_name(identity)] = identity
-        cells.append(df)
-        rows.append(row)
-        report.n_images += 1
-        report.n_cells += len(df)
-        if progress is not None:
-            progress(i, len(records))
+            img = project.read_image(rec.id)
+            px = pixel_size_um or rec.pixel_size_um or None
+            names = _channel_names(rec, img, channel_names)
+            df = measure_cells(found.labels, img, px, names, rec.name)
+            settings = {"image": str(rec.path), "labels": found.origin, "efficell_version": __version__,
+                        **found.settings}
+            for fmt in files:
+                path = _write_file(fmt, folder, file_stem(rec.name), found, img, df, px, settings)
+                report.files.append(path)
+                yield ExportProgress(done, total, f"Wrote {path.name}", path)
+        except Cancelled:
+            raise
+        except (EffiCellError, OSError, ValueError) as exc:
+            msg = str(exc) if isinstance(exc, EffiCellError) else f"{rec.path}: {exc}"
+            report.errors.append(msg)
+            log.warning("export: %s", msg)
+            yield ExportFailed(msg)
+        else:
+            df.insert(0, "set", rec.set_name)
+            row = {"set": rec.set_name, **summarize_image(df, len(df), px, names or img.channel_names, rec.name)}
+            row.update({"labels": found.origin, "model": _model_name(found.identity), "status": rec.status,
+                        "path": str(rec.path)})
+            if found.identity:
+                models[_model_name(found.identity)] = found.identity
+            cells.append(df)
+            rows.append(row)
+            report.n_images += 1
+            report.n_cells += len(df)
+        done += 1
+        yield ExportProgress(done, total, f"Measured {rec.name} ({done}/{len(records)})")
+    if not cells and not write_empty:
+        yield ExportFailed("no image has labels: nothing was written")
+        return report
     cells_df = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame({"set": [], "image": []})
     images_df = pd.DataFrame(rows)
+    meta = _settings(project, report, set_name if image_ids is None else None, source, scope, pixel_size_um, models)
+    for path in tables:
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        if path.suffix.lower() == ".xlsx":
+            write_xlsx(cells_df, images_df, meta, path)
+        else:
+            write_csv(cells_df, path, meta, images_df)
+        report.files.append(path)
+        done += 1
+        yield ExportProgress(done, total, f"Wrote {path.name}", path)
+    return report
+
+
+def _settings(project: Project, report: ExportReport, set_name: str | None, source: str, scope: str | None,
+              pixel_size_um: float | None, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings sheet: project, scope, labels, version, counts and each model with its checksums."""
     settings: dict[str, Any] = {
         "project": project.name,
         "project_folder": str(project.root),
-        "set": set_name or "(all sets)",
+        **({"scope": scope} if scope else {"set": set_name or "(all sets)"}),
         "labels": {"auto": "annotation when saved, else latest result"}.get(source, source),
+        "pixel_size_um": pixel_size_um or "from each image",
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "efficell_version": __version__,
         "images_measured": report.n_images,
@@ -139,5 +249,22 @@ def export_project(project: Project, out: str | Path, set_name: str | None = Non
         for key in ("encoder_sha256", "adapter_sha256", "app_version"):
             if ident.get(key):
                 settings[f"model_{k}_{key}"] = ident[key]
-    write_xlsx(cells_df, images_df, settings, out)
-    return report
+    return settings
+
+
+def export_project(project: Project, out: str | Path, set_name: str | None = None, source: str = "auto",
+                   progress: Callable[[int, int], None] | None = None,
+                   cancel: CancelToken | None = None, *, files: Sequence[str] = ()) -> ExportReport:
+    """Measure every labelled image (of ``set_name`` or all sets) and write ``out`` (.xlsx or .csv);
+    ``files`` (:data:`FILE_FORMATS` keys) also writes those per-image files beside it.
+
+    ``progress(done, total)`` is called as steps complete (see :func:`export_events`).
+    """
+    events = export_events(project, [out], files, set_name=set_name, source=source, cancel=cancel)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None and isinstance(ev, ExportProgress):
+            progress(ev.done, ev.total)

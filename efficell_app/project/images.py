@@ -18,6 +18,7 @@ from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
 from ..core.fileio import atomic_path
 from ..core.images import ImageData, PlaneChoice, find_images, read_image
+from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
 from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
 
@@ -292,9 +293,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _place(src: Path, dest: Path, taken: set[str], store: Store) -> Path | None:
     """A copy target for ``src`` near ``dest``: ``None`` if ``src`` is already copied there."""
-    name = dest.name
-    ome = name.lower().endswith(".ome.tif")
-    stem, suffix = (name[:-8], name[-8:]) if ome else (dest.stem, dest.suffix)
+    stem, suffix = split_name(dest.name)
     k = 1
     while True:
         cand = dest if k == 1 else dest.with_name(f"{stem}_{k}{suffix}")

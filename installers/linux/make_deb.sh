@@ -7,6 +7,7 @@
 # flavour: "cpu" (default) or "cuda": only a label in the package name/description; it must match
 # the torch build the bundle was made with (docs/install.md). Installs to /opt/efficell with
 # /usr/bin/efficell, a desktop entry, the icon and the project-file (.efficell) association.
+# DEB_COMPRESSION: xz (default, smallest), gzip (fastest), zstd (needs dpkg >= 1.21.18 to install).
 # Install: sudo apt install ./dist/efficell_<version>_cpu_amd64.deb    Remove: sudo apt remove efficell
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -60,6 +61,6 @@ SCRIPT
 done
 
 mkdir -p dist
-dpkg-deb --root-owner-group -Zxz --build "$pkg" "$out.part" >/dev/null
+dpkg-deb --root-owner-group "-Z${DEB_COMPRESSION:-xz}" --build "$pkg" "$out.part" >/dev/null
 mv "$out.part" "$out"
 echo "wrote $out ($(du -h "$out" | cut -f1); installed ${installed_kb} KiB)"

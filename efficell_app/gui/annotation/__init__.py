@@ -116,14 +116,7 @@ def install_annotation(window: Any) -> AnnotationController:
     panel.uncertainty_box.toggled.connect(lambda on: _toggle_uncertainty(window, ctl, on))
 
     # Save before the project is closed (open another project, quit) and when the window closes.
-    session = window.session
-    original_close = session.close_project
-
-    def close_project(emit: bool = True) -> None:
-        ctl.save(wait=True)
-        original_close(emit)
-
-    session.close_project = close_project
+    window.session.about_to_close.connect(lambda _project: ctl.save(wait=True))
     window.installEventFilter(ctl)
     return ctl
 

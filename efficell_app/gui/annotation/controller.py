@@ -51,7 +51,6 @@ class AnnotationController(QObject):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efficell-autosave")
         self._pending: list[Future] = []
         self.last_error = ""
-        self._overlay_detached = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_MS)
@@ -153,27 +152,15 @@ class AnnotationController(QObject):
             self.viewer.view.addItem(self.canvas)
         self.canvas.set_mode(self.viewer.overlay_box.currentText().lower())
         self.canvas.set_labels(self.editor.labels)
-        self.viewer.overlay_item.hide()
+        # the canvas draws the cells now; the viewer's overlay would not know new ones
+        self.viewer.set_overlay_paused(True)
         # hover and selection read the edited array; the colours are the canvas's (computed once)
         self.viewer.set_labels(self.editor.labels, colours=self.canvas.lut)
-        self._viewer_overlay_follows(False)
         self.panel.set_editing(True)
         self._update_history()
         if self.canvas.tool == "navigate":
             self.set_tool("brush")
         self.editing_changed.emit(True)
-
-    def _viewer_overlay_follows(self, on: bool) -> None:
-        """While annotating, the viewer must not redraw its own (hidden) overlay of the edited
-        array when the Fill/Outline choice changes: its colour table does not know new cells."""
-        box, slot = self.viewer.overlay_box, self.viewer._render_overlay
-        if on and not self._overlay_detached:
-            return
-        if on:
-            box.currentIndexChanged.connect(slot)
-        elif not self._overlay_detached:
-            box.currentIndexChanged.disconnect(slot)
-        self._overlay_detached = not on
 
     def stop(self) -> None:
         """Save, leave annotation mode and show the annotation as the image's labels."""
@@ -181,9 +168,11 @@ class AnnotationController(QObject):
             return
         self.save(wait=True)
         labels, image_id = self.editor.labels, self.image_id
+        shown = image_id == self.window.current_image and self.viewer.has_image()
+        if shown:
+            self.viewer.set_labels(labels.copy())  # drawn once, when the overlay resumes below
         self._close_editor()
-        if image_id == self.window.current_image and self.viewer.has_image():
-            self.viewer.set_labels(labels.copy())
+        if shown:
             self.session.cells.pop(image_id, None)
             self.session.request_cells([image_id])
         self._say("Annotation saved")
@@ -195,8 +184,7 @@ class AnnotationController(QObject):
         self.canvas.set_labels(None)
         if self.canvas.scene() is not None:
             self.viewer.view.removeItem(self.canvas)
-        self._viewer_overlay_follows(True)
-        self.viewer.overlay_item.show()
+        self.viewer.set_overlay_paused(False)
         self.panel.set_editing(False)
         self.set_tool("navigate")
         self.editing_changed.emit(False)

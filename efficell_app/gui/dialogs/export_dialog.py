@@ -27,7 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..jobs import FORMATS, ExportFailed, ExportOptions, ExportProgress
+from ...project.export import ExportFailed, ExportProgress
+from ..jobs import FORMATS, ExportOptions
 from ..workers import Job, JobResult, WorkerHandle, launch, start_worker
 
 SCOPES = (("image", "Current image"), ("set", "Current set"), ("project", "Whole project"))
