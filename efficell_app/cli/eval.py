@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.pairing import mask_files_by_stem, mask_stem, shared_stems
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 __all__ = ["collect", "format_table", "mask_stem", "parse_thresholds", "run"]
 
 

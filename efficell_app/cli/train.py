@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

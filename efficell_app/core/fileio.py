@@ -38,6 +38,11 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         raise OutputError(path, _explain(path, exc)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp makes 0600 files; a result should get the usual permissions (0666 minus the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)

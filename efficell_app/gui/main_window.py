@@ -122,7 +122,8 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_button)
         sb.addPermanentWidget(self.device_label)
 
-    def _action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
+    def add_menu_action(self, menu: Any, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
+        """An action of this window in ``menu`` (shortcut and status tip optional), calling ``slot``."""
         act = QAction(text, self)
         if shortcut is not None:
             act.setShortcut(QKeySequence(shortcut))
@@ -135,34 +136,34 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         mb = self.menuBar()
         f = mb.addMenu("&File")
-        self._action(f, "&New project…", self.new_project, QKeySequence.StandardKey.New)
-        self._action(f, "&Open project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
+        self.add_menu_action(f, "&New project…", self.new_project, QKeySequence.StandardKey.New)
+        self.add_menu_action(f, "&Open project…", self.open_project_dialog, QKeySequence.StandardKey.Open)
         self.recent_menu = f.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         f.addSeparator()
-        self._action(f, "Add &folder…", self.add_folder_dialog, "Ctrl+Shift+A",
+        self.add_menu_action(f, "Add &folder…", self.add_folder_dialog, "Ctrl+Shift+A",
                      "Add a folder of images as a new image set")
-        self._action(f, "&Add images…", self.add_files_dialog, "Ctrl+I")
+        self.add_menu_action(f, "&Add images…", self.add_files_dialog, "Ctrl+I")
         f.addSeparator()
-        self.export_action = self._action(f, "&Export…", self.open_export_dialog, "Ctrl+E")
+        self.export_action = self.add_menu_action(f, "&Export…", self.open_export_dialog, "Ctrl+E")
         f.addSeparator()
-        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.add_menu_action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         s = mb.addMenu("&Segment")
-        self._action(s, "Segment this &image", lambda: self.segment_scope("image"), "Ctrl+R")
-        self._action(s, "Segment &selected images", lambda: self.segment_scope("selection"))
-        self._action(s, "Segment current s&et", lambda: self.segment_scope("set"))
-        self._action(s, "Segment &all images", lambda: self.segment_scope("project"))
+        self.add_menu_action(s, "Segment this &image", lambda: self.segment_scope("image"), "Ctrl+R")
+        self.add_menu_action(s, "Segment &selected images", lambda: self.segment_scope("selection"))
+        self.add_menu_action(s, "Segment current s&et", lambda: self.segment_scope("set"))
+        self.add_menu_action(s, "Segment &all images", lambda: self.segment_scope("project"))
         s.addSeparator()
-        self._action(s, "&Cancel", lambda: self.session.cancel_run(), "Esc")
+        self.add_menu_action(s, "&Cancel", lambda: self.session.cancel_run(), "Esc")
         v = mb.addMenu("&View")
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
-        self._action(v, "Zoom to &fit", self.viewer.fit, "Ctrl+0")
+        self.add_menu_action(v, "Zoom to &fit", self.viewer.fit, "Ctrl+0")
         t = mb.addMenu("&Tools")
-        self._action(t, "&Models…", self.open_models_dialog)
-        self._action(t, "&Settings…", self.open_settings_dialog, QKeySequence.StandardKey.Preferences)
+        self.add_menu_action(t, "&Models…", self.open_models_dialog)
+        self.add_menu_action(t, "&Settings…", self.open_settings_dialog, QKeySequence.StandardKey.Preferences)
         h = mb.addMenu("&Help")
-        self._action(h, "&About EffiCell", self._about)
+        self.add_menu_action(h, "&About EffiCell", self._about)
 
     def _wire(self) -> None:
         s = self.session

@@ -19,7 +19,7 @@ from typing import Any
 from ..core.errors import AdapterError
 from ..core.fileio import atomic_path
 from .errors import NotFoundError, ProjectError
-from .images import sha256_file
+from .images import clean_name, sha256_file
 from .labelfile import remove_files
 from .store import Store, from_json, now_iso, to_json
 
@@ -90,15 +90,6 @@ def get_adapter(store: Store, key: str | int) -> AdapterInfo:
     return _info(store, r)
 
 
-def _clean_name(name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise ProjectError("an adapter needs a name")
-    if len(name) > 120:
-        raise ProjectError(f"adapter name too long ({len(name)} characters, at most 120)")
-    return name
-
-
 def _name_taken(store: Store, name: str, except_id: int | None = None) -> bool:
     return store.one("SELECT id FROM adapters WHERE name = ? AND id != ?", (name, -1 if except_id is None else except_id)) is not None
 
@@ -126,7 +117,7 @@ def add_adapter(store: Store, file: str | Path, name: str | None = None, encoder
     file = Path(file)
     header, _ = read_safetensors_header(file)  # refuse anything that is not a safetensors file
     core = core_metadata(header)
-    name = _clean_name(name or str(core.get("name") or "") or file.stem)
+    name = clean_name(name or str(core.get("name") or "") or file.stem, "adapter")
     encoder = encoder or core.get("encoder")
     if not encoder:
         raise AdapterError(file, "the adapter file does not say which encoder it was trained for")
@@ -156,7 +147,7 @@ def add_adapter(store: Store, file: str | Path, name: str | None = None, encoder
 
 def rename_adapter(store: Store, key: str | int, new_name: str) -> AdapterInfo:
     info = get_adapter(store, key)
-    new_name = _clean_name(new_name)
+    new_name = clean_name(new_name, "adapter")
     with store.write_lock:
         if _name_taken(store, new_name, except_id=info.id):
             raise ProjectError(f"an adapter named '{new_name}' already exists in the project")
@@ -228,7 +219,7 @@ def import_adapter(store: Store, file: str | Path, name: str | None = None) -> A
     encoder = entry.get("encoder") or core.get("encoder") or next((meta.get(k) for k in _ENCODER_KEYS if meta.get(k)), None)
     if not encoder:
         raise AdapterError(file, "the adapter file does not say which encoder it was trained for")
-    base = _clean_name(name or entry.get("name") or core.get("name") or meta.get("name") or file.stem)
+    base = clean_name(name or entry.get("name") or core.get("name") or meta.get("name") or file.stem, "adapter")
     final, n = base, 2
     while _name_taken(store, final):
         final, n = f"{base} ({n})", n + 1

@@ -146,17 +146,18 @@ def sha256_file(path: Path) -> str:
 # ----------------------------------------------------------------------------- sets
 
 
-def _clean_set_name(name: str) -> str:
+def clean_name(name: str, what: str = "set") -> str:
+    """A user-given name of a ``what`` (set, adapter), stripped; ProjectError when empty or too long."""
     name = (name or "").strip()
     if not name:
-        raise ProjectError("a set needs a name")
+        raise ProjectError(f"a{'n' if what[:1] in 'aeiou' else ''} {what} needs a name")
     if len(name) > 120:
-        raise ProjectError(f"set name too long ({len(name)} characters, at most 120)")
+        raise ProjectError(f"{what} name too long ({len(name)} characters, at most 120)")
     return name
 
 
 def set_id(store: Store, name: str, create: bool = False) -> int:
-    name = _clean_set_name(name)
+    name = clean_name(name)
     row = store.one("SELECT id FROM sets WHERE name = ?", (name,))
     if row is not None:
         return int(row["id"])
@@ -175,7 +176,7 @@ def list_sets(store: Store) -> list[SetInfo]:
 
 
 def rename_set(store: Store, old: str, new: str) -> None:
-    new = _clean_set_name(new)
+    new = clean_name(new)
     sid = set_id(store, old)
     if store.one("SELECT id FROM sets WHERE name = ? AND id != ?", (new, sid)):
         raise ProjectError(f"a set named '{new}' already exists")
@@ -319,7 +320,7 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
     """Add ``(file, copy_target)`` pairs to a set (created if needed); see ``Project.add_folder``."""
     planes = planes or PlaneChoice()
     sid = set_id(store, set_name, create=True)
-    report = report or AddReport(set_name=_clean_set_name(set_name))
+    report = report or AddReport(set_name=clean_name(set_name))
     existing = {str(r["path"]) for r in store.query("SELECT path FROM images WHERE set_id = ?", (sid,))}
     own = [store.root / d for d in _PROJECT_OWN]
     pending: list[tuple[Any, ...]] = []
@@ -396,7 +397,7 @@ def add_folder(store: Store, folder: str | Path, set_name: str, *, copy: bool = 
                cancel: CancelToken | None = None) -> AddReport:
     """Add every image under ``folder`` (recursively); non-images are counted as skipped."""
     folder = Path(folder).absolute()
-    report = AddReport(set_name=_clean_set_name(set_name))
+    report = AddReport(set_name=clean_name(set_name))
     if not folder.is_dir():
         raise InputError(folder, "folder not found" if not folder.exists() else "is a file, not a folder")
     images, skipped = find_images([folder])

@@ -123,3 +123,19 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as info:
         main(["eval", "--gt", str(tmp_path)])
     assert info.value.code == 2
+
+
+def test_pairing_names(tmp_path: Path) -> None:
+    from efficell_app.core.pairing import find_mask, image_stem, is_mask_name, split_name
+
+    assert split_name("a.ome.tiff") == ("a", ".ome.tiff") and split_name("a.b.png") == ("a.b", ".png")
+    assert image_stem(Path("x/cell 1.OME.TIF")) == "cell 1"
+    assert mask_stem(Path("a_cp_masks.tif")) == mask_stem(Path("a_labels.png")) == "a"
+    assert mask_stem(Path("A_MASKS.TIF")) == "A"
+    assert is_mask_name(Path("a_masks.tif")) and not is_mask_name(Path("a.tif")) and not is_mask_name(Path("_masks.tif"))
+    (tmp_path / "a.tif").write_bytes(b"")
+    (tmp_path / "a_cp_masks.png").write_bytes(b"")
+    assert find_mask(tmp_path / "a.tif", tmp_path) == tmp_path / "a_cp_masks.png"  # never the image itself
+    (tmp_path / "a_masks.tif").write_bytes(b"")
+    assert find_mask(tmp_path / "a.tif", tmp_path) == tmp_path / "a_masks.tif"  # _masks preferred
+    assert find_mask(tmp_path / "b.tif", tmp_path) is None

@@ -106,6 +106,7 @@ raise SystemExit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_bad_files_in_a_subprocess(batch_dir: Path, tmp_path: Path, random_adapter_file: Path) -> None:
     """A real process: exit status 1, one line per bad file, no traceback."""
     runner = tmp_path / "runner.py"

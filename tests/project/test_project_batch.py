@@ -69,3 +69,17 @@ def test_cancel_between_images(project: Project, image_folder: Path, segmenter) 
             token.cancel()
     assert len(seen) == 1
     assert [r.status for r in project.list_images("exp")].count("segmented") == 1
+
+
+def test_only_the_given_images_in_that_order(project: Project, image_folder: Path, segmenter) -> None:  # noqa: ANN001
+    ids = project.add_folder(image_folder, "exp").added
+    wanted = [ids[2], 999_999, ids[0]]
+    events = list(segment_project(project, segmenter, "exp", image_ids=wanted))
+    assert [e.image_id for e in events] == wanted and [e.index for e in events] == [1, 2, 3]
+    assert events[0].ok and events[2].ok and len(segmenter.calls) == 2
+    assert not events[1].ok and "not in the project" in events[1].error
+    # a success carries what the caller goes on with; a failure does not
+    assert np.array_equal(events[0].result.labels, project.load_labels(project.latest_result(ids[2])))
+    assert events[0].image.data.shape[1:] == events[0].result.labels.shape and events[1].result is None
+    assert project.get_image(ids[1]).status == "new"
+    assert list(segment_project(project, segmenter, image_ids=[ids[0]], only_new=True)) == []

@@ -136,3 +136,59 @@ def test_measure_one_image(project: Project, image_folder: Path, segmenter) -> N
     df, origin = project.measure(ids[0])
     assert origin.startswith("result") and len(df) == project.latest_result(ids[0]).n_cells
     assert project.measure(ids[0], source="annotation") is None
+
+
+def test_export_events_tables_and_per_image_files(project: Project, image_folder: Path, segmenter,
+                                                  tmp_path: Path) -> None:  # noqa: ANN001
+    import pandas as pd
+    import tifffile
+
+    from efficell_app.project.export import ExportFailed, ExportProgress, export_events
+
+    ids = project.add_folder(image_folder, "exp").added
+    list(segment_project(project, segmenter, "exp", image_ids=ids[:2]))
+    out = tmp_path / "out"
+    out.mkdir()
+    gen = export_events(project, [out / "m.xlsx", out / "m.csv"], ["tiff", "geojson"], out,
+                        image_ids=[ids[2], ids[0], ids[1]], pixel_size_um=0.5, scope="set", write_empty=False)
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            report = stop.value
+            break
+    failed = [e.message for e in events if isinstance(e, ExportFailed)]
+    assert len(failed) == 1 and "not segmented yet" in failed[0] and report.not_labelled == [project.get_image(ids[2]).path]
+    done = [e.done for e in events if isinstance(e, ExportProgress)]
+    assert done == sorted(done) and done[-1] == 5  # three images and two tables
+    names = sorted(p.name for p in report.files)
+    stems = [Path(project.get_image(i).name).stem for i in ids[:2]]
+    assert names == sorted([f"{s}_labels.tif" for s in stems] + [f"{s}.geojson" for s in stems] + ["m.csv", "m.xlsx"])
+    labels = tifffile.imread(out / f"{stems[0]}_labels.tif")
+    assert np.array_equal(labels, project.labels_for(ids[0])[0])
+    cells = pd.read_csv(out / "m.csv", comment="#")
+    assert len(cells) == report.n_cells == sum(int(project.labels_for(i)[0].max()) for i in ids[:2])
+    assert "area_um2" in cells.columns and set(cells["set"]) == {"exp"}
+    # no labels at all: nothing written when asked so
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    gen = export_events(project, [empty / "m.xlsx"], ["png"], empty, image_ids=[ids[2]], write_empty=False)
+    assert any(isinstance(e, ExportFailed) and "nothing was written" in e.message for e in gen)
+    assert list(empty.iterdir()) == []
+
+
+def test_cli_export_per_image_files(project: Project, image_folder: Path, segmenter, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    ids = project.add_folder(image_folder, "exp").added
+    list(segment_project(project, segmenter, "exp", image_ids=ids[:1]))
+    stem = Path(project.get_image(ids[0]).name).stem
+    root = project.root
+    project.close()
+    out = tmp_path / "x" / "all.xlsx"
+    out.parent.mkdir()
+    assert cli_main(["export", "--project", str(root), "--out", str(out), "--files", "jpeg"]) == 2
+    assert "unknown format 'jpeg'" in capsys.readouterr().err and not out.exists()
+    assert cli_main(["export", "--project", str(root), "--out", str(out), "--files", "tiff, roi"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["all.xlsx", f"{stem}_labels.tif", f"{stem}_rois.zip"])
+    assert "2 per-image file(s)" in capsys.readouterr().out

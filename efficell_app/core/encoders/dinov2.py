@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from .registry import EncoderSpec, WeightSource, register
-from .weights import check_and_load, read_checkpoint
+from .weights import check_and_load, check_vit_size, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,7 @@ def load_dinov2_checkpoint(backbone: nn.Module, path: Path, name: str = "dinov2"
         raise WeightsError(f"{path}: this is a SAM checkpoint, not DINOv2 ({name})")
     if "pos_embed" not in raw or "patch_embed.proj.weight" not in raw or "blocks.0.attn.qkv.weight" not in raw:
         raise WeightsError(f"{path}: not a DINOv2 checkpoint (no pos_embed / patch_embed / blocks.0 tensors)")
-    dim = int(raw["patch_embed.proj.weight"].shape[0])
-    own_dim = int(vit.patch_embed.proj.weight.shape[0])
-    n_blocks = len({k.split(".")[1] for k in raw if k.startswith("blocks.")})
-    if dim != own_dim or n_blocks != len(vit.blocks):
-        other = _SIZE_BY_DIM.get(dim, f"a {dim}-wide, {n_blocks}-block model")
-        raise WeightsError(f"{path}: this checkpoint is for DINOv2 {other}, not {name}")
+    check_vit_size(vit, raw, path, name, _SIZE_BY_DIM, family="DINOv2 ")
     has_regs = "register_tokens" in raw or "reg_token" in raw
     wants_regs = getattr(vit, "reg_token", None) is not None
     if has_regs != wants_regs:

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from .registry import EncoderSpec, WeightSource, register
-from .weights import check_and_load, read_checkpoint
+from .weights import check_and_load, check_vit_size, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,7 @@ def load_sam_checkpoint(backbone: nn.Module, path: Path, name: str = "sam") -> N
         raise WeightsError(f"{path}: not a SAM checkpoint: no image_encoder.* tensors{hint}")
     state = checkpoint_filter_fn(raw, vit)
     state = {k: v for k, v in state.items() if not k.startswith(("neck.", "head."))}
-    dim = int(state["patch_embed.proj.weight"].shape[0])
-    own_dim = int(vit.patch_embed.proj.weight.shape[0])
-    n_blocks = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    if dim != own_dim or n_blocks != len(vit.blocks):
-        other = _SIZE_BY_DIM.get(dim, f"a {dim}-wide, {n_blocks}-block model")
-        raise WeightsError(f"{path}: this checkpoint is for {other}, not {name}")
+    check_vit_size(vit, state, path, name, _SIZE_BY_DIM)
     check_and_load(vit, state, path, f"SAM ({name})")
     log.info("loaded SAM image encoder weights from %s", path)
 

@@ -432,6 +432,17 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def check_vit_size(vit: nn.Module, state: dict[str, torch.Tensor], path: str | Path, name: str,
+                   sizes: dict[int, str], family: str = "") -> None:
+    """WeightsError naming ``path`` when ``state`` (timm ViT names) is for another width or depth
+    than ``vit``; ``sizes`` names the known widths (``{768: "ViT-B/14"}``), ``family`` prefixes them."""
+    dim = int(state["patch_embed.proj.weight"].shape[0])
+    n_blocks = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    if dim != int(vit.patch_embed.proj.weight.shape[0]) or n_blocks != len(vit.blocks):
+        other = sizes.get(dim, f"a {dim}-wide, {n_blocks}-block model")
+        raise WeightsError(f"{path}: this checkpoint is for {family}{other}, not {name}")
+
+
 def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
     """Load ``state`` into ``module`` after checking every name and shape; errors name ``path``."""
     own = module.state_dict()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QActionGroup, QKeySequence
 from PySide6.QtWidgets import QDockWidget
 
 from .canvas import TOOLS
@@ -20,17 +20,6 @@ from .controller import AnnotationController
 from .panel import TOOL_INFO, AnnotationPanel
 
 __all__ = ["AnnotationController", "install_annotation"]
-
-
-def _add_action(window: Any, menu: Any, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
-    act = QAction(text, window)
-    if shortcut is not None:
-        act.setShortcut(QKeySequence(shortcut))
-    if tip:
-        act.setStatusTip(tip)
-    act.triggered.connect(slot)
-    menu.addAction(act)
-    return act
 
 
 def install_annotation(window: Any) -> AnnotationController:
@@ -85,30 +74,30 @@ def install_annotation(window: Any) -> AnnotationController:
     ctl.menu = menu
     for key, text in (("saved", "&Annotate this image"), ("prediction", "Start from the &prediction"),
                       ("empty", "Start &empty"), ("import", "&Import masks…")):
-        _add_action(window, menu, text, lambda _=False, k=key: (dock.show(), dock.raise_(), ctl.start(k)))
+        window.add_menu_action(menu, text, lambda _=False, k=key: (dock.show(), dock.raise_(), ctl.start(k)))
     menu.addSeparator()
     group = QActionGroup(window)
     ctl.tool_actions = {}
     for tool in TOOLS:
         text, key, tip = TOOL_INFO[tool]
-        act = _add_action(window, menu, text, lambda _=False, t=tool: ctl.set_tool(t), key, tip)
+        act = window.add_menu_action(menu, text, lambda _=False, t=tool: ctl.set_tool(t), key, tip)
         act.setCheckable(True)
         group.addAction(act)
         ctl.tool_actions[tool] = act
     ctl.tool_actions["navigate"].setChecked(True)
     panel.tool_chosen.connect(lambda t: ctl.tool_actions[t].setChecked(True))
     menu.addSeparator()
-    _add_action(window, menu, "Bigger brush", lambda: ctl.change_size(1), "]")
-    _add_action(window, menu, "Smaller brush", lambda: ctl.change_size(-1), "[")
-    _add_action(window, menu, "Remove last polygon corner", ctl.polygon_back, "Backspace")
-    ctl.undo_action = _add_action(window, menu, "&Undo", ctl.undo, QKeySequence.StandardKey.Undo)
-    ctl.redo_action = _add_action(window, menu, "&Redo", ctl.redo, "Ctrl+Shift+Z")
+    window.add_menu_action(menu, "Bigger brush", lambda: ctl.change_size(1), "]")
+    window.add_menu_action(menu, "Smaller brush", lambda: ctl.change_size(-1), "[")
+    window.add_menu_action(menu, "Remove last polygon corner", ctl.polygon_back, "Backspace")
+    ctl.undo_action = window.add_menu_action(menu, "&Undo", ctl.undo, QKeySequence.StandardKey.Undo)
+    ctl.redo_action = window.add_menu_action(menu, "&Redo", ctl.redo, "Ctrl+Shift+Z")
     menu.addSeparator()
-    _add_action(window, menu, "&Mark annotated (use for training)", ctl.mark_annotated, "Ctrl+M")
-    _add_action(window, menu, "&Stop annotating", ctl.stop)
+    window.add_menu_action(menu, "&Mark annotated (use for training)", ctl.mark_annotated, "Ctrl+M")
+    window.add_menu_action(menu, "&Stop annotating", ctl.stop)
     menu.addSeparator()
-    _add_action(window, menu, "Annotate &next: suggest images…", lambda: open_suggestions(window, ctl))
-    _add_action(window, menu, "&Train an adapter…", lambda: open_training(window, ctl), "Ctrl+T")
+    window.add_menu_action(menu, "Annotate &next: suggest images…", lambda: open_suggestions(window, ctl))
+    window.add_menu_action(menu, "&Train an adapter…", lambda: open_training(window, ctl), "Ctrl+T")
     menu.addAction(dock.toggleViewAction())
     menu.addAction(adock.toggleViewAction())
     panel.train_button.clicked.connect(lambda: open_training(window, ctl))

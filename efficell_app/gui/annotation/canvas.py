@@ -23,18 +23,6 @@ _CLICK_TOOLS = ("fill", "delete", "merge", "polygon")
 _DRAG_TOOLS = ("brush", "eraser", "freehand", "split")
 
 
-def render_rgba(labels: np.ndarray, lut: np.ndarray, mode: str) -> np.ndarray:
-    """``(h, w, 4)`` uint8 overlay of a label crop (``mode`` "fill" or "outline")."""
-    rgba = lut[labels]
-    edge = ov.boundaries(labels)
-    if mode == "outline":
-        rgba[~edge] = 0
-    else:
-        rgba[..., 3] = np.where(labels > 0, 150, 0).astype(np.uint8)
-        rgba[edge, 3] = 255
-    return rgba
-
-
 class AnnotationCanvas(pg.GraphicsObject):
     """Overlay + gestures. Signals carry image coordinates as ``(row, col)`` floats."""
 
@@ -157,7 +145,7 @@ class AnnotationCanvas(pg.GraphicsObject):
                 y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
                 my0, mx0 = max(0, y0 - 1), max(0, x0 - 1)  # 1-px margin: edges at tile borders
                 crop = lab[my0 : min(h, y1 + 1), mx0 : min(w, x1 + 1)]
-                rgba = render_rgba(crop, self.lut, mode)[y0 - my0 : y0 - my0 + (y1 - y0), x0 - mx0 : x0 - mx0 + (x1 - x0)]
+                rgba = ov.overlay_rgba(crop, mode, self.lut)[y0 - my0 : y0 - my0 + (y1 - y0), x0 - mx0 : x0 - mx0 + (x1 - x0)]
                 self._tiles[(ty, tx)].setImage(np.ascontiguousarray(rgba), autoLevels=False, levels=(0, 255))
 
     def tile_count(self) -> int:
