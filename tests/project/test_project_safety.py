@@ -84,7 +84,11 @@ def _kill_writer_after(root: Path, image_id: int, delay: float) -> int:
 def test_writer_killed_mid_save_leaves_last_complete_state(big_image_project: tuple[Path, int]) -> None:
     root, image_id = big_image_project
     mid_write = 0
-    for delay in (0.05, 0.12, 0.0):
+    # The kill must land inside a write at least once; on a busy machine that can take a few tries.
+    delays = (0.05, 0.12, 0.0, 0.02, 0.08, 0.2, 0.01, 0.03, 0.15, 0.06, 0.1, 0.04)
+    for i, delay in enumerate(delays):
+        if mid_write and i >= 3:
+            break
         last = _kill_writer_after(root, image_id, delay)
         mid_write += bool(list(root.rglob("*.part")))  # the kill landed inside a file write
         with Project.open(root) as p:  # no stale lock, index readable

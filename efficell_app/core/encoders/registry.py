@@ -82,8 +82,9 @@ def _ensure_loaded() -> None:
 
 
 def list_specs() -> list[EncoderSpec]:
+    """Every registered encoder: built-in first, then by family and name (independent of import order)."""
     _ensure_loaded()
-    return list(_REGISTRY.values())
+    return sorted(_REGISTRY.values(), key=lambda s: (not s.builtin, s.family, s.name))
 
 
 def get_spec(name: str) -> EncoderSpec:

@@ -168,6 +168,7 @@ class TrainingDialog(QDialog):
         self.encoder_box.clear()
         for spec in list_specs():
             self.encoder_box.addItem(f"{spec.name} — {spec.description}", spec.name)
+        self.encoder_box.setCurrentIndex(max(0, self.encoder_box.findData("efficell_compact")))  # the default path
         self.init_box.clear()
         self.init_box.addItem("Built-in generalist adapter (when it fits the encoder)", "auto")
         self.init_box.addItem("Fresh adapters", None)
