@@ -116,13 +116,16 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--datasets", default="dsb2018_fluo,usiigaci_phase,monuseg")
-    p.add_argument("--ks", default="1,3,5,10")
+    p.add_argument("--ks", default="1,3,5,10", help="K values for every dataset, or per dataset: 'dsb2018_fluo=1,3,5,10/monuseg=5'")
     p.add_argument("--cellpose-ks", default="5", help="K values at which Cellpose 3 is trained too")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     split = json.loads((models_dir() / "data_split.json").read_text())["split"]
-    ks = [int(k) for k in a.ks.split(",")]
+    if "=" in a.ks:
+        ks_by = {d: [int(k) for k in v.split(",")] for d, v in (part.split("=") for part in a.ks.split("/"))}
+    else:
+        ks_by = {d: [int(k) for k in a.ks.split(",")] for d in a.datasets.split(",")}
     cp_ks = {int(k) for k in a.cellpose_ks.split(",") if k}
     rows, raw = [], {}
     t_all = time.time()
@@ -131,7 +134,7 @@ def main() -> int:
         classical = evaluate(lambda img, d: otsu_watershed(img, diameter=d), test, "gt")
         rows.append(f"| {ds} | – | Otsu + watershed (no training) | {classical['ap5']:.3f} | {classical['ap75']:.3f} | – | – |")
         raw[ds] = {"classical": classical}
-        for k in ks:
+        for k in ks_by.get(ds, []):
             stems = split[ds]["train"][:k]
             with tempfile.TemporaryDirectory() as tmp:
                 tr = train_efficell(a.data, ds, stems, BUDGET_MIN.get(k, 5.0), Path(tmp) / "efficell")
