@@ -76,7 +76,9 @@ def test_annotate_next_ranks_unannotated_images(window, qtbot, image_folder: Pat
     assert window.open_project(folder)
     dlg = open_suggestions(window, ctl)
     qtbot.addWidget(dlg)
-    qtbot.waitUntil(lambda: dlg.handle is not None and not dlg.handle.is_running(), timeout=60_000)
+    # outcome is set by a queued signal that arrives after every result event (the thread may end earlier)
+    qtbot.waitUntil(lambda: dlg.handle is not None and dlg.handle.outcome is not None, timeout=60_000)
+    assert dlg.handle.outcome == "finished"
     assert [int(s.key) for s in dlg.results] == ids[1:]  # the annotated image is not a candidate
     assert dlg.table.rowCount() == len(ids) - 1
     scores = [float(dlg.table.item(r, 2).text()) for r in range(dlg.table.rowCount())]
