@@ -173,13 +173,11 @@ def export(ckpt: Path, data: Path, work: Path, out_dir: Path | None = None, spli
     """Turn a training checkpoint into the shipped files: the frozen encoder (fp16) and the generalist
     adapter (fp16, with metadata); tune the instance thresholds on training images; evaluate on the
     held-out test split and store those metrics in the adapter's metadata."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     from .encoders import build_encoder
     from .encoders.compact import BUNDLED_FILE, NAME
     from .evaluation import evaluate, load_pairs, segmenter_fn
-    from .model import EffiCellModel
     from .model.adapter_io import AdapterMeta, file_sha256, save_adapter
     from .model.adapters import build_adapters
     from .pipeline import DEFAULT_ADAPTER_FILE, Segmenter
@@ -225,7 +223,6 @@ def export(ckpt: Path, data: Path, work: Path, out_dir: Path | None = None, spli
                "adapter_file": str(ad_path), "adapter_sha256": sha, "adapter_mb": round(ad_path.stat().st_size / 1e6, 2),
                "instance_params": meta.instance_params, "metrics": meta.metrics}
     (work / "export_summary.json").write_text(json.dumps(summary, indent=1))
-    del torch, EffiCellModel
     return summary
 
 
