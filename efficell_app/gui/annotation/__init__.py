@@ -70,7 +70,11 @@ def install_annotation(window: Any) -> AnnotationController:
     adapters.changed.connect(adapters_changed)
     window.session.project_changed.connect(lambda _p: adapters.refresh())
 
-    menu = window.menuBar().addMenu("&Annotate")
+    bar = window.menuBar()
+    menu = bar.addMenu("&Annotate")
+    help_action = next((a for a in bar.actions() if a.text().replace("&", "") == "Help"), None)
+    if help_action is not None:  # Help stays the last menu
+        bar.insertMenu(help_action, menu)
     ctl.menu = menu
     for key, text in (("saved", "&Annotate this image"), ("prediction", "Start from the &prediction"),
                       ("empty", "Start &empty"), ("import", "&Import masks…")):
