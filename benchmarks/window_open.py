@@ -42,6 +42,7 @@ w.close()
 def measure(platform_name: str) -> dict:
     env = dict(os.environ, QT_QPA_PLATFORM=platform_name)
     env.setdefault("EFFICELL_HOME", tempfile.mkdtemp(prefix="efficell_bench_"))  # default settings
+    env.setdefault("EFFICELL_NO_WELCOME", "1")  # time the main window, not the first-start welcome dialog
     t0 = time.perf_counter()
     with subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, text=True,
                           cwd=Path(__file__).resolve().parents[1]) as proc:

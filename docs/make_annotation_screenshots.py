@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     work = Path(tempfile.mkdtemp(prefix="efficell_annot_shots_"))
     os.environ["EFFICELL_HOME"] = str(work / "home")
+    os.environ["EFFICELL_NO_WELCOME"] = "1"  # the first-start welcome dialog is not part of these pictures
     args.out.mkdir(parents=True, exist_ok=True)
 
     from PySide6.QtWidgets import QApplication

@@ -95,6 +95,9 @@ class MainWindow(QMainWindow):
         if restore_state:
             self._restore_state()
         QTimer.singleShot(0, self._detect_device)
+        self.sample_handle: Any = None  # the worker making the sample project
+        self.welcome_dialog: Any = None
+        QTimer.singleShot(0, self.show_welcome_if_first_run)
 
     # ------------------------------------------------------------------ construction
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -163,6 +166,11 @@ class MainWindow(QMainWindow):
         self.add_menu_action(t, "&Models…", self.open_models_dialog)
         self.add_menu_action(t, "&Settings…", self.open_settings_dialog, QKeySequence.StandardKey.Preferences)
         h = mb.addMenu("&Help")
+        self.add_menu_action(h, "Open &sample project", self.open_sample_project,
+                             tip="Example images with annotations, segmented by the built-in model")
+        self.add_menu_action(h, "Self-&test…", self.open_selftest_dialog,
+                             tip="Check this installation: load the model, segment a sample, show the device found")
+        h.addSeparator()
         self.add_menu_action(h, "&About EffiCell", self._about)
 
     def _wire(self) -> None:
@@ -476,6 +484,30 @@ class MainWindow(QMainWindow):
         self.seg_panel.auto_segment.setChecked(prefs.auto_segment)
         if device_changed:
             self._detect_device()
+
+    def open_selftest_dialog(self) -> Any:
+        """Help → Self-test: show the dialog and (re)run the self-test in the background."""
+        from .dialogs.selftest_dialog import SelftestDialog
+
+        dlg = getattr(self, "_selftest_dialog", None)
+        if dlg is None:
+            dlg = self._selftest_dialog = SelftestDialog(self)
+        dlg.device, dlg.threads = self.prefs.device, self.prefs.effective_threads()
+        dlg.show()
+        dlg.raise_()
+        dlg.start()
+        return dlg
+
+    def open_sample_project(self) -> Any:
+        from .dialogs.welcome_dialog import open_sample_project
+
+        return open_sample_project(self)
+
+    def show_welcome_if_first_run(self) -> Any:
+        from .dialogs.welcome_dialog import show_welcome
+
+        self.welcome_dialog = show_welcome(self)
+        return self.welcome_dialog
 
     def _about(self) -> None:
         QMessageBox.about(self, "About EffiCell", f"<b>EffiCell {__version__}</b><br>Cell segmentation, measurement "

@@ -77,6 +77,21 @@ def add_recent_project(path: str | Path) -> list[str]:
     return items
 
 
+def welcome_wanted() -> bool:
+    """Show the welcome dialog at start: no recent projects, not turned off by the user or
+    ``$EFFICELL_NO_WELCOME`` (tests and scripts set it)."""
+    if os.environ.get("EFFICELL_NO_WELCOME"):
+        return False
+    return not _bool(qsettings().value("welcome/dont_show", False)) and not recent_projects()
+
+
+def set_welcome_wanted(on: bool) -> None:
+    """"Don't show again" (``on=False``) or show it again at the next start without projects."""
+    s = qsettings()
+    s.setValue("welcome/dont_show", not on)
+    s.sync()
+
+
 def _int(v: object) -> int:
     try:
         return int(v)  # type: ignore[arg-type]

@@ -15,6 +15,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # gui_helpers
 pytest.importorskip("pytestqt")
 
 
+@pytest.fixture(autouse=True)
+def _no_welcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No first-run welcome dialog over the windows of GUI tests (test_first_run.py turns it back on)."""
+    monkeypatch.setenv("EFFICELL_NO_WELCOME", "1")
+
+
 @pytest.fixture(scope="session")
 def small_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real EffiCell adapter file (small, randomly initialised) for the compact encoder.
