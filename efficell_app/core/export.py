@@ -183,9 +183,22 @@ def write_xlsx(cells: pd.DataFrame, images: pd.DataFrame | None, settings: dict[
         ws.append(["setting", "value"])
         for r in rows:
             ws.append(list(r))
-        wb.save(tmp)
+        _save_workbook(wb, tmp)
 
     return _write(path, writer)
+
+
+def _save_workbook(wb: Any, path: Path) -> None:
+    """``wb.save(path)``, except that the file is closed even when writing fails (disk full):
+    openpyxl's own save leaves its zip archive open then, so the temporary file could not be
+    removed on Windows and the archive would try to write again when garbage-collected."""
+    from zipfile import ZIP_DEFLATED, ZipFile
+
+    from openpyxl.writer.excel import ExcelWriter
+
+    wb.properties.modified = _dt.datetime.now(tz=_dt.timezone.utc).replace(tzinfo=None)
+    with ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True) as archive:
+        ExcelWriter(wb, archive).write_data()
 
 
 def _cells_sheet(i: int) -> str:

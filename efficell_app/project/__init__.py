@@ -71,7 +71,7 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
     with Project.open(folder) as p: ...          # close() on exit
     p.close()  ;  p.root  ;  p.name  ;  p.closed  ;  p.exports_dir
     Project.is_project(folder) -> bool ;  p.info() -> dict (project_id, created, versions)
-    p.tidy() -> int                              remove temp files of interrupted writes
+    p.tidy() -> int                              remove temp and unrecorded label files of interrupted writes
 
     # image sets and images
     p.create_set(name) -> SetInfo                p.list_sets() -> list[SetInfo]

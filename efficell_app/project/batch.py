@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.cancel import CancelToken
-from ..core.errors import Cancelled, EffiCellError
+from ..core.errors import Cancelled, EffiCellError, OutputError
 
 if TYPE_CHECKING:
     from ..core.images import ImageData
@@ -87,8 +87,10 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
     run); an id not in the project is reported as a failed event. Exactly one event comes per
     image, in order, so a caller may announce image *k* before asking for its event.
     ``only_new`` skips images that already have a result or an annotation (status other than
-    'new'). Raises :class:`Cancelled` between images once ``cancel`` is set; results already
-    recorded stay in the project.
+    'new'). Raises :class:`Cancelled` between images (or inside one, through the segmenter)
+    once ``cancel`` is set; results already recorded stay in the project, the image in flight
+    gets none, and a run cancelled before its first result leaves no run record. A result that
+    cannot be saved (disk full) fails that image with "<image>: the result could not be saved ...".
     """
     todo = _records(project, set_name, image_ids)
     if only_new:
@@ -96,9 +98,23 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
     total = len(todo)
     if total == 0:
         return
+    if cancel is not None:
+        cancel.raise_if_cancelled()
     identity = dict(segmenter.identity)
     run_id = project.start_run({"diameter": diameter, "channels": list(channels) if channels else None,
                                 "set": set_name, "only_new": only_new}, identity, set_name)
+    try:
+        yield from _segment_all(project, segmenter, todo, run_id, identity, cancel, diameter, channels)
+    except Cancelled:
+        project.discard_run_if_empty(run_id)
+        raise
+
+
+def _segment_all(project: Project, segmenter: SegmenterLike, todo: list[tuple[int, ImageRecord | None]], run_id: int,
+                 identity: dict[str, Any], cancel: CancelToken | None, diameter: float | None,
+                 channels: tuple[int, ...] | None) -> Iterator[BatchEvent]:
+    """The loop of :func:`segment_project`: one event per image of ``todo``, results recorded under ``run_id``."""
+    total = len(todo)
     for i, (image_id, rec) in enumerate(todo, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -111,8 +127,11 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
             img = project.read_image(rec.id)
             res = segmenter.segment(img, diameter=diameter, channels=channels, cancel=cancel)
             seconds = float(getattr(res, "seconds", 0.0) or (time.perf_counter() - t0))
-            path = project.record_result(rec.id, res.labels, dict(res.settings), identity, run_id=run_id,
-                                         seconds=seconds)
+            try:
+                path = project.record_result(rec.id, res.labels, dict(res.settings), identity, run_id=run_id,
+                                             seconds=seconds)
+            except OutputError as exc:  # disk full, read-only project: name the image and the file
+                raise OutputError(rec.path, f"the result could not be saved ({exc})") from exc
         except Cancelled:
             raise
         except EffiCellError as exc:

@@ -149,7 +149,11 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
     ``None``). ``pixel_size_um`` / ``channel_names`` override what each image records. Yields
     progress and one :class:`ExportFailed` per image left out (no labels, unreadable); returns
     the report. With ``write_empty=False`` nothing is written when no image has labels.
-    Raises :class:`Cancelled` between images; tables are written atomically (``core.export``).
+    Raises :class:`Cancelled` between images and between tables. Every file is written
+    atomically (``core.export``), so a cancelled export leaves only complete files: the
+    per-image files of the images finished before the cancel, and no table unless every image
+    was measured (tables come last); never a temporary file. A full disk fails the image being
+    written (``ExportFailed`` naming the file) or, for a table, raises ``OutputError``.
     """
     import pandas as pd
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_ANNOTATION_FILE = re.compile(r"v\d{6,}\.tif")  # annotations.save_annotation
+_RESULT_FILE = re.compile(r"r\d{6,}\.tif")  # results.record_result
+
 
 class Project:
     """An open project. Create with :meth:`create` or :meth:`open`; thread-safe; ``close()`` when done."""
@@ -41,8 +45,8 @@ class Project:
     def open(cls, folder: str | Path) -> Project:
         """Open an existing project; raises ProjectLockedError / ProjectVersionError / NotAProjectError.
 
-        After a crash of the last session (its WAL file is still there), temporary files of
-        writes it did not finish are removed.
+        After a crash of the last session (its WAL file is still there), what its unfinished
+        writes left is removed (:meth:`tidy`).
         """
         project = cls(Store.open(folder))
         if project._store.unclean_shutdown:
@@ -87,12 +91,26 @@ class Project:
         return {str(r["key"]): str(r["value"]) for r in self._store.query("SELECT key, value FROM meta")}
 
     def tidy(self) -> int:
-        """Remove temporary files left by writes that were interrupted; returns how many."""
+        """Remove what interrupted writes left behind; returns how many files went.
+
+        That is temporary files, and label files in ``annotations/`` and ``results/`` that no
+        index row refers to (written but not recorded, or forgotten but not yet deleted when
+        the process died). Holds the write lock, so a save in progress is never touched.
+        """
         n = 0
-        for sub in ("annotations", "results"):
-            base = self.root / sub
-            if base.is_dir():
-                n += sum(remove_stale_temps(d) for d in base.iterdir() if d.is_dir())
+        store = self._store
+        with store.write_lock:
+            referenced = {store.from_stored(r["path"]) for table in ("annotations", "results")
+                          for r in store.query(f"SELECT path FROM {table}")}
+            for sub, pattern in (("annotations", _ANNOTATION_FILE), ("results", _RESULT_FILE)):
+                base = self.root / sub
+                for d in (base.iterdir() if base.is_dir() else ()):
+                    if not d.is_dir():
+                        continue
+                    n += remove_stale_temps(d)
+                    orphans = [f for f in d.iterdir() if pattern.fullmatch(f.name) and f not in referenced]
+                    remove_files(orphans)
+                    n += len(orphans)
         return n + sum(remove_stale_temps(self.root / d) for d in ("adapters", "exports"))
 
     # ------------------------------------------------------------------ sets
@@ -188,6 +206,10 @@ class Project:
 
     def start_run(self, settings: dict[str, Any], identity: dict[str, Any], set_name: str | None = None) -> int:
         return _rs.start_run(self._store, settings, identity, set_name)
+
+    def discard_run_if_empty(self, run_id: int) -> bool:
+        """Forget a run that recorded no result (cancelled before its first image)."""
+        return _rs.discard_run_if_empty(self._store, run_id)
 
     def list_runs(self) -> list[_rs.RunRecord]:
         return _rs.list_runs(self._store)

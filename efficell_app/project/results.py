@@ -60,6 +60,14 @@ def start_run(store: Store, settings: dict[str, Any], identity: dict[str, Any], 
         return int(cur.lastrowid)
 
 
+def discard_run_if_empty(store: Store, run_id: int) -> bool:
+    """Forget a run that recorded no result (a batch cancelled before its first image); True if it went."""
+    with store.tx() as conn:
+        cur = conn.execute("DELETE FROM runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM results WHERE run_id = ?)",
+                           (int(run_id), int(run_id)))
+        return cur.rowcount > 0
+
+
 def list_runs(store: Store) -> list[RunRecord]:
     rows = store.query("SELECT r.id, s.name AS set_name, r.settings, r.identity, r.created, "
                        "(SELECT count(*) FROM results x WHERE x.run_id = r.id) AS n "
