@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from .cancel import CancelToken
 from .errors import AdapterError
 from .images import ImageData, model_input
 from .instances import InstanceParams, dense_to_labels
-from .training_data import object_diameter, resize_image, resize_labels
+from .training_data import resize_image, resize_labels
 
 log = logging.getLogger(__name__)
 
@@ -200,25 +200,36 @@ class Segmenter:
         return InstanceParams(p.fg_threshold, p.marker_threshold, max(1, int(round(p.min_size * scale * scale))), p.fill_holes)
 
     def _estimate_diameter(self, x: np.ndarray, cancel: CancelToken | None, report: Callable[[float], None]):  # noqa: ANN202
-        """Segment at the native scale, measure the median cell diameter.
+        """Typical cell diameter (input pixels) of the model input ``x``, or None: see :mod:`.size_estimate`.
 
-        Cells far from the target size are found less reliably, so when the first estimate is
-        off by more than 2x a second pass at the implied scale refines it.
+        Probes a few scales on windows of the image and keeps the one where the model's instances
+        agree best with its own geometric branch. Returns ``(diameter, native)``: ``native``
+        unpacks to the native-scale ``(prob, geo, labels)``, computed only when unpacked (what
+        :meth:`segment` does when the estimate implies a rescale within 15 % of 1).
         """
-        prob, geo = self.predictor.predict(x, cancel, lambda d, n: report(d / n))
-        labels = dense_to_labels(prob, geo[0], self._scaled_params(1.0))
-        d = object_diameter(labels)
-        if d <= 0:
-            return None, (prob, geo, labels)
-        s = self.target_diameter / d
-        if abs(np.log(s)) > np.log(2.0):
-            s = float(np.clip(s, *AUTO_SCALE_RANGE))
-            xs = resize_image(x, s)
-            p2, g2 = self.predictor.predict(xs, cancel)
-            d2 = object_diameter(dense_to_labels(p2, g2[0], self._scaled_params(1.0)))
-            if d2 > 0:
-                d = d2 / s
-        return d, (prob, geo, labels)
+        from .size_estimate import estimate_diameter
+
+        est = estimate_diameter(lambda xs, prog: self.predictor.predict(xs, cancel, prog), x,
+                                self._scaled_params(1.0), cancel, report)
+        return est.diameter, _NativePass(self, x, cancel, report, est.native)
+
+
+class _NativePass:
+    """The native-scale ``(prob, geo, labels)`` of a model input, computed on first unpacking (if the estimate did not).
+
+    Progress goes to ``report`` as 1..2 (the estimate took 0..1 of it).
+    """
+
+    def __init__(self, seg: Segmenter, x: np.ndarray, cancel: CancelToken | None, report: Callable[[float], None],
+                 done: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        self.seg, self.x, self.cancel, self.report = seg, x, cancel, report
+        self._out = done  # already computed by the estimate (a probe at scale 1 on the whole image)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._out is None:
+            prob, geo = self.seg.predictor.predict(self.x, self.cancel, lambda d, n: self.report(1.0 + d / n))
+            self._out = (prob, geo, dense_to_labels(prob, geo[0], self.seg._scaled_params(1.0)))
+        return iter(self._out)
 
 
 def _fit(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
