@@ -1,8 +1,9 @@
 """Peak memory and time of segmenting large images (2k, 5k, 10k square) on the CPU.
 
-Each size runs in a fresh subprocess so its peak RSS (``ru_maxrss``) is its own: read a
+Each size runs in a fresh subprocess so its peak RSS (``VmHWM``) is its own: read a
 synthetic uncompressed uint16 TIFF of blob-shaped cells, segment it with
-``Segmenter.segment`` (images above ``strips.STRIP_PIXELS`` model-scale pixels go through
+``Segmenter.segment`` (uncompressed TIFFs above ``images.MEMMAP_MIN_BYTES`` are memory-mapped;
+images above ``strips.STRIP_PIXELS`` model-scale pixels go through
 the strip path automatically), and report seconds, peak RSS and the cell count.
 
 Models (``--runs MODEL:SIZE ...``):
@@ -15,8 +16,8 @@ Models (``--runs MODEL:SIZE ...``):
   images whose network time would be too long for a shared CPU. The network's own memory is
   per tile, hence the same for every image size.
 
-Usage:  nice -n 15 python benchmarks/large_images.py [--runs compact:2000 compact:5000 fake:10000]
-            [--threads 2] [--out benchmarks/results/large.md]
+Usage:  nice -n 19 python benchmarks/large_images.py [--runs compact:2000 compact:5000 fake:10000]
+            [--threads 2] [--measure] [--out benchmarks/results/large_images.md]
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -106,23 +106,84 @@ def build_segmenter(threads: int, kind: str = "compact"):  # noqa: ANN201
     return Segmenter(EffiCellModel(enc, ad), meta, "random", None, "cpu"), "efficell_compact, random weights"
 
 
-def run_one(path: Path, threads: int, diameter: float, kind: str) -> dict:
-    """In this (fresh) process: read, segment, report."""
+class PeakSampler:
+    """Samples the process's resident memory (``VmRSS``) every ``interval`` s in a thread and
+    keeps, at the highest sample, the innermost EffiCell frames of the main thread: where the
+    peak comes from."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        import threading
+
+        self.interval = interval
+        self.peak_mb = 0.0
+        self.where = ""
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import traceback
+
+        while not self._stop.wait(self.interval):
+            rss = status_mb("VmRSS")
+            if rss > self.peak_mb:
+                self.peak_mb = rss
+                frame = sys._current_frames().get(self._main)
+                if frame is not None:
+                    stack = [f for f in traceback.extract_stack(frame) if "efficell_app" in f.filename]
+                    self.where = " < ".join(f"{Path(f.filename).stem}.{f.name}:{f.lineno}" for f in reversed(stack[-3:]))
+
+
+def status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if key == "VmHWM" else 0.0
+
+
+def run_one(path: Path, threads: int, diameter: float, kind: str, measure: bool = False) -> dict:
+    """In this (fresh) process: read, segment (and measure), report."""
+    import numpy as np
+
     from efficell_app.core.images import read_image
     from efficell_app.core.strips import needs_strips
 
     seg, model = build_segmenter(threads, kind)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = status_mb("VmHWM")
     t0 = time.perf_counter()
-    img = read_image(path)
-    t_read = time.perf_counter() - t0
-    res = seg.segment(img, diameter=diameter)
-    t_all = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with PeakSampler() as sampler:
+        img = read_image(path)
+        t_read = time.perf_counter() - t0
+        res = seg.segment(img, diameter=diameter)
+        t_all = time.perf_counter() - t0
+    peak_seg = status_mb("VmHWM")
+    row_measure = {}
+    if measure:
+        from efficell_app.core.measure import measure_cells
+
+        t1 = time.perf_counter()
+        with PeakSampler() as msampler:
+            measure_cells(res.labels, img)
+        row_measure = {"measure_s": round(time.perf_counter() - t1, 1), "peak_rss_measure_mb": round(status_mb("VmHWM")),
+                       "measure_peak_where": msampler.where}
     h, w = img.shape
     return {"size": f"{h} x {w}", "model": model, "seconds": round(t_all, 1), "read_s": round(t_read, 1),
-            "peak_rss_mb": round(peak), "rss_before_mb": round(base), "cells": res.n_cells,
-            "strips": bool(needs_strips(h, w, res.scale, seg.strip_pixels)), "settings_strips": res.settings.get("strips")}
+            "peak_rss_mb": round(peak_seg), "rss_before_mb": round(base), "cells": res.n_cells,
+            "memmap": isinstance(img.data, np.memmap), "peak_where": sampler.where,
+            "strips": bool(needs_strips(h, w, res.scale, seg.strip_pixels)), "settings_strips": res.settings.get("strips"),
+            "cpu_s": round(time.process_time(), 1), **row_measure}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,14 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", nargs="+", default=["compact:2000", "compact:5000", "compact:10000"], help="MODEL:SIZE ...")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--diameter", type=float, default=24.0, help="cell diameter given to segment() (24 = no rescale)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "large.md")
+    ap.add_argument("--measure", action="store_true", help="also measure the cells (measure_cells) and report its peak")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "large_images.md")
     ap.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one image in this process
     ap.add_argument("--kind", default="compact", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one, args.threads, args.diameter, args.kind)))
+        print(json.dumps(run_one(args.one, args.threads, args.diameter, args.kind, args.measure)))
         return 0
-    rows = []
+    store = args.out.with_suffix(".json")  # rows of every run: sizes may be measured by separate commands
+    command = "python benchmarks/large_images.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory() as tmp:
         for run in args.runs:
             kind, n = run.split(":")[0], int(run.split(":")[1])
@@ -145,50 +208,79 @@ def main(argv: list[str] | None = None) -> int:
             if not path.exists():
                 make_image(path, n)
             cmd = [sys.executable, __file__, "--one", str(path), "--threads", str(args.threads), "--diameter", str(args.diameter),
-                   "--kind", kind]
+                   "--kind", kind] + (["--measure"] if args.measure else [])
+            load0 = os.getloadavg()[0]
             out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            info = {"kind": kind, "load": f"{load0:.1f} -> {os.getloadavg()[0]:.1f}", "command": command,
+                    "date": time.strftime("%Y-%m-%d %H:%M")}
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
-                rows.append({"size": f"{n} x {n}", "error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"})
-                continue
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+                row = {"size": f"{n} x {n}", **info, "error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+            else:
+                row = {**json.loads(out.stdout.strip().splitlines()[-1]), **info}
             print(row, flush=True)
-            rows.append(row)
+            key = f"{kind}:{n}"  # replaces an earlier row of this model and size (re-read: runs may overlap)
+            rows = [r for r in (json.loads(store.read_text()) if store.exists() else [])
+                    if f"{r.get('kind')}:{r['size'].split(' x ')[0]}" != key] + [row]
+            rows.sort(key=lambda r: (r.get("kind") == "fake", int(r["size"].split(" x ")[0])))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            store.write_text(json.dumps(rows, indent=1))
             write_table(rows, args)  # after each run: a long run still leaves the finished rows
-    write_table(rows, args)
     return 0
 
 
 def write_table(rows: list[dict], args: argparse.Namespace) -> None:
+    from benchmarks.report import machine, write_report
+    from efficell_app.core.images import MEMMAP_MIN_BYTES
     from efficell_app.core.strips import STRIP_PIXELS
 
     lines = [
-        "# Large images: peak memory and time (CPU)",
+        "## Large images: peak memory and time (CPU)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs (shared with other jobs), "
-        f"{args.threads} torch threads, run under `nice -n 15`; date {time.strftime('%Y-%m-%d')}.",
-        f"Synthetic uint16 blob images (uncompressed TIFF), diameter {args.diameter:g} px given (no rescale). "
-        f"Images above {STRIP_PIXELS:,} model-scale pixels are segmented in strips (`efficell_app/core/strips.py`).",
-        "Peak RSS is the whole process (Python, torch, model, image, labels), from `ru_maxrss` of a fresh subprocess.",
+        f"Machine: {machine()}; {args.threads} torch threads; run under `nice -n 19` while other jobs (a training run) "
+        f"shared the CPU: the load average (1 min, before -> after each run) is in the table. Date {time.strftime('%Y-%m-%d')}.",
+        "Commands (each row also names its own): "
+        + ", ".join(f"`nice -n 19 {c}`" for c in dict.fromkeys(r.get("command", "") for r in rows) if c) + ".",
         "",
-        "| image | model | strips | time (s) | read (s) | peak RSS (MB) | cells |",
-        "|---|---|---|---:|---:|---:|---:|",
+        f"Synthetic uint16 blob images written as uncompressed TIFF, segmented by `Segmenter.segment` with the diameter "
+        f"given ({args.diameter:g} px: no rescale). Uncompressed TIFFs of at least {MEMMAP_MIN_BYTES // 2**20} MiB are "
+        f"memory-mapped by `read_image`; images above {STRIP_PIXELS:,} model-scale pixels are segmented in strips "
+        "(`efficell_app/core/strips.py`). Peak RSS is `VmHWM` of a fresh process per image (Python, torch, the model, "
+        "the image's pages read from the file, labels and every temporary); 'peak at' names the code running when a "
+        "50 ms sampler saw the highest RSS.",
+        "",
+        "| image | model | memory-mapped | strips | time (s) | CPU (s) | peak RSS (MB) | RSS before (MB) | cells | load | date | peak at |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | | | failed: {r['error']} | | | |")
+            lines.append(f"| {r['size']} | {r.get('kind', '')} | | | failed: {r['error']} | | | | | {r.get('load', '')} | "
+                         f"{r.get('date', '')} | |")
             continue
         sp = r.get("settings_strips")
         strips = f"yes ({sp['core_rows']} + 2 x {sp['margin']} rows)" if sp else "no"
-        lines.append(f"| {r['size']} | {r['model']} | {strips} | {r['seconds']} | {r['read_s']} | {r['peak_rss_mb']} | {r['cells']} |")
+        lines.append(f"| {r['size']} | {r['model']} | {'yes' if r.get('memmap') else 'no'} | {strips} | {r['seconds']} | "
+                     f"{r.get('cpu_s', '')} | {r['peak_rss_mb']} | {r['rss_before_mb']} | {r['cells']} | {r.get('load', '')} | "
+                     f"{r.get('date', '')} | `{r.get('peak_where', '')}` |")
+    if any("measure_s" in r for r in rows):
+        lines += ["", "Measuring the cells afterwards (`measure_cells`, shape and intensity):", "",
+                  "| image | measure (s) | peak RSS incl. measuring (MB) | peak at |", "|---|---:|---:|---|"]
+        lines += [f"| {r['size']} | {r['measure_s']} | {r['peak_rss_measure_mb']} | `{r.get('measure_peak_where', '')}` |"
+                  for r in rows if "measure_s" in r]
     if any("stand-in" in str(r.get("model", "")) for r in rows):
         lines += ["", "Per-pixel stand-in: everything but the network (whose memory is per tile, so independent of the "
                   "image size); add the network time per 512 x 512 tile measured above times the number of tiles."]
     if any("random" in str(r.get("model", "")) for r in rows):
         lines += ["", "Random weights: the time and memory are those of the real architecture; the cell counts are not meaningful."]
+    lines += ["", "The strip path's memory per strip depends on the image width, not its height (strips of about "
+              "`strips.WINDOW_PIXELS` pixels); the 10k-specific parts are the raw image (200 MB of file pages for "
+              "uint16) and the int32 labels (400 MB). Times are dominated by the shared CPU (see the load column and "
+              "compare CPU seconds with wall seconds)."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
+    if args.out.parent.resolve() == (REPO / "benchmarks" / "results").resolve():
+        write_report()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES
 MIN_SIDE = 8  # smaller images cannot hold a cell the model could see
+MEMMAP_MIN_BYTES = 32 * 2**20  # uncompressed TIFFs at least this big are memory-mapped, not read (see read_image)
 MAX_CHANNELS = 16
 
 # TIFF/OME units to micrometres.
@@ -113,11 +114,21 @@ def find_images(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[list[
 # ----------------------------------------------------------------------------- readers
 
 
-def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis: int | None = None) -> ImageData:
+def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis: int | None = None,
+               memmap: bool | None = None) -> ImageData:
     """Read a TIFF/OME-TIFF, PNG, JPEG or BMP file.
 
     ``channel_axis`` overrides the channel axis of a plain 3-D TIFF without metadata
     (0 = channel-first, -1 = channel-last). Raises :class:`ImageReadError` naming the file.
+
+    Large images are memory-mapped instead of read: when a TIFF's first series is stored
+    uncompressed, contiguous and in the machine's byte order, and holds at least
+    :data:`MEMMAP_MIN_BYTES` (``memmap=None``, the default; ``True``: whenever possible;
+    ``False``: never), ``.data`` is a read-only :class:`numpy.memmap` of ``(C, H, W)``
+    (a strided view for interleaved RGB; a view of the chosen plane of a z/t stack) and
+    pixels are read from disk only when used, so the strip path of segmentation reads the
+    rows it needs. Compressed, tiled, bit-packed or byte-swapped TIFFs and PNG/JPEG/BMP
+    files are decoded into memory as usual.
     """
     path = Path(path)
     planes = planes or PlaneChoice()
@@ -129,20 +140,43 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
     if size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
     lower = path.name.lower()
+    kind = file_kind(path)  # read by content: a PNG named .tif is still a PNG
     try:
-        if lower.endswith(TIFF_SUFFIXES):
-            img = _read_tiff(path, planes, channel_axis)
-        elif lower.endswith(RASTER_SUFFIXES):
-            img = _read_raster(path)
-        else:
+        if not lower.endswith(IMAGE_SUFFIXES):
             raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads TIFF, PNG, JPEG, BMP)")
+        if kind == "TIFF" or (kind is None and lower.endswith(TIFF_SUFFIXES)):
+            img = _read_tiff(path, planes, channel_axis, memmap)
+        else:
+            img = _read_raster(path)
     except ImageReadError:
         raise
     except MemoryError as exc:
         raise ImageReadError(path, "image too large to load into memory") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear line
+        if kind is None:
+            raise ImageReadError(path, f"cannot be read as an image: {_NOT_AN_IMAGE}") from exc
         raise ImageReadError(path, f"cannot be read as an image ({_short(exc)}); the file may be damaged or truncated") from exc
-    return _validate(img)
+    img = _validate(img)
+    named = _SUFFIX_KIND.get(path.suffix.lower())
+    if kind is not None and named is not None and kind != named:
+        img.notes.insert(0, f"the file is a {kind} image although its name ends in '{path.suffix}'; read as {kind}")
+    return img
+
+
+_MAGIC = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),
+          (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
+_NOT_AN_IMAGE = "its content is not TIFF, PNG, JPEG or BMP (another kind of file, or damaged)"
+_SUFFIX_KIND = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+
+
+def file_kind(path: str | Path) -> str | None:
+    """'TIFF', 'PNG', 'JPEG' or 'BMP' from a file's first bytes (not its name); None for anything else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
 def _short(exc: BaseException) -> str:
@@ -177,11 +211,23 @@ def _read_raster(path: Path) -> ImageData:
 
 
 def _channels_equal(data: np.ndarray) -> bool:
-    """True for 'RGB' files that are really grayscale (R == G == B everywhere)."""
-    return data.shape[0] == 3 and bool(np.array_equal(data[0], data[1]) and np.array_equal(data[0], data[2]))
+    """True for 'RGB' files that are really grayscale (R == G == B everywhere); compared a block of rows at a time."""
+    if data.shape[0] != 3:
+        return False
+    step = _block_rows(data.shape[2])
+    for r in range(0, data.shape[1], step):
+        block = data[:, r:r + step]
+        if not (np.array_equal(block[0], block[1]) and np.array_equal(block[0], block[2])):
+            return False
+    return True
 
 
-def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None) -> ImageData:
+def _block_rows(width: int, pixels: int = 4_000_000) -> int:
+    """Rows per block for row-wise passes over large images (about ``pixels`` pixels a block)."""
+    return max(1, pixels // max(1, width))
+
+
+def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap: bool | None = None) -> ImageData:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -189,7 +235,11 @@ def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None) -> Ima
             raise ImageReadError(path, "TIFF holds no image data")
         series = tif.series[0]
         axes = series.axes.upper()
-        arr = series.asarray()
+        arr = _tiff_memmap(path, tif, series) if memmap is not False else None
+        if arr is not None and memmap is None and arr.nbytes < MEMMAP_MIN_BYTES:
+            arr = None
+        if arr is None:
+            arr = series.asarray()
         pixel_size = _tiff_pixel_size(tif)
         names = _tiff_channel_names(tif)
     data, rgb = _to_cyx(path, arr, axes, planes, channel_axis)
@@ -198,9 +248,34 @@ def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None) -> Ima
     return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb)
 
 
+def _tiff_memmap(path: Path, tif, series) -> np.memmap | None:  # noqa: ANN001 - tifffile objects
+    """A read-only memory map of the series in its file's shape, or None when its pixels are not
+    stored uncompressed, contiguous and in native byte order (such files are decoded instead)."""
+    try:
+        offset = series.dataoffset
+        dtype = np.dtype(series.dtype)
+        if offset is None or dtype.kind not in "uif" or not series.keyframe.is_memmappable:
+            return None
+        dtype = dtype.newbyteorder(tif.byteorder)
+        if not dtype.isnative and dtype.itemsize > 1:
+            return None  # byte-swapping would need a full copy anyway
+        shape = tuple(int(n) for n in series.shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes == 0 or offset + nbytes > path.stat().st_size:
+            return None  # truncated: let the decoder report it
+        return np.memmap(path, dtype=dtype.newbyteorder("="), mode="r", offset=offset, shape=shape)
+    except (AttributeError, ValueError, OSError) as exc:  # unusual layouts: just decode
+        log.debug("%s: not memory-mapped (%s)", path, exc)
+        return None
+
+
 def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel_axis: int | None) -> tuple[np.ndarray, bool]:
-    """Bring a TIFF series to (C, Y, X), applying the user's z/t choice."""
-    arr = np.asarray(arr)
+    """Bring a TIFF series to (C, Y, X), applying the user's z/t choice.
+
+    A memory-mapped series stays a memory map (views only; no copy unless a maximum
+    projection is asked for)."""
+    mapped = isinstance(arr, np.memmap)
+    arr = arr if mapped else np.asarray(arr)
     # Drop singleton axes other than Y and X.
     keep = [i for i, a in enumerate(axes) if arr.shape[i] != 1 or a in "YX"]
     arr = arr.reshape([arr.shape[i] for i in keep])
@@ -242,7 +317,7 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
         else:
             if not 0 <= int(choice) < n:
                 raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")
-            arr = np.take(arr, int(choice), axis=i)
+            arr = arr[(slice(None),) * i + (int(choice),)]  # a view (keeps a memory map mapped)
         axes = axes.replace(ax, "")
     axes = axes.replace("S", "C")
     if axes.count("C") > 1:
@@ -256,7 +331,9 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
     if rgb and arr.shape[0] == 4:
         arr = arr[:3]
     if rgb and _channels_equal(arr):
-        return np.ascontiguousarray(arr[:1]), False
+        arr, rgb = arr[:1], False
+    if mapped and isinstance(arr, np.memmap):
+        return arr, rgb  # a (possibly strided) view of the file: contiguous copies would read it all
     return np.ascontiguousarray(arr), rgb
 
 
@@ -324,12 +401,13 @@ def _validate(img: ImageData) -> ImageData:
     if data.shape[0] > MAX_CHANNELS:
         raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack (use --z or --t), at most {MAX_CHANNELS} channels are supported")
     if data.dtype.kind == "f":
-        bad = ~np.isfinite(data)
-        n_bad = int(bad.sum())
+        step = _block_rows(w)
+        n_bad = sum(int(np.count_nonzero(~np.isfinite(data[:, r:r + step]))) for r in range(0, h, step))
         if n_bad == data.size:
             raise ImageReadError(path, "every pixel is NaN or infinite")
         if n_bad:
-            data = data.copy()
+            data = np.array(data)  # in memory (a memory map is read-only)
+            bad = ~np.isfinite(data)
             fill = np.nanmin(np.where(bad, np.nan, data))
             data[bad] = fill
             img = img.with_data(data)
@@ -352,8 +430,9 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         raise ImageReadError(path, "mask file not found")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "mask file is empty (0 bytes)")
+    kind = file_kind(path)  # by content, as read_image
     try:
-        if str(path).lower().endswith(TIFF_SUFFIXES):
+        if kind == "TIFF" or (kind is None and str(path).lower().endswith(TIFF_SUFFIXES)):
             import tifffile
 
             arr = np.asarray(tifffile.imread(path))
@@ -363,8 +442,12 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
             with Image.open(path) as im:
                 arr = np.asarray(im)
     except Exception as exc:  # noqa: BLE001
+        if kind is None:
+            raise ImageReadError(path, f"cannot be read as a mask: {_NOT_AN_IMAGE}") from exc
         raise ImageReadError(path, f"cannot be read as a mask ({_short(exc)}); the file may be damaged") from exc
-    arr = np.squeeze(arr)
+    if arr.ndim > 2:  # drop extra singleton axes ((1, H, W), (H, W, 1)); a 1-pixel-high mask stays 2-D
+        squeezed = np.squeeze(arr)
+        arr = squeezed if squeezed.ndim >= 2 or arr.shape[-2] * arr.shape[-1] != arr.size else arr.reshape(arr.shape[-2:])
     if arr.ndim != 2:
         raise ImageReadError(path, f"a mask must be 2-D, this one has shape {tuple(arr.shape)}")
     if arr.dtype == bool:
@@ -391,14 +474,32 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
 def percentile_range(channel: np.ndarray, low: float = 1.0, high: float = 99.8, max_samples: int = 4_000_000) -> tuple[float, float]:
     """Percentiles of one whole channel; large channels are sampled on a regular grid.
 
-    The grid sample is deterministic, so the same image always normalises the same way.
+    A channel of more than ``max_samples`` pixels is sampled every ``sy``-th row and every
+    ``sx``-th column (``sy = ceil(sqrt(n / max_samples))``, ``sx`` then chosen so that at most
+    about ``max_samples`` pixels are taken): only the sampled rows are read (a memory-mapped
+    image is not read whole) and only the sample is converted to float (at most
+    ``max_samples`` floats, whatever the image size). The grid is deterministic, so the same
+    image always normalises the same way; for images larger than the sample the percentiles
+    are those of about 4 million pixels spread evenly over the image, within a small fraction
+    of a percentile rank of the whole image's (tests/core/test_large_images_memory.py).
     """
-    flat = channel.reshape(-1)
-    if flat.size > max_samples:
-        step = int(np.ceil(flat.size / max_samples))
-        flat = flat[::step]
-    lo, hi = np.percentile(flat.astype(_work_dtype(flat.dtype), copy=False), [low, high])
+    sample = subsample_grid(channel, max_samples)
+    lo, hi = np.percentile(sample.astype(_work_dtype(sample.dtype), copy=False).reshape(-1), [low, high])
     return float(lo), float(hi)
+
+
+def subsample_grid(channel: np.ndarray, max_samples: int = 4_000_000) -> np.ndarray:
+    """A strided view of a 2-D ``channel`` with at most about ``max_samples`` pixels (the channel itself when smaller)."""
+    if channel.size <= max_samples:
+        return channel
+    if channel.ndim != 2:
+        flat = channel.reshape(-1)
+        return flat[::int(np.ceil(flat.size / max_samples))]
+    h, w = channel.shape
+    sy = min(h, int(np.ceil(np.sqrt(channel.size / max_samples))))
+    rows = -(-h // sy)
+    sx = min(w, max(1, int(np.ceil(rows * w / max_samples))))
+    return channel[::sy, ::sx]
 
 
 def _work_dtype(dtype: np.dtype) -> type:

@@ -27,9 +27,15 @@ between seed pixels by heap order, which depends on the whole image; continuous 
 outputs practically never tie. Dense maps are kept in float32 (memory bounded by the strip
 size) so that nothing differs from the whole-image path but the extent of the arrays.
 
-Memory for an H x W model-scale image: the input's raw pixels, int32 labels of H x W, and
-per strip about 60 bytes per window pixel (dense maps and watershed); windows hold about
-``WINDOW_PIXELS`` pixels (plus the margins), whatever the image size.
+Memory for an H x W model-scale image: the input's raw pixels (a read-only memory map for an
+uncompressed TIFF, see :func:`images.read_image`: only the file pages in use are resident),
+int32 labels of H x W, and buffers whose size depends on the width only: the tile row of
+accumulators (7 float32 maps x one tile of rows), the rows a strip window still needs (4 float32
+maps, a :class:`RowBuffer` reused from strip to strip, never concatenated) and the watershed of
+one window (about 40 bytes per window pixel); windows hold about ``WINDOW_PIXELS`` pixels (plus
+the margins), whatever the image size. The strips a labeller yields are views of its buffers
+(no copy of the dense maps per strip); the caller drops its own dense rows as soon as they are
+pushed.
 """
 
 from __future__ import annotations
@@ -174,6 +180,65 @@ class ModelInput:
 # ----------------------------------------------------------------------------- dense maps
 
 
+class RowBuffer:
+    """Rows ``[start, start + n)`` of a ``(C, H, W)`` float32 map, in one buffer reused from strip
+    to strip: appending writes in place and dropping shifts the kept rows down in chunks that do
+    not overlap, so neither makes a second copy of the whole buffer (as ``np.concatenate`` would).
+    """
+
+    def __init__(self, channels: int, width: int, start: int = 0) -> None:
+        self._buf = np.zeros((channels, 0, width), np.float32)
+        self.start = start  # image row of the first held row
+        self.n = 0
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.n
+
+    @property
+    def rows(self) -> np.ndarray:
+        """A view of the held rows (valid until the next append/drop)."""
+        return self._buf[:, :self.n]
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` held rows; new rows are zero."""
+        if n > self._buf.shape[1]:
+            big = np.zeros((self._buf.shape[0], max(n, self._buf.shape[1] + self._buf.shape[1] // 4), self._buf.shape[2]), np.float32)
+            big[:, :self.n] = self._buf[:, :self.n]
+            self._buf = big
+        self._buf[:, self.n:n] = 0.0
+
+    def extend_to(self, stop: int) -> np.ndarray:
+        """Hold rows up to image row ``stop`` (new rows zero); returns the held rows."""
+        if stop > self.stop:
+            self.reserve(stop - self.start)
+            self.n = stop - self.start
+        return self.rows
+
+    def append(self, *parts: np.ndarray) -> None:
+        """Append rows given as (c_i, k, W) arrays whose channels add up to C."""
+        k = parts[0].shape[1]
+        self.reserve(self.n + k)
+        c = 0
+        for part in parts:
+            self._buf[c:c + part.shape[0], self.n:self.n + k] = part
+            c += part.shape[0]
+        self.n += k
+
+    def drop_before(self, row: int) -> None:
+        """Forget the rows above image row ``row``."""
+        k = min(max(0, row - self.start), self.n)
+        if k == 0:
+            return
+        keep = self.n - k
+        for i in range(0, keep, k):  # destination chunks never overlap their source
+            j = min(i + k, keep)
+            self._buf[:, i:j] = self._buf[:, k + i:k + j]
+        self.start += k
+        self.n = keep
+
+
+
 def stream_dense(predictor: DensePredictor, source: RowSource, h: int, w: int, cancel: CancelToken | None = None,
                  progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(row0, prob (3,n,w), geo (3,n,w))`` blocks covering rows 0..h in order.
@@ -187,20 +252,15 @@ def stream_dense(predictor: DensePredictor, source: RowSource, h: int, w: int, c
     mode = "reflect" if (ph - h < h and pw - w < w) else "constant"
     win = blend_window(th, tw, predictor.overlap if plan.n_tiles > 1 else 0)
     starts = plan.starts_y
-    base = 0  # first row held by the accumulators
-    acc_p = np.zeros((3, 0, pw), np.float32)
-    acc_g = np.zeros((3, 0, pw), np.float32)
-    acc_w = np.zeros((0, pw), np.float32)
+    acc = RowBuffer(7, pw)  # prob (3), geo (3), weight (1) of the rows still receiving tiles
     done = 0
     for j, y in enumerate(starts):
         block = source(y, min(y + th, h))
         if block.shape[1:] != (th, pw):
             block = np.pad(block, ((0, 0), (0, th - block.shape[1]), (0, pw - w)), mode=mode)
-        grow = y + th - base - acc_w.shape[0]
-        if grow > 0:
-            acc_p = np.concatenate([acc_p, np.zeros((3, grow, pw), np.float32)], axis=1)
-            acc_g = np.concatenate([acc_g, np.zeros((3, grow, pw), np.float32)], axis=1)
-            acc_w = np.concatenate([acc_w, np.zeros((grow, pw), np.float32)], axis=0)
+        held = acc.extend_to(y + th)
+        base = acc.start
+        acc_p, acc_g, acc_w = held[0:3], held[3:6], held[6]
         ys = slice(y - base, y - base + th)
         xs_all = plan.starts_x
         i = 0
@@ -209,7 +269,7 @@ def stream_dense(predictor: DensePredictor, source: RowSource, h: int, w: int, c
                 cancel.raise_if_cancelled()
             chunk = xs_all[i:i + predictor.batch_size]
             i += len(chunk)
-            batch = np.stack([block[:, :, x0:x0 + tw] for x0 in chunk]).astype(np.float32)
+            batch = np.stack([block[:, :, x0:x0 + tw] for x0 in chunk]).astype(np.float32, copy=False)
             prob, geo = predictor._forward_safe(batch)
             for x0, p, g in zip(chunk, prob, geo):
                 acc_p[:, ys, x0:x0 + tw] += p * win
@@ -218,12 +278,12 @@ def stream_dense(predictor: DensePredictor, source: RowSource, h: int, w: int, c
             done += len(chunk)
             if progress is not None:
                 progress(done, plan.n_tiles)
+        del block
         final = min(starts[j + 1] if j + 1 < len(starts) else ph, h) - base
         if final > 0:
-            wgt = np.maximum(acc_w[:final], 1e-6)
-            yield base, (acc_p[:, :final] / wgt)[:, :, :w], (acc_g[:, :final] / wgt)[:, :, :w]
-            acc_p, acc_g, acc_w = acc_p[:, final:].copy(), acc_g[:, final:].copy(), acc_w[final:].copy()
-            base += final
+            wgt = np.maximum(acc_w[:final, :w], 1e-6)
+            yield base, acc_p[:, :final, :w] / wgt, acc_g[:, :final, :w] / wgt
+            acc.drop_before(base + final)
 
 
 # ----------------------------------------------------------------------------- instances
@@ -232,16 +292,19 @@ def stream_dense(predictor: DensePredictor, source: RowSource, h: int, w: int, c
 class StripLabeller:
     """Feeds on dense rows (top to bottom); yields final label rows with global, stitched ids.
 
-    ``feed(row0, prob, dist)`` yields ``(row0, labels (n, W) int32, dense (4, n, W))`` for each
-    finished strip core (``dense`` = the three probabilities and the distance of those rows).
+    ``push(row0, prob, dist)`` takes the next rows (copied into a reused buffer: the caller may
+    drop its arrays at once); ``ready()`` then yields ``(row0, labels (n, W) int32, dense (4, n, W))``
+    for each finished strip core (``dense`` = the three probabilities and the distance of those
+    rows). Both are *views* of the labeller's buffers, valid until the generator resumes: use
+    them, or copy them, before asking for the next strip. ``feed`` = ``push`` + ``ready``.
     """
 
     def __init__(self, h: int, w: int, params: InstanceParams, plan: StripPlan) -> None:
         if plan.core_rows < 1 or plan.margin < 1:
             raise ValueError("strips need at least one core row and one margin row")
         self.h, self.w, self.params, self.plan = h, w, params, plan
-        self._dense = np.zeros((4, 0, w), np.float32)
-        self._d0 = 0  # first row held in _dense
+        self._dense = RowBuffer(4, w)  # probabilities (3) and distance of the rows a strip may still need
+        self._dense.reserve(min(h, plan.core_rows + 2 * plan.margin + 512))  # the steady state: no regrowth
         self._lab = np.zeros((0, w), np.int32)  # labels of rows [c0, ...) not yet final
         self._c0 = 0  # first row of the next core
         self.next_id = 1
@@ -257,22 +320,31 @@ class StripLabeller:
         return np.concatenate([np.arange(a, b) for a, b in self._provisional])
 
     def feed(self, row0: int, prob: np.ndarray, dist: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        if row0 != self._d0 + self._dense.shape[1]:
+        self.push(row0, prob, dist)
+        return self.ready()
+
+    def push(self, row0: int, prob: np.ndarray, dist: np.ndarray) -> None:
+        if row0 != self._dense.stop:
             raise ValueError("dense rows must arrive in order")
-        block = np.concatenate([prob, dist[None]], axis=0).astype(np.float32, copy=False)
-        self._dense = np.concatenate([self._dense, block], axis=1)
-        end = self._d0 + self._dense.shape[1]
+        self._dense.append(prob, dist[None])
+
+    def ready(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         while self._c0 < self.h:
             c1 = min(self.h, self._c0 + self.plan.core_rows)
             w1 = min(self.h, c1 + self.plan.margin)
-            if end < w1:
+            if self._dense.stop < w1:
                 break
             yield self._strip(self._c0, c1, w1)
+            # Drop what no later strip needs (after the caller used the views it was given).
+            self._lab = self._lab[c1 - self._c0:].copy()
+            self._dense.drop_before(max(0, c1 - self.plan.margin))
+            self._c0 = c1
 
     def _strip(self, c0: int, c1: int, w1: int) -> tuple[int, np.ndarray, np.ndarray]:
         h, m = self.h, self.plan.margin
         w0 = max(0, c0 - m)
-        win = self._dense[:, w0 - self._d0:w1 - self._d0]
+        d0 = self._dense.start
+        win = self._dense.rows[:, w0 - d0:w1 - d0]
         prob, dist = win[:3], win[3]
         seeded = bool(seed_mask(prob, dist, self.params).any())
         self.any_seeds |= seeded
@@ -314,14 +386,7 @@ class StripLabeller:
             free = (lab[:w1 - c0] == 0) & (src > 0)
             lab[:w1 - c0][free] = src[free]
         self._open = np.unique(gid[cut & (gid > 0)])
-        out = (c0, lab[:c1 - c0].copy(), self._dense[:, c0 - self._d0:c1 - self._d0].copy())
-        # Drop what no later strip needs.
-        self._lab = lab[c1 - c0:].copy()
-        keep_from = max(0, c1 - m)
-        self._dense = self._dense[:, keep_from - self._d0:].copy()
-        self._d0 = keep_from
-        self._c0 = c1
-        return out
+        return c0, lab[:c1 - c0], self._dense.rows[:, c0 - d0:c1 - d0]
 
 
 def label_in_strips(prob: np.ndarray, dist: np.ndarray, params: InstanceParams | None = None,
@@ -398,7 +463,9 @@ def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = N
     umap_s = np.zeros((hs, ws), np.float16) if keep_uncertainty_map else None
     tick = lambda d, n: report(base + (1 - base) * d / n)  # noqa: E731
     for r0, prob, geo in stream_dense(seg.predictor, source, hs, ws, cancel, tick):
-        for c0, rows, dense in labeller.feed(r0, prob, geo[0]):
+        labeller.push(r0, prob, geo[0])
+        del prob, geo  # copied into the labeller's buffer
+        for c0, rows, dense in labeller.ready():
             c1 = c0 + rows.shape[0]
             fg_sem = 1.0 - dense[0]
             dis = np.abs(fg_sem - np.clip(dense[3] * 6.0, 0.0, 1.0))
@@ -419,10 +486,12 @@ def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = N
                 sel = np.nonzero((ys >= c0) & (ys < c1))[0]
                 if sel.size:
                     labels[sel[0]:sel[-1] + 1] = rows[ys[sel] - c0][:, xs]
+            del rows, dense, fg_sem, dis, region
     if cancel is not None:
         cancel.raise_if_cancelled()
     n = labeller.next_id - 1
     drop = labeller.discarded_ids()
+    del labeller, source, src  # the strip buffers (and a rescaled input) are not needed for renumbering
     labels, kept = _relabel_inplace(labels, n, drop)
     # Per-cell confidence in the final numbering (cells lost to the rescale or dropped are left out).
     conf = (conf_s[kept] / np.maximum(conf_n[kept], 1)).astype(np.float32)
