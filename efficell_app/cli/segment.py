@@ -37,12 +37,22 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
 
 
+def load_segmenter(model: str | None, device: str):  # noqa: ANN201 - Segmenter
+    """``Segmenter.load``; missing weights of the adapter's encoder are reported against the adapter file."""
+    from ..core.errors import AdapterError, WeightsError
+    from ..core.pipeline import Segmenter, resolve_model
+
+    try:
+        return Segmenter.load(model, device=device)
+    except WeightsError as exc:
+        raise AdapterError(resolve_model(model), f"the encoder this adapter needs cannot be loaded: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.batch import BatchOptions, segment_files
     from ..core.cancel import CancelToken
     from ..core.errors import EffiCellError
     from ..core.images import PlaneChoice, find_images, parse_channels
-    from ..core.pipeline import Segmenter
 
     err = sys.stderr
     try:
@@ -67,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print("efficell segment: error: no image files found in " + ", ".join(map(str, args.paths)), file=err)
         return 1
     try:
-        segmenter = Segmenter.load(args.model, device=args.device)
+        segmenter = load_segmenter(args.model, args.device)
     except (EffiCellError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 1
@@ -95,12 +105,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
-    from ..core.pipeline import Segmenter
     from ..project import open_project
     from ..project.batch import segment_project
 
     err = sys.stderr
-    segmenter = Segmenter.load(args.model, device=args.device)
+    segmenter = load_segmenter(args.model, args.device)
     failed = n = 0
     with open_project(args.project) as project:
         for ev in segment_project(project, segmenter, set_name=args.set_name, diameter=args.diameter, channels=channels):
