@@ -157,6 +157,7 @@ def load_pairs(pairs: Sequence[tuple[ImageLike, MaskLike]], channels: tuple[int,
             msg = str(exc)
             warnings.append(msg if msg.endswith("skipped") else f"{msg}; skipped")
             continue
+        warnings.extend(f"{name}: {note}" for note in img.notes)  # e.g. NaN pixels replaced, PNG named .tif
         stem = img.path.stem if img.path else f"image{i + 1}"
         items.append(_Input(stem, img, mask, name))
     return items, warnings
@@ -342,7 +343,9 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     yield event("preparing", message="reading images and masks")
     items, warnings = load_pairs(cfg.train, cfg.channels)
     if warnings:
-        yield event("preparing", warnings=list(warnings), message=f"{len(warnings)} training pair(s) skipped")
+        n_skipped = len(cfg.train) - len(items)
+        yield event("preparing", warnings=list(warnings),
+                    message=f"{n_skipped} training pair(s) skipped" if n_skipped else "warnings while reading the training images")
     if not items:
         raise InputError(None, "no usable training images: " + ("; ".join(warnings) or "none given"))
     val_items: list[_Input] = []
@@ -350,7 +353,9 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         val_items, vw = load_pairs(cfg.val, cfg.channels)
         warnings += vw
         if vw:
-            yield event("preparing", warnings=vw, message=f"{len(vw)} validation pair(s) skipped")
+            n_skipped = len(cfg.val) - len(val_items)
+            yield event("preparing", warnings=vw, message=f"{n_skipped} validation pair(s) skipped" if n_skipped
+                        else "warnings while reading the validation images")
     check()
     device = choose_device(cfg.device)
     torch.manual_seed(cfg.seed)

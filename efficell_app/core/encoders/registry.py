@@ -159,14 +159,18 @@ def build_encoder(
     missing), a path loads that checkpoint, ``None`` keeps random weights (tests).
     """
     spec = get_spec(name)
-    backbone = spec.builder(small=small)
-    sha = None
-    if weights is not None:
-        from .weights import ensure_weights_file, file_sha256, known_sha256
+    path = None
+    if weights is not None:  # find the weights before building a network that may take seconds
+        from .weights import ensure_weights_file
 
         path = ensure_weights_file(spec) if weights == "auto" else Path(weights)
         if spec.load_checkpoint is None:
             raise ValueError(f"encoder '{name}' has no checkpoint loader")
+    backbone = spec.builder(small=small)
+    sha = None
+    if path is not None:
+        from .weights import file_sha256, known_sha256
+
         spec.load_checkpoint(backbone, path)
         # A verified cached file has its hash recorded: do not re-hash gigabytes on every load.
         sha = (known_sha256(spec) if weights == "auto" else None) or file_sha256(path)
