@@ -16,7 +16,7 @@ Models (``--runs MODEL:SIZE ...``):
   images whose network time would be too long for a shared CPU. The network's own memory is
   per tile, hence the same for every image size.
 
-Usage:  nice -n 19 python benchmarks/large_images.py [--runs compact:2000 compact:5000 fake:10000]
+Usage:  python benchmarks/large_images.py [--runs compact:2000 compact:5000 fake:10000]
             [--threads 2] [--measure] [--out benchmarks/results/large_images.md]
 """
 
@@ -237,10 +237,10 @@ def write_table(rows: list[dict], args: argparse.Namespace) -> None:
     lines = [
         "## Large images: peak memory and time (CPU)",
         "",
-        f"Machine: {machine()}; {args.threads} torch threads; run under `nice -n 19` while other jobs (a training run) "
-        f"shared the CPU: the load average (1 min, before -> after each run) is in the table. Date {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {machine()}; {args.threads} torch threads; the load average "
+        f"(1 min, before -> after each run; 2.0 = both cores busy) is in the table. Date {time.strftime('%Y-%m-%d')}.",
         "Commands (each row also names its own): "
-        + ", ".join(f"`nice -n 19 {c}`" for c in dict.fromkeys(r.get("command", "") for r in rows) if c) + ".",
+        + ", ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "") for r in rows) if c) + ".",
         "",
         f"Synthetic uint16 blob images written as uncompressed TIFF, segmented by `Segmenter.segment` with the diameter "
         f"given ({args.diameter:g} px: no rescale). Uncompressed TIFFs of at least {MEMMAP_MIN_BYTES // 2**20} MiB are "
