@@ -97,11 +97,10 @@ def _lower_thread_priority(nice: int = 10) -> None:
 
 
 def _set_torch_threads(n: int) -> None:
-    import sys
+    # A plain import, never sys.modules: while another thread is importing torch, sys.modules holds a
+    # half-initialised module; ``import`` waits for that import to finish.
+    import torch
 
-    torch = sys.modules.get("torch")
-    if torch is None:
-        import torch
     try:
         torch.set_num_threads(int(n))
     except RuntimeError as exc:  # already running parallel work
