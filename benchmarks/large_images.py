@@ -58,30 +58,6 @@ def make_image(path: Path, size: int, seed: int = 0) -> None:
     tifffile.imwrite(path, img)  # uncompressed, contiguous
 
 
-class PixelModel:
-    """Stand-in network: bright = cell interior, intensity = distance to the edge (1x1 convolutions)."""
-
-    def __init__(self) -> None:
-        import torch
-
-        self.s = torch.nn.Conv2d(3, 3, 1)
-        self.g = torch.nn.Conv2d(3, 3, 1)
-        with torch.no_grad():
-            self.s.weight.copy_(torch.tensor([[-12.0, 0, 0], [8.0, 0, 0], [0, 0, 0.0]])[:, :, None, None])
-            self.s.bias.copy_(torch.tensor([2.0, 0.0, 0.5]))
-            self.g.weight.copy_(torch.eye(3)[:, :, None, None])
-            self.g.bias.zero_()
-
-    def eval(self) -> PixelModel:
-        return self
-
-    def to(self, device: str) -> PixelModel:
-        return self
-
-    def __call__(self, x):  # noqa: ANN001, ANN204
-        return {"sem": self.s(x), "geo": self.g(x)}
-
-
 def build_segmenter(threads: int, kind: str = "compact"):  # noqa: ANN201
     import torch
 
@@ -90,7 +66,9 @@ def build_segmenter(threads: int, kind: str = "compact"):  # noqa: ANN201
 
     if kind == "fake":
         seg, _ = build_segmenter(threads, "random")
-        seg.predictor.model = PixelModel()
+        from efficell_app.core.standins import PointwiseModel
+
+        seg.predictor.model = PointwiseModel()
         return seg, "per-pixel stand-in (no network)"
     if default_adapter_path().exists() and kind == "compact":
         return Segmenter.load(None, device="cpu"), "built-in"

@@ -17,45 +17,10 @@ from hypothesis import strategies as st
 from efficell_app.core import images
 from efficell_app.core.errors import ImageReadError
 from efficell_app.core.images import ImageData, PlaneChoice, model_input, percentile_range, read_image, subsample_grid
+from efficell_app.core.standins import PointwiseModel, cone_cells
 from efficell_app.core.strips import ModelInput, StripPlan, segment_in_strips
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def blobs(h: int, w: int, n: int, seed: int, r: float = 11.0) -> np.ndarray:
-    """Cells whose intensity falls from the centre; a pointwise 'model' then sees distance and boundary."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w), np.float32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(n):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        np.maximum(img, np.clip(1 - np.hypot(yy - cy, xx - cx) / r, 0, 1), out=img)
-    img += rng.uniform(0, 1e-3, img.shape).astype(np.float32)  # no exact ties (as real network outputs)
-    return (img * 4000 + 100).astype(np.uint16)
-
-
-class PointwiseModel:
-    """Fake network (1x1 convolutions): background where dark, interior where bright, distance = intensity."""
-
-    def __init__(self) -> None:
-        import torch
-
-        self.s = torch.nn.Conv2d(3, 3, 1)
-        self.g = torch.nn.Conv2d(3, 3, 1)
-        with torch.no_grad():
-            self.s.weight.copy_(torch.tensor([[-12.0, 0, 0], [8.0, 0, 0], [0, 0, 0.0]])[:, :, None, None])
-            self.s.bias.copy_(torch.tensor([2.0, 0.0, 0.5]))
-            self.g.weight.copy_(torch.eye(3)[:, :, None, None])
-            self.g.bias.zero_()
-
-    def eval(self) -> PointwiseModel:
-        return self
-
-    def to(self, device: str) -> PointwiseModel:
-        return self
-
-    def __call__(self, x):  # noqa: ANN001, ANN204
-        return {"sem": self.s(x), "geo": self.g(x)}
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -152,7 +117,7 @@ def test_subsampled_percentiles_are_close_to_the_whole_image(seed: int, h: int, 
     elif kind == "exponential":
         x = rng.exponential(0.1, (h, w))
     elif kind == "blobs":
-        x = blobs(h, w, max(1, h * w // 2000), seed).astype(np.float64) / 4100 + rng.normal(0, 0.02, (h, w))
+        x = cone_cells(h, w, max(1, h * w // 2000), seed).astype(np.float64) / 4100 + rng.normal(0, 0.02, (h, w))
     else:
         x = np.linspace(0, 1, w)[None, :] * np.linspace(0.5, 1, h)[:, None] + rng.normal(0, 0.05, (h, w))
     scale = {np.uint8: 250, np.uint16: 60_000, np.float32: 1.0}[dtype]
@@ -190,7 +155,7 @@ def pointwise_segmenter(random_segmenter):  # noqa: ANN001, ANN201
 
 def test_strips_of_a_memory_mapped_image_equal_the_whole_image(pointwise_segmenter, tmp_path: Path) -> None:  # noqa: ANN001
     seg = pointwise_segmenter
-    a = blobs(360, 240, 110, seed=5)
+    a = cone_cells(360, 240, 110, seed=5)
     tifffile.imwrite(tmp_path / "blobs.tif", a)
     mapped = read_image(tmp_path / "blobs.tif", memmap=True)
     assert isinstance(mapped.data, np.memmap)
@@ -212,7 +177,7 @@ def test_strips_with_the_random_network_on_a_memory_map(random_segmenter, tmp_pa
     torch.set_num_threads(1)
     seg = random_segmenter
     seg.predictor.tile, seg.predictor.overlap = 128, 32
-    a = blobs(260, 200, 50, seed=6)
+    a = cone_cells(260, 200, 50, seed=6)
     tifffile.imwrite(tmp_path / "b.tif", a)
     mapped = read_image(tmp_path / "b.tif", memmap=True)
     plan = StripPlan(core_rows=50, margin=40)
@@ -235,7 +200,7 @@ _MEMORY_SCRIPT = textwrap.dedent('''
     from efficell_app.core.model import EffiCellModel
     from efficell_app.core.model.adapter_io import load_adapter
     from efficell_app.core.pipeline import Segmenter
-    from test_large_images_memory import PointwiseModel
+    from efficell_app.core.standins import PointwiseModel
 
     def status(key):
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -272,7 +237,7 @@ def test_strip_segmentation_of_a_3000_square_image_has_bounded_memory(tmp_path: 
     """
     n = 3000
     rng = np.random.default_rng(7)
-    tile = blobs(500, 500, 220, seed=8)
+    tile = cone_cells(500, 500, 220, seed=8)
     a = np.tile(tile, (n // 500, n // 500)) + rng.integers(0, 30, (n, n), dtype=np.uint16)
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, a)

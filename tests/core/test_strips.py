@@ -8,6 +8,7 @@ import pytest
 from efficell_app.core.cancel import CancelToken
 from efficell_app.core.errors import Cancelled
 from efficell_app.core.images import ImageData, model_input
+from efficell_app.core.standins import PointwiseModel, cone_cells
 from efficell_app.core.strips import ModelInput, StripPlan, segment_in_strips, stream_dense
 
 
@@ -18,41 +19,6 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     pairs = np.unique(np.stack([a[m], b[m]]), axis=1)
     return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
-
-def cones(h: int, w: int, n: int, seed: int, r: float = 11.0) -> np.ndarray:
-    """Cells whose intensity falls from the centre (so a pointwise 'model' sees distance and boundary)."""
-    rng = np.random.default_rng(seed)
-    img = np.zeros((h, w), np.float32)
-    yy, xx = np.mgrid[0:h, 0:w]
-    for _ in range(n):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        np.maximum(img, np.clip(1 - np.hypot(yy - cy, xx - cx) / r, 0, 1), out=img)
-    img += rng.uniform(0, 1e-3, img.shape).astype(np.float32)  # no exact ties (as real outputs)
-    return (img * 4000 + 100).astype(np.uint16)
-
-
-class PointwiseModel:
-    """Fake model: background where dark, interior where bright, distance = intensity."""
-
-    def __init__(self) -> None:
-        import torch
-
-        self.s = torch.nn.Conv2d(3, 3, 1)
-        self.g = torch.nn.Conv2d(3, 3, 1)
-        with torch.no_grad():
-            self.s.weight.copy_(torch.tensor([[-12.0, 0, 0], [8.0, 0, 0], [0, 0, 0.0]])[:, :, None, None])
-            self.s.bias.copy_(torch.tensor([2.0, 0.0, 0.5]))
-            self.g.weight.copy_(torch.eye(3)[:, :, None, None])
-            self.g.bias.zero_()
-
-    def eval(self) -> PointwiseModel:
-        return self
-
-    def to(self, device: str) -> PointwiseModel:
-        return self
-
-    def __call__(self, x):  # noqa: ANN001, ANN204
-        return {"sem": self.s(x), "geo": self.g(x)}
 
 
 @pytest.fixture()
@@ -66,7 +32,7 @@ def fake_segmenter(random_segmenter):  # noqa: ANN001, ANN201
 @pytest.mark.parametrize("diameter", [24.0, 16.0, 40.0, None])
 def test_strips_equal_the_whole_image(fake_segmenter, diameter: float | None) -> None:  # noqa: ANN001
     seg = fake_segmenter
-    img = ImageData(cones(420, 260, 140, seed=1)[None])
+    img = ImageData(cone_cells(420, 260, 140, seed=1)[None])
     whole = seg.segment(img, diameter=diameter)
     assert whole.n_cells > 20
     strip = segment_in_strips(seg, img, diameter, plan=StripPlan(core_rows=37, margin=120))
@@ -83,7 +49,7 @@ def test_strips_equal_the_whole_image(fake_segmenter, diameter: float | None) ->
 
 def test_segment_switches_to_strips_above_the_threshold(fake_segmenter) -> None:  # noqa: ANN001
     seg = fake_segmenter
-    img = ImageData(cones(300, 300, 80, seed=2)[None])
+    img = ImageData(cone_cells(300, 300, 80, seed=2)[None])
     whole = seg.segment(img, diameter=24.0)
     seg.strip_pixels = 100 * 100
     strip = seg.segment(img, diameter=24.0, keep_uncertainty_map=True)
@@ -103,7 +69,7 @@ def test_strips_with_the_real_random_model(random_segmenter) -> None:  # noqa: A
     seg = random_segmenter
     seg.predictor.tile = 128
     seg.predictor.overlap = 32
-    img = ImageData(cones(300, 200, 60, seed=3)[None])
+    img = ImageData(cone_cells(300, 200, 60, seed=3)[None])
     x = model_input(img)
     prob, geo = seg.predictor.predict(x)
     blocks = list(stream_dense(seg.predictor, ModelInput(img, None).rows, 300, 200))
@@ -135,7 +101,7 @@ def test_model_input_rows_are_bit_identical(dtype, channels, rgb: bool) -> None:
 
 def test_cancel_during_strips(fake_segmenter) -> None:  # noqa: ANN001
     seg = fake_segmenter
-    img = ImageData(cones(400, 200, 60, seed=4)[None])
+    img = ImageData(cone_cells(400, 200, 60, seed=4)[None])
     token = CancelToken()
     seen = []
 
@@ -156,7 +122,7 @@ def test_gpu_out_of_memory_retries_smaller_then_cpu(random_segmenter, monkeypatc
     seg = random_segmenter
     pred = seg.predictor
     pred.tile, pred.overlap = 64, 16
-    img = ImageData(cones(130, 130, 20, seed=5)[None])
+    img = ImageData(cone_cells(130, 130, 20, seed=5)[None])
     x = model_input(img)
     ref = pred.predict(x)
     real_forward = pred._forward
