@@ -56,13 +56,18 @@ def _peak_rss_of(proc: subprocess.Popen) -> list[int]:
     return peak
 
 
-def train_efficell(data: Path, ds: str, stems: list[str], minutes: float, work: Path) -> dict:
-    img_dir, mask_dir = work / "images", work / "masks"
+def link_pairs(data: Path, ds: str, stems: list[str], img_dir: Path, mask_dir: Path) -> None:
+    """Folders of symbolic links to the chosen images and their masks (what ``efficell train`` reads)."""
     img_dir.mkdir(parents=True)
-    mask_dir.mkdir()
+    mask_dir.mkdir(parents=True)
     for s in stems:
         os.symlink(data / ds / "images" / f"{s}.tif", img_dir / f"{s}.tif")
         os.symlink(data / ds / "masks" / f"{s}.tif", mask_dir / f"{s}.tif")
+
+
+def train_efficell(data: Path, ds: str, stems: list[str], minutes: float, work: Path) -> dict:
+    img_dir, mask_dir = work / "images", work / "masks"
+    link_pairs(data, ds, stems, img_dir, mask_dir)
     out = work / "adapter.safetensors"
     cmd = [sys.executable, "-m", "efficell_app", "train", "--images", str(img_dir), "--masks", str(mask_dir),
            "--out", str(out), "--minutes", str(minutes), "--device", "cpu"]

@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.fewshot import link_pairs  # noqa: E402
 from benchmarks.report import load_average, machine, write_section  # noqa: E402
 
 
@@ -80,11 +81,7 @@ def train_in_dialog(project, epochs: int, threads: int) -> tuple[Path, float]:  
 
 def train_cli(data: Path, ds: str, stems: list[str], epochs: int, threads: int, work: Path) -> tuple[Path, float]:
     img_dir, mask_dir = work / "cli_images", work / "cli_masks"
-    img_dir.mkdir()
-    mask_dir.mkdir()
-    for s in stems:
-        os.symlink(data / ds / "images" / f"{s}.tif", img_dir / f"{s}.tif")
-        os.symlink(data / ds / "masks" / f"{s}.tif", mask_dir / f"{s}.tif")
+    link_pairs(data, ds, stems, img_dir, mask_dir)
     out = work / "cli.safetensors"
     cmd = [sys.executable, "-m", "efficell_app", "train", "--images", str(img_dir), "--masks", str(mask_dir),
            "--out", str(out), "--epochs", str(epochs), "--device", "cpu", "--seed", "0"]

@@ -1,4 +1,4 @@
-"""Stand-ins for tests and benchmarks: synthetic cells and a pointwise "network".
+"""Stand-ins for tests and benchmarks: synthetic cells, a pointwise "network", and a label comparison.
 
 They exercise the real tiling, strip, stitching and watershed code without a trained model, so
 results are predictable (a cell is where the image is bright; its distance map is its intensity)
@@ -49,3 +49,14 @@ class PointwiseModel:
 
     def __call__(self, x: Any) -> dict[str, Any]:
         return {"sem": self.s(x), "geo": self.g(x)}
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two label images are equal up to renumbering."""
+    if a.shape != b.shape or not np.array_equal(a > 0, b > 0):
+        return False
+    m = a > 0
+    if not m.any():
+        return True
+    pairs = np.unique(np.stack([a[m], b[m]]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))

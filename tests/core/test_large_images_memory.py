@@ -17,18 +17,10 @@ from hypothesis import strategies as st
 from efficell_app.core import images
 from efficell_app.core.errors import ImageReadError
 from efficell_app.core.images import ImageData, PlaneChoice, model_input, percentile_range, read_image, subsample_grid
-from efficell_app.core.standins import PointwiseModel, cone_cells
+from efficell_app.core.standins import PointwiseModel, cone_cells, same_partition
 from efficell_app.core.strips import ModelInput, StripPlan, segment_in_strips
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape or not np.array_equal(a > 0, b > 0):
-        return False
-    m = a > 0
-    pairs = np.unique(np.stack([a[m], b[m]]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
 
 # ----------------------------------------------------------------------------- memory-mapped reading

@@ -8,17 +8,8 @@ import pytest
 from efficell_app.core.cancel import CancelToken
 from efficell_app.core.errors import Cancelled
 from efficell_app.core.images import ImageData, model_input
-from efficell_app.core.standins import PointwiseModel, cone_cells
+from efficell_app.core.standins import PointwiseModel, cone_cells, same_partition
 from efficell_app.core.strips import ModelInput, StripPlan, segment_in_strips, stream_dense
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape or not np.array_equal(a > 0, b > 0):
-        return False
-    m = a > 0
-    pairs = np.unique(np.stack([a[m], b[m]]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
-
 
 
 @pytest.fixture()

@@ -11,6 +11,7 @@ from scipy import ndimage as ndi
 
 from efficell_app.core.inference import DensePredictor, blend_window, plan_tiles
 from efficell_app.core.instances import InstanceParams, dense_to_labels
+from efficell_app.core.standins import same_partition
 from efficell_app.core.strips import StripPlan, label_in_strips, stream_dense
 from efficell_app.core.targets import make_targets
 
@@ -18,17 +19,6 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """True when two label images are equal up to renumbering."""
-    if a.shape != b.shape or not np.array_equal(a > 0, b > 0):
-        return False
-    m = a > 0
-    if not m.any():
-        return True
-    pairs = np.unique(np.stack([a[m], b[m]]), axis=1)
-    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
 
 def disks(h: int, w: int, n: int, rmax: int, seed: int) -> np.ndarray:

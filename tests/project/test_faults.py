@@ -395,7 +395,7 @@ class DiskFull:
             disk.free = 0
             return fits
 
-        class Writer(io.BufferedWriter):
+        class FullDisk:  # mixin: the write that overflows writes what fits, then fails as a full disk does
             def write(self, b: Any) -> int:
                 fits = check(self.raw, b)
                 if fits is not None:
@@ -403,13 +403,11 @@ class DiskFull:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 return super().write(b)
 
-        class Random(io.BufferedRandom):
-            def write(self, b: Any) -> int:
-                fits = check(self.raw, b)
-                if fits is not None:
-                    super().write(memoryview(b).cast("B")[:fits])
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                return super().write(b)
+        class Writer(FullDisk, io.BufferedWriter):
+            pass
+
+        class Random(FullDisk, io.BufferedRandom):
+            pass
 
         def fake_open(file: Any, mode: str = "r", buffering: int = -1, encoding: str | None = None,
                       errors: str | None = None, newline: str | None = None, closefd: bool = True,
