@@ -151,7 +151,8 @@ def main() -> int:
         ("Old: median diameter at the native scale, one more pass at the implied scale when off by > 2x. "
          "New (`core/size_estimate.py`): probes at x0.25 (whole image), x0.5, x1, x2, then x√2 either side of the best, each "
          "on a window of ≤ 256² model pixels where the coarse probe saw foreground; keeps the scale where the instances agree "
-         "best with the model's own geometric branch (distance and centre-offset maps)."), "",
+         "best with the model's own geometric branch (distance and centre-offset maps); never enlarges the image "
+         "when the objects at x1 are already at least the target size."), "",
         f"Cost: model pixels of {what}, in native passes over the image (mean per image), and seconds per image.", "",
         "| dataset | images | median \\|ln(est/true)\\| old → new | max old → new | within 25 % old → new | "
         + ("AP@0.5 est. old → new | AP@0.75 old → new | " if not a.no_ap else "")

@@ -57,10 +57,11 @@ def load_samples(data: Path, stems: list[str], dataset: str, target_diameter: fl
     return out
 
 
-def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int):  # noqa: ANN001, ANN201
+def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int, uneven: float = 0.0):  # noqa: ANN001, ANN201
+    """A training batch; ``uneven``: probability of :func:`uneven_brightness` on a grayscale crop (phase 3 on)."""
     import torch
 
-    from .training_data import crop_box, dihedral, pad_to, photometric
+    from .training_data import crop_box, dihedral, pad_to, photometric, uneven_brightness
 
     ims, sems, geos, valids = [], [], [], []
     for _ in range(batch):
@@ -68,6 +69,8 @@ def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int): 
         y0, x0, y1, x1 = crop_box(s.sem.shape, crop, rng, s.sem > 0)
         im, se, ge, va = dihedral(int(rng.integers(8)), s.image[:, y0:y1, x0:x1], s.sem[y0:y1, x0:x1],
                                   s.geo[:, y0:y1, x0:x1], s.valid[y0:y1, x0:x1])
+        if uneven > 0 and rng.random() < uneven:
+            im = uneven_brightness(im, rng)
         im, se, ge, va = pad_to((photometric(im, rng), se, ge, va), crop)
         ims.append(im), sems.append(se), geos.append(ge), valids.append(va)
     return (torch.from_numpy(np.stack(ims)), torch.from_numpy(np.stack(sems)).long(),
@@ -75,8 +78,11 @@ def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int): 
 
 
 def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 256, seed: int = 0, threads: int = 2,
-          split_file: Path | None = None, resume: Path | None = None, peak_lr: float = 2e-3) -> Path:
-    """Train (or, with ``resume``, continue training from a checkpoint) for ``minutes``; cosine LR from ``peak_lr``."""
+          split_file: Path | None = None, resume: Path | None = None, peak_lr: float = 2e-3, uneven: float = 0.0) -> Path:
+    """Train (or, with ``resume``, continue training from a checkpoint) for ``minutes``; cosine LR from ``peak_lr``.
+
+    ``uneven``: share of grayscale crops given an uneven brightness field (0 in phases 1-2, 0.5 from phase 3).
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -139,7 +145,7 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
         for g in opt.param_groups:
             g["lr"] = lr
         ds = ds_names[step % len(ds_names)]
-        x, sem_t, geo_t, valid = make_batch(per_ds[ds], rng, batch, crop)
+        x, sem_t, geo_t, valid = make_batch(per_ds[ds], rng, batch, crop, uneven)
         feats = encoder((x - mean) / std)
         out = adapters(feats, x)
         loss, terms = total_loss(out, sem_t, geo_t, valid)
@@ -157,7 +163,7 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
             last_ckpt = time.time()
     save("final")
     phase = {"steps": step, "seconds": round(time.time() - start), "batch": batch, "crop": crop, "seed": seed,
-             "peak_lr": peak_lr, "resumed_from": str(resume) if resume else None, "threads": threads,
+             "peak_lr": peak_lr, "uneven_brightness": uneven, "resumed_from": str(resume) if resume else None, "threads": threads,
              "hardware": f"{_cpu_name()}, {torch.get_num_threads()} threads, no GPU ({platform.platform()})",
              "torch": torch.__version__}
     phases.append(phase)
@@ -226,7 +232,7 @@ def export(ckpt: Path, data: Path, work: Path, out_dir: Path | None = None, spli
     return summary
 
 
-def tune_instance_params(seg, pairs, fg_values=(0.4, 0.5, 0.6), marker_values=(0.3, 0.4, 0.5, 0.6)):  # noqa: ANN001, ANN201
+def tune_instance_params(seg, pairs, fg_values=(0.3, 0.4, 0.5, 0.6), marker_values=(0.2, 0.3, 0.4, 0.5, 0.6)):  # noqa: ANN001, ANN201
     """Grid-search the watershed thresholds on annotated pairs (cells at the target size); -> (best params, AP@0.5)."""
     import itertools
 
@@ -262,11 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", type=Path, default=None, metavar="CKPT", help="continue training from this checkpoint")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine schedule over --minutes)")
+    p.add_argument("--uneven", type=float, default=0.0,
+                   help="share of grayscale crops given a smooth uneven brightness field (phase 3 used 0.5)")
     p.add_argument("--export", type=Path, default=None, metavar="CKPT",
                    help="skip training: export this checkpoint into resources/models (tune, evaluate, write metadata)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    ckpt = a.export or train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads, resume=a.resume, peak_lr=a.lr)
+    ckpt = a.export or train(a.data, a.work, a.minutes, a.batch, a.crop, a.seed, a.threads, resume=a.resume, peak_lr=a.lr, uneven=a.uneven)
     summary = export(ckpt, a.data, a.work)
     print(json.dumps(summary, indent=1))
     return 0

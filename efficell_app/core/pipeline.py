@@ -210,7 +210,7 @@ class Segmenter:
         from .size_estimate import estimate_diameter
 
         est = estimate_diameter(lambda xs, prog: self.predictor.predict(xs, cancel, prog), x,
-                                self._scaled_params(1.0), cancel, report)
+                                self._scaled_params(1.0), cancel, report, target=self.target_diameter)
         return est.diameter, _NativePass(self, x, cancel, report, est.native)
 
 

@@ -26,6 +26,12 @@ covers the whole image: about a second on a CPU); :func:`probe_cost` gives the b
 probe at scale 1 covered the whole image, its dense maps serve as the native-scale
 segmentation too (``SizeEstimate.native``).
 
+One constraint keeps the choice physical: when the objects the model finds at the native scale are
+already at least the training size (``target``), the image is never enlarged (no probe above x1 is
+chosen): objects that look that big cannot be smaller than the target, and an enlarged probe that
+looks "consistent" there is the model splitting texture into small blobs (the rare 3-5x misses of
+the unconstrained search, e.g. a phase-contrast image read as 7 px cells instead of 37 px).
+
 Nothing here is fit to one model: the probe grid spans the rescale range the pipeline allows
 (AUTO_SCALE_RANGE), the target size is the adapter's, and the criterion is what the geometric
 head is trained to output.
@@ -96,12 +102,15 @@ class SizeEstimate:
 
 def estimate_diameter(predict: Predict, x: np.ndarray, params: InstanceParams | None = None,
                       cancel: CancelToken | None = None, report: Callable[[float], None] | None = None,
-                      scales: tuple[float, ...] = PROBE_SCALES, window: int = PROBE_WINDOW) -> SizeEstimate:
+                      scales: tuple[float, ...] = PROBE_SCALES, window: int = PROBE_WINDOW,
+                      target: float | None = None) -> SizeEstimate:
     """Typical object diameter (input pixels) of the normalised model input ``x`` (C, H, W).
 
     ``predict(x_scaled, progress)`` -> (prob (3,h,w), geo (3,h,w)) is the model's dense prediction
     (e.g. ``DensePredictor.predict`` bound to a cancel token); ``params`` turn it into instances
-    (at model scale). ``report`` gets the fraction done (0..1).
+    (at model scale). ``report`` gets the fraction done (0..1). ``target``: the object diameter the
+    model was trained at (model px); with it, no enlarging probe is chosen when the native-scale
+    objects are at least that big (module docstring).
     """
     params = params or InstanceParams()
     h, w = x.shape[1:]
@@ -129,18 +138,19 @@ def estimate_diameter(predict: Predict, x: np.ndarray, params: InstanceParams | 
     for s in scales[1:]:
         if cancel is not None:
             cancel.raise_if_cancelled()
-        run(s, _window(h, w, s, window, density))
+        if s <= 1.0 + 1e-6 or _may_enlarge(probes, target):
+            run(s, _window(h, w, s, window, density))
         done[0] += 1
-    best = _best(probes)
+    best = _best(probes, target)
     if best is not None and best.usable:
         for f in (1.0 / REFINE_STEP, REFINE_STEP):
             s = best.scale * f
             if cancel is not None:
                 cancel.raise_if_cancelled()
-            if min(h, w) * s >= MIN_SIDE:
+            if min(h, w) * s >= MIN_SIDE and (s <= 1.0 + 1e-6 or _may_enlarge(probes, target)):
                 run(s, _window(h, w, s, window, density))
             done[0] += 1
-        best = _best(probes)
+        best = _best(probes, target)
     done[0] = total
     tick()
     d = best.implied_diameter if best is not None else None
@@ -166,13 +176,25 @@ def probe_cost(shape: tuple[int, int], scales: tuple[float, ...] = PROBE_SCALES,
 # ----------------------------------------------------------------------------- internals
 
 
-def _best(probes: list[Probe]) -> Probe | None:
-    """The most self-consistent probe with enough objects; else the one with most objects; None if none found any."""
+def _best(probes: list[Probe], target: float | None = None) -> Probe | None:
+    """The most self-consistent probe with enough objects; else the one with most objects; None if none found any.
+
+    With ``target``: enlarging probes (scale > 1) are not eligible when the native-scale probe found
+    usable objects of at least ``target`` model px.
+    """
     usable = [p for p in probes if p.usable]
+    if not _may_enlarge(probes, target):
+        usable = [p for p in usable if p.scale <= 1.0 + 1e-6]
     if usable:
         return min(usable, key=lambda p: (p.inconsistency, -p.scale))
     found = [p for p in probes if p.n_objects > 0]
     return max(found, key=lambda p: (p.n_objects, -p.inconsistency)) if found else None
+
+
+def _may_enlarge(probes: list[Probe], target: float | None) -> bool:
+    """False when the native-scale probe found usable objects already at least ``target`` model px."""
+    native = [p for p in probes if p.usable and abs(p.scale - 1.0) < 1e-6]
+    return target is None or not native or native[0].diameter < target
 
 
 def _window(h: int, w: int, s: float, side: int, density: np.ndarray | None) -> tuple[int, int, int, int] | None:

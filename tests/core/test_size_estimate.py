@@ -13,6 +13,8 @@ from efficell_app.core.images import ImageData, model_input
 from efficell_app.core.size_estimate import (
     MIN_OBJECTS,
     PROBE_WINDOW,
+    Probe,
+    _best,
     _whole_objects,
     _window,
     estimate_diameter,
@@ -166,3 +168,51 @@ def test_estimate_can_be_cancelled(random_segmenter) -> None:  # noqa: ANN001
     x = model_input(ImageData(disks(24, seed=3)[None]))
     with pytest.raises(Cancelled):
         random_segmenter._estimate_diameter(x, tok, lambda f: None)
+
+
+def _p(scale: float, diameter: float, inconsistency: float, n: int = 10) -> Probe:
+    return Probe(scale, (0, 0, 100, 100), 10_000, n, diameter, inconsistency)
+
+
+def test_no_enlarging_probe_when_native_objects_are_already_target_sized() -> None:
+    # The x2 probe is the most self-consistent, but at x1 the objects are already >= the target:
+    # it must not be chosen (it would read 37 px cells as 7 px ones).
+    probes = [_p(0.5, 20.0, 0.34), _p(1.0, 26.0, 0.38), _p(2.0, 14.0, 0.33), _p(2.83, 20.0, 0.31)]
+    assert _best(probes, target=24.0).scale == 0.5
+    assert _best(probes).scale == 2.83  # without the constraint (the old behaviour)
+
+
+def test_enlarging_probe_still_chosen_for_small_native_objects() -> None:
+    probes = [_p(0.5, 9.0, 0.50), _p(1.0, 18.0, 0.27), _p(2.0, 18.0, 0.22)]
+    assert _best(probes, target=24.0).scale == 2.0
+    # A native probe with too few objects says nothing about their size: no constraint.
+    probes = [_p(1.0, 30.0, 0.27, n=2), _p(2.0, 20.0, 0.22)]
+    assert _best(probes, target=24.0).scale == 2.0
+
+
+def test_estimate_skips_enlarging_probes_for_target_sized_objects() -> None:
+    """End to end with a stand-in predictor that always 'finds' 30 px objects at scale 1."""
+    from efficell_app.core.instances import InstanceParams
+
+    seen: list[float] = []
+
+    def predict(xs: np.ndarray, progress=None):  # noqa: ANN001, ANN202
+        seen.append(xs.shape[1])
+        h, w = xs.shape[1:]
+        yy, xx = np.mgrid[0:h, 0:w]
+        inside = ((yy % 40) - 20) ** 2 + ((xx % 40) - 20) ** 2 < 15 ** 2
+        prob = np.zeros((3, h, w), np.float32)
+        prob[0] = ~inside
+        prob[1] = inside
+        geo = np.zeros((3, h, w), np.float32)
+        geo[0] = inside * 0.9
+        return prob, geo
+
+    x = np.zeros((3, 200, 200), np.float32)
+    est = estimate_diameter(predict, x, InstanceParams(), target=24.0)
+    native = [p for p in est.probes if p.scale == 1.0][0]
+    assert native.diameter >= 24.0
+    assert all(p.scale <= 1.0 for p in est.probes), [p.scale for p in est.probes]
+    assert est.chosen.scale <= 1.0
+    free = estimate_diameter(predict, x, InstanceParams())
+    assert any(p.scale > 1.0 for p in free.probes)
