@@ -58,10 +58,16 @@ def load_samples(data: Path, stems: list[str], dataset: str, target_diameter: fl
 
 
 def make_batch(samples: list, rng: np.random.Generator, batch: int, crop: int, uneven: float = 0.0):  # noqa: ANN001, ANN201
-    """A training batch; ``uneven``: probability of :func:`uneven_brightness` on a grayscale crop (phase 3 on)."""
+    """A training batch; ``uneven``: probability of :func:`uneven_brightness` on a grayscale crop (0.5 in the phase-3 experiment)."""
     import torch
 
-    from .training_data import crop_box, dihedral, pad_to, photometric, uneven_brightness
+    from .training_data import (
+        crop_box,
+        dihedral,
+        pad_to,
+        photometric,
+        uneven_brightness,
+    )
 
     ims, sems, geos, valids = [], [], [], []
     for _ in range(batch):
@@ -81,7 +87,7 @@ def train(data: Path, work: Path, minutes: float, batch: int = 8, crop: int = 25
           split_file: Path | None = None, resume: Path | None = None, peak_lr: float = 2e-3, uneven: float = 0.0) -> Path:
     """Train (or, with ``resume``, continue training from a checkpoint) for ``minutes``; cosine LR from ``peak_lr``.
 
-    ``uneven``: share of grayscale crops given an uneven brightness field (0 in phases 1-2, 0.5 from phase 3).
+    ``uneven``: share of grayscale crops given an uneven brightness field (0 for the shipped phases 1-2, 0.5 in the phase-3 experiment).
     """
     import torch
     from safetensors.torch import save_file

@@ -210,7 +210,7 @@ def test_estimate_skips_enlarging_probes_for_target_sized_objects() -> None:
 
     x = np.zeros((3, 200, 200), np.float32)
     est = estimate_diameter(predict, x, InstanceParams(), target=24.0)
-    native = [p for p in est.probes if p.scale == 1.0][0]
+    native = next(p for p in est.probes if p.scale == 1.0)
     assert native.diameter >= 24.0
     assert all(p.scale <= 1.0 for p in est.probes), [p.scale for p in est.probes]
     assert est.chosen.scale <= 1.0
