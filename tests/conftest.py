@@ -72,3 +72,15 @@ def random_segmenter(random_adapter_file: Path):
     enc = build_encoder("efficell_compact", weights=None, small=True)
     ad, meta, sha = load_adapter(random_adapter_file, "efficell_compact", "random")
     return Segmenter(EffiCellModel(enc, ad), meta, sha, random_adapter_file, "cpu")
+
+
+@pytest.fixture()
+def pointwise_segmenter(random_segmenter):  # noqa: ANN001, ANN201
+    """``random_segmenter`` with the 1x1-convolution stand-in network (:class:`standins.PointwiseModel`):
+    its labels are a pure function of the pixels, so strips, tiles and memory maps must reproduce them."""
+    from efficell_app.core.standins import PointwiseModel
+
+    random_segmenter.predictor.model = PointwiseModel()
+    random_segmenter.predictor.tile = 128
+    random_segmenter.predictor.overlap = 32
+    return random_segmenter

@@ -30,14 +30,18 @@ class PointwiseModel:
     Drop-in for ``DensePredictor.model`` (same call signature and output dict as EffiCellModel).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sem_weight: tuple[float, float, float] = (-12.0, 8.0, 0.0),
+                 sem_bias: tuple[float, float, float] = (2.0, 0.0, 0.5)) -> None:
+        """``sem_weight``: how the first input channel drives the background/interior/boundary logits
+        (the boundary logit is driven by the third channel); ``sem_bias``: their biases."""
         import torch
 
         self.s = torch.nn.Conv2d(3, 3, 1)
         self.g = torch.nn.Conv2d(3, 3, 1)
+        bg, inside, boundary = sem_weight
         with torch.no_grad():
-            self.s.weight.copy_(torch.tensor([[-12.0, 0, 0], [8.0, 0, 0], [0, 0, 0.0]])[:, :, None, None])
-            self.s.bias.copy_(torch.tensor([2.0, 0.0, 0.5]))
+            self.s.weight.copy_(torch.tensor([[bg, 0, 0], [inside, 0, 0], [0, 0, boundary]])[:, :, None, None])
+            self.s.bias.copy_(torch.tensor(sem_bias))
             self.g.weight.copy_(torch.eye(3)[:, :, None, None])
             self.g.bias.zero_()
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from efficell_app.core import images
 from efficell_app.core.errors import ImageReadError
 from efficell_app.core.images import ImageData, PlaneChoice, model_input, percentile_range, read_image, subsample_grid
-from efficell_app.core.standins import PointwiseModel, cone_cells, same_partition
+from efficell_app.core.standins import cone_cells, same_partition
 from efficell_app.core.strips import ModelInput, StripPlan, segment_in_strips
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,14 +135,6 @@ def test_default_sample_of_a_large_image_matches_and_reads_few_rows() -> None:
 
 
 # ----------------------------------------------------------------------------- strips on a memory map
-
-
-@pytest.fixture()
-def pointwise_segmenter(random_segmenter):  # noqa: ANN001, ANN201
-    random_segmenter.predictor.model = PointwiseModel()
-    random_segmenter.predictor.tile = 128
-    random_segmenter.predictor.overlap = 32
-    return random_segmenter
 
 
 def test_strips_of_a_memory_mapped_image_equal_the_whole_image(pointwise_segmenter, tmp_path: Path) -> None:  # noqa: ANN001

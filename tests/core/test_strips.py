@@ -8,21 +8,13 @@ import pytest
 from efficell_app.core.cancel import CancelToken
 from efficell_app.core.errors import Cancelled
 from efficell_app.core.images import ImageData, model_input
-from efficell_app.core.standins import PointwiseModel, cone_cells, same_partition
+from efficell_app.core.standins import cone_cells, same_partition
 from efficell_app.core.strips import ModelInput, StripPlan, segment_in_strips, stream_dense
 
 
-@pytest.fixture()
-def fake_segmenter(random_segmenter):  # noqa: ANN001, ANN201
-    random_segmenter.predictor.model = PointwiseModel()
-    random_segmenter.predictor.tile = 128
-    random_segmenter.predictor.overlap = 32
-    return random_segmenter
-
-
 @pytest.mark.parametrize("diameter", [24.0, 16.0, 40.0, None])
-def test_strips_equal_the_whole_image(fake_segmenter, diameter: float | None) -> None:  # noqa: ANN001
-    seg = fake_segmenter
+def test_strips_equal_the_whole_image(pointwise_segmenter, diameter: float | None) -> None:  # noqa: ANN001
+    seg = pointwise_segmenter
     img = ImageData(cone_cells(420, 260, 140, seed=1)[None])
     whole = seg.segment(img, diameter=diameter)
     assert whole.n_cells > 20
@@ -38,8 +30,8 @@ def test_strips_equal_the_whole_image(fake_segmenter, diameter: float | None) ->
     assert strip.uncertainty == pytest.approx(whole.uncertainty, rel=1e-3, abs=1e-6)
 
 
-def test_segment_switches_to_strips_above_the_threshold(fake_segmenter) -> None:  # noqa: ANN001
-    seg = fake_segmenter
+def test_segment_switches_to_strips_above_the_threshold(pointwise_segmenter) -> None:  # noqa: ANN001
+    seg = pointwise_segmenter
     img = ImageData(cone_cells(300, 300, 80, seed=2)[None])
     whole = seg.segment(img, diameter=24.0)
     seg.strip_pixels = 100 * 100
@@ -90,8 +82,8 @@ def test_model_input_rows_are_bit_identical(dtype, channels, rgb: bool) -> None:
         assert np.array_equal(resize_each_channel(ref, scale), source(0, shape[0]))
 
 
-def test_cancel_during_strips(fake_segmenter) -> None:  # noqa: ANN001
-    seg = fake_segmenter
+def test_cancel_during_strips(pointwise_segmenter) -> None:  # noqa: ANN001
+    seg = pointwise_segmenter
     img = ImageData(cone_cells(400, 200, 60, seed=4)[None])
     token = CancelToken()
     seen = []

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 
 from efficell_app.core.inference import DensePredictor, blend_window, plan_tiles
 from efficell_app.core.instances import InstanceParams, dense_to_labels
-from efficell_app.core.standins import same_partition
+from efficell_app.core.standins import PointwiseModel, same_partition
 from efficell_app.core.strips import StripPlan, label_in_strips, stream_dense
 from efficell_app.core.targets import make_targets
 
@@ -46,32 +46,20 @@ def dense_from_labels(lab: np.ndarray, seed: int, noise: float = 0.05) -> tuple[
     return prob.astype(np.float32), dist
 
 
-class PointwiseModel:
+# Semantic weights of the stand-in network these properties were written against.
+TILING_SEM = {"sem_weight": (-8.0, 6.0, 1.0), "sem_bias": (3.0, -2.0, 0.0)}
+
+
+def pointwise_model() -> PointwiseModel:
     """A fully-convolutional fake with a 1-pixel receptive field: tiling must not change its output."""
-
-    def __init__(self) -> None:
-        import torch
-
-        self.conv_s = torch.nn.Conv2d(3, 3, 1)
-        self.conv_g = torch.nn.Conv2d(3, 3, 1)
-        with torch.no_grad():
-            self.conv_s.weight.copy_(torch.tensor([[-8.0, 0, 0], [6.0, 0, 0], [0, 0, 1.0]])[:, :, None, None])
-            self.conv_s.bias.copy_(torch.tensor([3.0, -2.0, 0.0]))
-            self.conv_g.weight.copy_(torch.eye(3)[:, :, None, None])
-            self.conv_g.bias.zero_()
-
-    def eval(self) -> PointwiseModel:
-        return self
-
-    def to(self, device: str) -> PointwiseModel:
-        return self
-
-    def __call__(self, x):  # noqa: ANN001, ANN204
-        return {"sem": self.conv_s(x), "geo": self.conv_g(x)}
+    return PointwiseModel(**TILING_SEM)
 
 
 class SmoothingModel(PointwiseModel):
     """A fake with a 5x5 receptive field (zero padding at tile edges, like a real CNN)."""
+
+    def __init__(self) -> None:
+        super().__init__(**TILING_SEM)
 
     def __call__(self, x):  # noqa: ANN001, ANN204
         import torch.nn.functional as F
@@ -113,8 +101,8 @@ FAST = settings(max_examples=20, deadline=None, suppress_health_check=[HealthChe
 def test_tiled_prediction_equals_untiled(h: int, w: int, tile_p: int, overlap_frac: float, seed: int) -> None:
     x = np.random.default_rng(seed).random((3, h, w), dtype=np.float32)
     overlap = int(overlap_frac * tile_p) * 16
-    tiled = DensePredictor(PointwiseModel(), tile=16 * tile_p, patch=16, overlap=overlap).predict(x)
-    whole = DensePredictor(PointwiseModel(), tile=16 * 32, patch=16).predict(x)
+    tiled = DensePredictor(pointwise_model(), tile=16 * tile_p, patch=16, overlap=overlap).predict(x)
+    whole = DensePredictor(pointwise_model(), tile=16 * 32, patch=16).predict(x)
     for a, b in zip(tiled, whole):
         assert a.shape == (3, h, w)
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -158,10 +146,10 @@ def test_object_on_a_tile_border_is_one_label(centre: tuple[int, int]) -> None:
     r = np.hypot(yy - centre[0], xx - centre[1])
     bump = np.clip(1.0 - r / 30.0, 0, 1).astype(np.float32)  # a cone: intensity ~ distance to its edge
     x = np.repeat(bump[None], 3, axis=0)
-    prob, geo = DensePredictor(PointwiseModel(), tile=64, patch=16, overlap=16).predict(x)
+    prob, geo = DensePredictor(pointwise_model(), tile=64, patch=16, overlap=16).predict(x)
     lab = dense_to_labels(prob, geo[0], InstanceParams(marker_threshold=0.5, min_size=5))
     assert lab.max() == 1
-    whole = dense_to_labels(*_split(DensePredictor(PointwiseModel(), tile=256, patch=16).predict(x)),
+    whole = dense_to_labels(*_split(DensePredictor(pointwise_model(), tile=256, patch=16).predict(x)),
                             InstanceParams(marker_threshold=0.5, min_size=5))
     assert same_partition(lab, whole)
 
