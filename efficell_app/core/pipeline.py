@@ -84,6 +84,8 @@ class Segmenter:
         self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
                                                            if k in InstanceParams.__dataclass_fields__})
         self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size)
+        # An adapter trained on a lab's images knows their cell size: used when no diameter is given.
+        self.use_adapter_diameter = True
         from .strips import STRIP_PIXELS
 
         self.strip_pixels = STRIP_PIXELS  # larger model-scale images are segmented in strips (bounded memory)
@@ -121,16 +123,24 @@ class Segmenter:
     def target_diameter(self) -> float:
         return float(self.meta.target_diameter)
 
+    @property
+    def adapter_diameter(self) -> float | None:
+        """The cell diameter (input pixels) the adapter was trained on, used when none is given (None: estimate)."""
+        d = getattr(self.meta, "cell_diameter", None)
+        return float(d) if d and self.use_adapter_diameter else None
+
     # ------------------------------------------------------------------ segmentation
     def segment(self, img: ImageData, diameter: float | None = None, channels: tuple[int, ...] | None = None,
                 cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
                 keep_uncertainty_map: bool = False) -> SegmentationResult:
-        """Segment one image. ``diameter``: typical cell diameter in pixels (None: estimated)."""
+        """Segment one image. ``diameter``: typical cell diameter in pixels (None: the adapter's, else estimated)."""
         from .strips import needs_strips, resize_each_channel, segment_in_strips
 
         t0 = time.time()
         if diameter is not None and diameter <= 0:
             raise ValueError("diameter must be positive")
+        if diameter is None:
+            diameter = self.adapter_diameter
         h, w = img.shape
         strip_args = (channels, cancel, progress, keep_uncertainty_map)
         if needs_strips(h, w, float(np.clip(self.target_diameter / diameter, 0.1, 8.0)) if diameter else 1.0, self.strip_pixels):
@@ -190,7 +200,7 @@ class Segmenter:
     def _settings(self, diameter: float | None, estimated: bool, scale: float, channels: tuple[int, ...] | None) -> dict[str, Any]:
         """Everything needed to reproduce a result."""
         return {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
-                "diameter_estimated": estimated, "scale": round(scale, 5),
+                "diameter_estimated": estimated, "adapter_cell_diameter": self.adapter_diameter, "scale": round(scale, 5),
                 "channels": list(channels) if channels else None, "device": self.predictor.device,
                 "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
                 "normalisation": self.meta.normalisation, "tile": self.predictor.tile, "overlap": self.predictor.overlap}

@@ -97,7 +97,7 @@ def test_refusals(folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     assert "not a folder" in capsys.readouterr().err
     assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--minutes", "-1"]) == 2
     with pytest.raises(SystemExit):
-        main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--minutes", "1", "--epochs", "2"])
+        main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--steps", "1", "--epochs", "2"])
     assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--encoder", "nope",
                  "--epochs", "1"]) == 2
     assert "unknown encoder 'nope'" in capsys.readouterr().err

@@ -14,7 +14,9 @@ from efficell_app.core.encoders import build_encoder
 from efficell_app.core.errors import AdapterError, Cancelled, InputError
 from efficell_app.core.images import ImageData, read_image, read_mask
 from efficell_app.core.model.adapter_io import load_adapter, read_adapter_meta, save_adapter
-from efficell_app.core.training import TrainConfig, TrainProgress, _band, _make_batch, _Tile, train_adapter
+from efficell_app.core.training import TrainConfig, TrainProgress, default_recipe, train_adapter
+from efficell_app.core.training_fit import Tile, make_batch
+from efficell_app.core.training_inputs import _band
 from efficell_app.core.training_data import prepare_sample
 
 
@@ -193,7 +195,7 @@ def test_validation_images_time_budget_and_init(tiny_pairs, small_encoder, tmp_p
     first_val = next(e for e in events if e.phase == "validating" and e.val is not None)
     assert first_val.step == 0  # the starting adapter is scored first and kept if training does not beat it
     meta = read_adapter_meta(done.adapter_path)
-    assert meta.training["init_adapter"]["sha256"] and meta.training["lr"] == 1e-3
+    assert meta.training["init_adapter"]["sha256"] and meta.training["lr"] == default_recipe(2, True).lr
 
 
 def test_sampling_balances_images() -> None:
@@ -211,10 +213,10 @@ def test_sampling_balances_images() -> None:
         lab = np.zeros((64, 64), np.int32)
         lab[10:30, 10:30] = 1
         s = prepare_sample(ImageData(rng.random((1, 64, 64)).astype(np.float32)), lab, 24.0, scale=1.0)
-        tiles += [_Tile(i, s, f"image{i}", (0, 0, 64, 64), 4096.0) for _ in range(n_tiles)]
+        tiles += [Tile(i, s, f"image{i}", (0, 0, 64, 64), 4096.0) for _ in range(n_tiles)]
     by_image = {0: list(range(9)), 1: [9]}
     for _ in range(50):
-        x, feats, sem, geo, valid = _make_batch(tiles, by_image, [0, 1], Cache(), [0, 5], rng, 4, 32, 16)
+        x, feats, sem, geo, valid = make_batch(tiles, by_image, [0, 1], Cache(), [0, 5], rng, 4, 32, 16)
         assert x.shape == (4, 3, 32, 32) and feats[0].shape == (4, 4, 2, 2) and sem.shape == (4, 32, 32)
         assert geo.shape == (4, 3, 32, 32) and valid.dtype == torch.bool
     share = picked.count("image1") / len(picked)
