@@ -186,12 +186,13 @@ def test_bad_inputs_named_and_skipped(tiny_pairs, small_encoder, tmp_path, dsb_p
 
 def test_validation_images_time_budget_and_init(tiny_pairs, small_encoder, tmp_path, random_adapter_file) -> None:  # noqa: ANN001
     cfg = _cfg(tiny_pairs[:2], tmp_path / "v.safetensors", small_encoder, val=tiny_pairs[2:], epochs=None,
-               minutes=0.08, init_adapter=random_adapter_file)
+               minutes=0.4, steps=10_000, init_adapter=random_adapter_file, store_diameter="no")
     events = _run(cfg)
     done = events[-1]
     assert done.metrics["validation_source"] == "validation images"
     assert done.metrics["n_validation_images"] == 2
-    assert done.seconds < 0.08 * 60 + 10.0  # the budget covers the whole run (some slack for a busy machine)
+    assert done.seconds < 0.4 * 60 + 10.0  # the budget covers the whole run (some slack for a busy machine)
+    assert 0 < done.step < 10_000  # the steps were cut to fit
     first_val = next(e for e in events if e.phase == "validating" and e.val is not None)
     assert first_val.step == 0  # the starting adapter is scored first and kept if training does not beat it
     meta = read_adapter_meta(done.adapter_path)

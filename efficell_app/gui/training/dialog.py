@@ -163,7 +163,7 @@ class TrainingDialog(QDialog):
         reviewed = [r for r in recs if r.status == "reviewed"]
         self.images.clear()
         self.val_box.clear()
-        self.val_box.addItem("Hold out 20 % of each training image", HOLD_OUT)
+        self.val_box.addItem("The training images check each other (cross-validation)", HOLD_OUT)
         for r in recs:
             item = QListWidgetItem(f"{r.name}  ({r.set_name}{', in progress' if reviewed and r.status != 'reviewed' else ''})")
             item.setData(Qt.ItemDataRole.UserRole, r.id)
