@@ -302,11 +302,10 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         check()
         yield event("validating", fraction=0.12, message=f"scoring the starting adapter on {len(vals)} validation image(s)")
         dense = validator.predict(adapters)
-        start_default = scores(validator.score(all_idx, dense, [params0])[0])
+        counts = validator.score(all_idx, dense, [params0])[0]
+        start_default = scores(counts)
         if tune_thresholds:
             params_start, counts = tune(vals, dense, params0)
-        else:
-            counts = validator.score(all_idx, dense, [params0])[0]
         del dense
         start_counts = dict(enumerate([[c] for c in counts]))
         start_scores = scores(counts)
