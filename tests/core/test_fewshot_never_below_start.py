@@ -178,3 +178,32 @@ def test_segmenting_uses_the_adapter_diameter_unless_given(random_segmenter, dsb
     assert random_segmenter.segment(img, diameter=30.0).diameter == 30.0  # a given diameter wins
     random_segmenter.use_adapter_diameter = False
     assert random_segmenter.segment(img).settings["diameter_estimated"]
+
+
+def test_recipe_freezes_parts_and_averages_weights(dsb_pairs, tmp_path: Path) -> None:  # noqa: ANN001
+    """A recipe's frozen parts keep their starting values; the rest trains (here from fresh adapters)."""
+    from safetensors.torch import load_file
+    from skimage.segmentation import relabel_sequential
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.images import read_mask
+    from efficell_app.core.model import build_adapters
+    from efficell_app.core.training_fit import Recipe
+
+    im = read_image(dsb_pairs[0][0])
+    pair = (im.with_data(im.data[:, :96, :96].copy()),
+            relabel_sequential(read_mask(dsb_pairs[0][1], im.shape)[:96, :96])[0].astype(np.int32))
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    recipe = Recipe(steps=3, lr=1e-2, decoder_lr=1e-2, ema=0.5, freeze=("prompt_encoder.",), crop=64, batch=2, warmup=1)
+    cfg = TrainConfig(train=[pair], out=tmp_path / "f.safetensors", encoder=enc, init_adapter=None, recipe=recipe,
+                      val_fraction=0.0, target_diameter=12.0, device="cpu", seed=3)
+    done = list(train_adapter(cfg))[-1]
+    torch.manual_seed(3)  # the fresh adapters train_adapter built
+    fresh = build_adapters(enc.out_channels, enc.stride).state_dict()
+    saved = load_file(str(done.adapter_path))
+    frozen = [k for k in saved if k.startswith("prompt_encoder.")]
+    assert frozen and all(torch.equal(saved[k], fresh[k]) for k in frozen)
+    assert any(not torch.equal(saved[k], fresh[k]) for k in saved if k.startswith("mask_decoder."))
+    assert done.trainable_params == sum(v.numel() for k, v in fresh.items() if k.startswith("mask_decoder."))
+    assert done.outcome["validation"] == "none" and done.outcome["kept"] == "trained"
