@@ -15,7 +15,9 @@ used for nothing else:
 - and, as a reference, start and trained with each test image's true diameter (from its mask).
 
 Each finished run is appended to benchmarks/results/fewshot_runs.jsonl, so an interrupted grid
-resumes where it stopped (``--fresh`` starts over). The table gives mean and spread (sd) over the
+resumes where it stopped (``--fresh`` starts over); several invocations may share the grid (each
+claims a run before starting it, ``--order`` lets them start from different ends). Once every run is
+there, one more invocation writes the table. The table gives mean and spread (sd) over the
 draws. Peak memory is the peak resident set size of the training process.
 """
 
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.report import RESULTS, load_average, machine, write_section  # noqa: E402
 
 RUNS = RESULTS / "fewshot_runs.jsonl"
+CLAIMS = RESULTS / "fewshot_claims"  # one empty file per run some invocation is doing (or did)
 STARTS = RESULTS / "fewshot_starts.json"  # the untrained start's test scores, by dataset (with the model and test images)
 K_TARGET, GAIN_TARGET = 5, 0.05  # issue 22: at K = 5, +0.05 AP@0.5 on at least two of the three datasets
 
@@ -200,15 +204,18 @@ def main() -> int:  # noqa: PLR0915
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads of this process and of each training")
     p.add_argument("--fresh", action="store_true", help="ignore the runs already in benchmarks/results/fewshot_runs.jsonl")
+    p.add_argument("--order", choices=("target-first", "reverse"), default="target-first",
+                   help="which runs this invocation starts with (another invocation may take the other end)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     split_file = models_dir() / "data_split.json"
     split = json.loads(split_file.read_text())["split"]
     datasets = a.datasets.split(",")
     ks = {ds: [int(k) for k in a.ks.split(",")] for ds in datasets}
-    if a.fresh and RUNS.exists():
-        RUNS.unlink()
-    runs = [json.loads(line) for line in RUNS.read_text().splitlines()] if RUNS.exists() else []
+    if a.fresh:
+        RUNS.unlink(missing_ok=True)
+        for f in CLAIMS.glob("*") if CLAIMS.exists() else []:
+            f.unlink()
     start = Segmenter.load(None, device="cpu")
     t_all = time.time()
     starts: dict[str, dict] = json.loads(STARTS.read_text()) if STARTS.exists() and not a.fresh else {}
@@ -223,22 +230,39 @@ def main() -> int:  # noqa: PLR0915
         print(ds, "start", json.dumps(starts[ds]["auto"]), flush=True)
         tests[ds] = test
     order = sorted({k for kl in ks.values() for k in kl}, key=lambda k: (k != K_TARGET, k))  # K=5 first: the target
-    for k in order:
-        for ds in datasets:
-            if k not in ks[ds]:
-                continue
-            test = tests[ds]
-            for d in range(a.draws):
-                stems = draw_stems(split[ds]["train"], k, d)
-                if any(r["dataset"] == ds and r["k"] == k and r["stems"] == stems for r in runs):
-                    continue
-                r = run_one(a.data, ds, k, d, stems, test, start, starts[ds]["auto"], a.threads)
-                runs.append(r)
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                with RUNS.open("a") as fh:
-                    fh.write(json.dumps(r, default=str) + "\n")
-                print(ds, k, d, r["outcome"]["kept"], json.dumps(r["test"]["trained"]), f"{r['train_seconds']:.0f} s", flush=True)
-    runs = [r for r in runs if r["dataset"] in datasets and r["k"] in ks[r["dataset"]] and r["draw"] < a.draws]
+    grid = [(k, ds, d) for k in order for ds in datasets if k in ks[ds] for d in range(a.draws)]
+    CLAIMS.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill PID` releases the claim of the run it stops
+    for line in RUNS.read_text().splitlines() if RUNS.exists() else []:  # runs done before claims existed
+        r = json.loads(line)
+        (CLAIMS / f"{r['dataset']}_k{r['k']}_d{r['draw']}").touch()
+    for k, ds, d in grid[::-1] if a.order == "reverse" else grid:
+        stems = draw_stems(split[ds]["train"], k, d)
+        claim = CLAIMS / f"{ds}_k{k}_d{d}"
+        try:
+            claim.open("x").close()
+        except FileExistsError:  # done already, or being done by another invocation
+            continue
+        try:
+            r = run_one(a.data, ds, k, d, stems, tests[ds], start, starts[ds]["auto"], a.threads)
+        except BaseException:
+            claim.unlink()
+            raise
+        with RUNS.open("a") as fh:
+            fh.write(json.dumps(r, default=str) + "\n")
+        print(ds, k, d, r["outcome"]["kept"], json.dumps(r["test"]["trained"]), f"{r['train_seconds']:.0f} s", flush=True)
+    runs, seen = [], set()
+    for line in RUNS.read_text().splitlines() if RUNS.exists() else []:
+        r = json.loads(line)
+        key = (r["dataset"], r["k"], tuple(r["stems"]))
+        if key not in seen and r["dataset"] in datasets and r["k"] in ks[r["dataset"]] and r["draw"] < a.draws:
+            seen.add(key)
+            runs.append(r)
+    missing = len(grid) - len(runs)
+    if missing:
+        print(f"{missing} run(s) of the grid are not finished yet (another invocation may be doing them); "
+              "the table is written when all are there", flush=True)
+        return 0
     rows, verdict = table(runs, starts, ks)
     secs = [r["train_seconds"] for r in runs]
     text = "\n".join([
