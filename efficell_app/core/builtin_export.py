@@ -1,0 +1,201 @@
+"""Turn a built-in training checkpoint into the shipped model files, choosing everything on validation.
+
+    python -m efficell_app.core.builtin_export compare work/builtin_v2/best.safetensors   # validation only, writes nothing
+    python -m efficell_app.core.builtin_export ship work/builtin_v2/best.safetensors      # into resources/models
+
+``compare`` scores the candidate and the shipped model on the *validation* part of split v2 (at the
+original image size, diameter given and estimated, the app's own segmentation path) with thresholds
+tuned on validation for each; ``ship`` writes the float16 encoder and the adapter (metadata: recipe,
+split, training phases and hardware from ``train_meta.json``, tuned thresholds, validation metrics)
+and then reads the test split once for the metrics stored beside them. After ``ship``:
+``python resources/samples/make_selftest_expectation.py`` and the benchmarks (docs/models.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data_split import DATASETS, load_split, pair_paths
+
+log = logging.getLogger("efficell.builtin_export")
+
+LICENCE = "CC BY-NC-SA 4.0 (trained in part on MoNuSeg): non-commercial use only"
+FG_GRID = (0.3, 0.4, 0.5, 0.6)
+MARKER_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def write_model(ckpt: Path, out_dir: Path, train_meta: dict | None = None, instance_params: dict | None = None,
+                metrics: dict | None = None) -> dict[str, Any]:
+    """Write ``efficell_compact_encoder.safetensors`` + the generalist adapter (float16) from a checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    from .builtin_training import TARGET_DIAMETER
+    from .encoders.compact import BUNDLED_FILE, NAME
+    from .model.adapter_io import AdapterMeta, file_sha256, save_adapter
+    from .model.adapters import build_adapters
+    from .pipeline import DEFAULT_ADAPTER_FILE
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(ckpt))
+    enc_state = {k[8:]: v.half() if v.is_floating_point() else v for k, v in state.items() if k.startswith("encoder.")}
+    ad_state = {k[9:]: v.float() if v.is_floating_point() else v for k, v in state.items() if k.startswith("adapters.")}
+    enc_path = out_dir / BUNDLED_FILE
+    save_file(enc_state, str(enc_path), metadata={"encoder": NAME, "licence": "CC BY-NC-SA 4.0 (trained in part on MoNuSeg)"})
+    from .encoders.compact import CompactEncoder
+
+    enc_channels = CompactEncoder().out_channels
+    adapters = build_adapters(enc_channels, CompactEncoder.stride)
+    adapters.load_state_dict(ad_state)
+    meta = AdapterMeta(encoder=NAME, encoder_sha256=file_sha256(enc_path), in_channels=enc_channels, stride=CompactEncoder.stride,
+                       config=adapters.config.to_dict(), target_diameter=TARGET_DIAMETER, name="EffiCell generalist",
+                       description="Generalist adapter for fluorescence nuclei, H&E nuclei and phase-contrast cells",
+                       licence=LICENCE, instance_params=dict(instance_params or {}), metrics=dict(metrics or {}),
+                       training={"recipe": "python -m efficell_app.core.builtin_training", "datasets": list(DATASETS),
+                                 "split": "resources/models/data_split_v2.json", **(train_meta or {})})
+    meta.created = ""  # same checkpoint + settings -> same file
+    ad_path = out_dir / DEFAULT_ADAPTER_FILE
+    sha = save_adapter(ad_path, adapters, meta, half=True)
+    return {"encoder_file": str(enc_path), "encoder_sha256": meta.encoder_sha256, "encoder_mb": round(enc_path.stat().st_size / 1e6, 2),
+            "adapter_file": str(ad_path), "adapter_sha256": sha, "adapter_mb": round(ad_path.stat().st_size / 1e6, 2)}
+
+
+def load_segmenter(model_dir: Path | None):  # noqa: ANN201
+    """The Segmenter of model files in ``model_dir`` (None: the shipped ones), on the CPU."""
+    from .encoders.compact import BUNDLED_FILE
+    from .pipeline import DEFAULT_ADAPTER_FILE, Segmenter
+
+    if model_dir is None:
+        return Segmenter.load(None, device="cpu")
+    return Segmenter.load(model_dir / DEFAULT_ADAPTER_FILE, device="cpu", encoder_weights=model_dir / BUNDLED_FILE)
+
+
+def dense_maps(seg, pairs: Sequence) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:  # noqa: ANN001
+    """(prob, distance, truth) per pair at the model scale of its annotated diameter (one network pass each)."""
+    from .images import model_input
+    from .training_data import object_diameter, resize_image
+
+    out = []
+    for img, gt in pairs:
+        scale = seg.target_diameter / max(object_diameter(gt), 1.0)
+        prob, geo = seg.predictor.predict(resize_image(model_input(img), scale))
+        out.append((prob, geo[0], gt))
+    return out
+
+
+def threshold_grid(seg, maps_by_ds: dict[str, list]) -> dict[tuple[float, float], dict[str, float]]:  # noqa: ANN001
+    """Pooled AP@0.5 of every (fg, marker) setting, per dataset (the watershed is the cheap part)."""
+    from .evaluation import summarize
+    from .instances import InstanceParams, dense_to_labels
+    from .training_data import resize_labels
+
+    grid = {}
+    for fg, mk in itertools.product(FG_GRID, MARKER_GRID):
+        params = InstanceParams(fg_threshold=fg, marker_threshold=mk, min_size=seg.params.min_size)
+        grid[(fg, mk)] = {ds: summarize([gt for _, _, gt in maps], [resize_labels(dense_to_labels(p, d, params), gt.shape)
+                                                                   for p, d, gt in maps])["ap5"] for ds, maps in maps_by_ds.items()}
+    return grid
+
+
+def tune(seg, data: Path, split: dict, part: str = "validation") -> dict[str, Any]:  # noqa: ANN001
+    """Thresholds by mean AP@0.5 over the datasets of ``part`` (diameter given); also the per-dataset optimum."""
+    from .evaluation import load_pairs
+
+    maps = {ds: dense_maps(seg, load_pairs(pair_paths(data, ds, split[ds][part]))) for ds in DATASETS}
+    grid = threshold_grid(seg, maps)
+    best = max(grid, key=lambda k: (np.mean(list(grid[k].values())), -abs(k[0] - 0.5) - abs(k[1] - 0.45)))
+    per_ds = {ds: max(grid, key=lambda k, ds=ds: grid[k][ds]) for ds in DATASETS}
+    return {"fg_threshold": best[0], "marker_threshold": best[1], "mean_ap5": round(float(np.mean(list(grid[best].values()))), 4),
+            "per_dataset": {ds: grid[best][ds] for ds in DATASETS},
+            "per_dataset_optimum": {ds: {"fg_threshold": per_ds[ds][0], "marker_threshold": per_ds[ds][1], "ap5": grid[per_ds[ds]][ds]}
+                                    for ds in DATASETS},
+            "grid": {f"{fg}/{mk}": v for (fg, mk), v in grid.items()}}
+
+
+def score(seg, data: Path, split: dict, part: str) -> dict[str, Any]:  # noqa: ANN001
+    """Pooled AP per dataset of ``part``, diameter estimated ("auto") and given ("gt"), through ``Segmenter.segment``."""
+    from .evaluation import evaluate, load_pairs, segmenter_fn
+
+    out: dict[str, Any] = {}
+    for ds in DATASETS:
+        pairs = load_pairs(pair_paths(data, ds, split[ds][part]))
+        out[ds] = {"auto_diameter": evaluate(segmenter_fn(seg), pairs, "auto"), "given_diameter": evaluate(segmenter_fn(seg), pairs, "gt")}
+    for mode in ("auto_diameter", "given_diameter"):
+        out[f"mean_ap5_{mode}"] = round(float(np.mean([out[ds][mode]["ap5"] for ds in DATASETS])), 4)
+    return out
+
+
+def validation_report(seg, data: Path, split: dict) -> dict[str, Any]:  # noqa: ANN001
+    """Tune the thresholds on validation, then score validation with them (what ``compare`` prints)."""
+    from .instances import InstanceParams
+
+    t = tune(seg, data, split)
+    seg.params = InstanceParams(fg_threshold=t["fg_threshold"], marker_threshold=t["marker_threshold"], min_size=seg.params.min_size)
+    return {"tuning": t, "validation": score(seg, data, split, "validation")}
+
+
+def compare(ckpt: Path, data: Path) -> dict[str, Any]:
+    split = load_split(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_model(ckpt, Path(tmp))
+        cand = validation_report(load_segmenter(Path(tmp)), data, split)
+    shipped = validation_report(load_segmenter(None), data, split)
+    return {"candidate": cand, "shipped": shipped}
+
+
+def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict) -> dict[str, Any]:
+    """Write the model, tune on validation, read the test split once; metadata holds all three."""
+    split = load_split(2)
+    summary = write_model(ckpt, out_dir, train_meta)
+    rep = validation_report(load_segmenter(out_dir), data, split)
+    params = {"fg_threshold": rep["tuning"]["fg_threshold"], "marker_threshold": rep["tuning"]["marker_threshold"]}
+    seg = load_segmenter(out_dir)
+    from .instances import InstanceParams
+
+    seg.params = InstanceParams(**{**seg.params.__dict__, **params})
+    test = score(seg, data, split, "test")
+    v1 = score(seg, data, {ds: {"test": split[ds]["test_v1"]} for ds in DATASETS}, "test")
+    metrics = {"validation": rep["validation"], "threshold_tuning": {k: v for k, v in rep["tuning"].items() if k != "grid"},
+               "test_v2": test, "test_v1": v1}
+    summary.update(write_model(ckpt, out_dir, train_meta, {**seg.params.__dict__}, metrics))
+    summary["metrics"] = metrics
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("compare", "ship"))
+    p.add_argument("checkpoint", type=Path, help="best.safetensors of a run")
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="ship: model folder (default: resources/models)")
+    p.add_argument("--report", type=Path, default=None, help="write the result as JSON here too")
+    a = p.parse_args(argv)
+    import torch
+
+    from .resources import models_dir
+
+    torch.set_num_threads(a.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.action == "compare":
+        res = compare(a.checkpoint, a.data)
+    else:
+        meta_file = a.checkpoint.parent / "train_meta.json"
+        res = ship(a.checkpoint, a.data, a.out or models_dir(), json.loads(meta_file.read_text()) if meta_file.exists() else {})
+    text = json.dumps(res, indent=1, default=str)
+    if a.report:
+        a.report.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
