@@ -70,11 +70,11 @@ def main() -> int:
               "|---|---|---|---|---|---|---|---|"]
     lines = [
         "## Accuracy on held-out images (built-in model)", "",
-        f"Command: `python benchmarks/accuracy.py` · machine: {machine()} · {a.threads} threads · load average at end {load_average()} · "
-        f"{time.strftime('%Y-%m-%d')} · total {time.time() - t0:.0f} s", "",
-        f"Model: encoder `{ident['encoder']}` (sha256 {ident['encoder_sha256'][:12]}…), adapter `{ident['adapter']}` "
-        f"(sha256 {ident['adapter_sha256'][:12]}…). Test split: the test part of split v2 (`resources/models/data_split_v2.json`: "
-        "every v1 test image plus 15 % of the new DSB2018 sources; never used in training, checkpoint choice or threshold tuning).", "",
+        (f"Command: `python benchmarks/accuracy.py` · machine: {machine()} · {a.threads} threads · load average at end {load_average()} · "
+         f"{time.strftime('%Y-%m-%d')} · total {time.time() - t0:.0f} s"), "",
+        (f"Model: encoder `{ident['encoder']}` (sha256 {ident['encoder_sha256'][:12]}…), adapter `{ident['adapter']}` "
+         f"(sha256 {ident['adapter_sha256'][:12]}…). Test split: the test part of split v2 (`resources/models/data_split_v2.json`: "
+         "every v1 test image plus 15 % of the new DSB2018 sources; never used in training, checkpoint choice or threshold tuning)."), "",
         *header, *rows, "",
         "Targets (AP@0.5 with the diameter estimated, test split v2): " + ", ".join(f"{DATASETS[k]} ≥ {v}" for k, v in TARGETS.items()) + ".",
     ]

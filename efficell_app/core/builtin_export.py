@@ -1,5 +1,6 @@
 """Turn a built-in training checkpoint into the shipped model files, choosing everything on validation.
 
+    python -m efficell_app.core.builtin_export validate                                   # the shipped model on validation
     python -m efficell_app.core.builtin_export compare work/builtin_v2/best.safetensors   # validation only, writes nothing
     python -m efficell_app.core.builtin_export ship work/builtin_v2/best.safetensors      # into resources/models
 
@@ -109,14 +110,15 @@ def tune(seg, data: Path, split: dict, part: str = "validation") -> dict[str, An
     """Thresholds by mean AP@0.5 over the datasets of ``part`` (diameter given); also the per-dataset optimum."""
     from .evaluation import load_pairs
 
-    maps = {ds: dense_maps(seg, load_pairs(pair_paths(data, ds, split[ds][part]))) for ds in DATASETS}
+    maps = {ds: dense_maps(seg, load_pairs(pair_paths(data, ds, split[ds][part]))) for ds in _datasets(split)}
     grid = threshold_grid(seg, maps)
-    best = max(grid, key=lambda k: (np.mean(list(grid[k].values())), -abs(k[0] - 0.5) - abs(k[1] - 0.45)))
-    per_ds = {ds: max(grid, key=lambda k, ds=ds: grid[k][ds]) for ds in DATASETS}
+    # ties: the setting nearest the middle of the grid
+    best = max(grid, key=lambda k: (np.mean(list(grid[k].values())), -abs(k[0] - 0.45) - abs(k[1] - 0.4)))
+    per_ds = {ds: max(grid, key=lambda k, ds=ds: grid[k][ds]) for ds in maps}
     return {"fg_threshold": best[0], "marker_threshold": best[1], "mean_ap5": round(float(np.mean(list(grid[best].values()))), 4),
-            "per_dataset": {ds: grid[best][ds] for ds in DATASETS},
+            "per_dataset": {ds: grid[best][ds] for ds in maps},
             "per_dataset_optimum": {ds: {"fg_threshold": per_ds[ds][0], "marker_threshold": per_ds[ds][1], "ap5": grid[per_ds[ds]][ds]}
-                                    for ds in DATASETS},
+                                    for ds in maps},
             "grid": {f"{fg}/{mk}": v for (fg, mk), v in grid.items()}}
 
 
@@ -125,12 +127,16 @@ def score(seg, data: Path, split: dict, part: str) -> dict[str, Any]:  # noqa: A
     from .evaluation import evaluate, load_pairs, segmenter_fn
 
     out: dict[str, Any] = {}
-    for ds in DATASETS:
+    for ds in _datasets(split):
         pairs = load_pairs(pair_paths(data, ds, split[ds][part]))
         out[ds] = {"auto_diameter": evaluate(segmenter_fn(seg), pairs, "auto"), "given_diameter": evaluate(segmenter_fn(seg), pairs, "gt")}
     for mode in ("auto_diameter", "given_diameter"):
-        out[f"mean_ap5_{mode}"] = round(float(np.mean([out[ds][mode]["ap5"] for ds in DATASETS])), 4)
+        out[f"mean_ap5_{mode}"] = round(float(np.mean([out[ds][mode]["ap5"] for ds in _datasets(split)])), 4)
     return out
+
+
+def _datasets(split: dict) -> list[str]:
+    return [ds for ds in DATASETS if ds in split]
 
 
 def validation_report(seg, data: Path, split: dict) -> dict[str, Any]:  # noqa: ANN001
@@ -142,18 +148,23 @@ def validation_report(seg, data: Path, split: dict) -> dict[str, Any]:  # noqa: 
     return {"tuning": t, "validation": score(seg, data, split, "validation")}
 
 
-def compare(ckpt: Path, data: Path) -> dict[str, Any]:
+def validate_checkpoint(ckpt: Path | None, data: Path) -> dict[str, Any]:
+    """:func:`validation_report` of a checkpoint (written as float16 model files, as it would ship) or of the shipped model."""
     split = load_split(2)
+    if ckpt is None:
+        return validation_report(load_segmenter(None), data, split)
     with tempfile.TemporaryDirectory() as tmp:
         write_model(ckpt, Path(tmp))
-        cand = validation_report(load_segmenter(Path(tmp)), data, split)
-    shipped = validation_report(load_segmenter(None), data, split)
-    return {"candidate": cand, "shipped": shipped}
+        return validation_report(load_segmenter(Path(tmp)), data, split)
 
 
-def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict) -> dict[str, Any]:
+def compare(ckpt: Path, data: Path) -> dict[str, Any]:
+    return {"candidate": validate_checkpoint(ckpt, data), "shipped": validate_checkpoint(None, data)}
+
+
+def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict, split: dict | None = None) -> dict[str, Any]:
     """Write the model, tune on validation, read the test split once; metadata holds all three."""
-    split = load_split(2)
+    split = split or load_split(2)
     summary = write_model(ckpt, out_dir, train_meta)
     rep = validation_report(load_segmenter(out_dir), data, split)
     params = {"fg_threshold": rep["tuning"]["fg_threshold"], "marker_threshold": rep["tuning"]["marker_threshold"]}
@@ -162,7 +173,7 @@ def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict) -> dict[str, A
 
     seg.params = InstanceParams(**{**seg.params.__dict__, **params})
     test = score(seg, data, split, "test")
-    v1 = score(seg, data, {ds: {"test": split[ds]["test_v1"]} for ds in DATASETS}, "test")
+    v1 = score(seg, data, {ds: {"test": split[ds]["test_v1"]} for ds in _datasets(split)}, "test")
     metrics = {"validation": rep["validation"], "threshold_tuning": {k: v for k, v in rep["tuning"].items() if k != "grid"},
                "test_v2": test, "test_v1": v1}
     summary.update(write_model(ckpt, out_dir, train_meta, {**seg.params.__dict__}, metrics))
@@ -172,8 +183,8 @@ def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("compare", "ship"))
-    p.add_argument("checkpoint", type=Path, help="best.safetensors of a run")
+    p.add_argument("action", choices=("validate", "compare", "ship"))
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None, help="best.safetensors of a run (validate: none = the shipped model)")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="ship: model folder (default: resources/models)")
@@ -185,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(a.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if a.action == "compare":
+    if a.action != "validate" and a.checkpoint is None:
+        p.error(f"{a.action} needs a checkpoint")
+    if a.action == "validate":
+        res = validate_checkpoint(a.checkpoint, a.data)
+    elif a.action == "compare":
         res = compare(a.checkpoint, a.data)
     else:
         meta_file = a.checkpoint.parent / "train_meta.json"

@@ -1,8 +1,10 @@
 """Recipe that trains the built-in compact encoder together with the generalist adapters, on a CPU or a GPU.
 
     python -m efficell_app.core.training_pack --data ../shared/data --out work/pack_v2      # once
-    python -m efficell_app.core.builtin_training --device cuda --pack work/pack_v2 --work work/run \\
-        --init builtin --steps 20000 --minutes 7
+    python -m efficell_app.core.builtin_training --device cpu --pack work/pack_v2 --work work/builtin_v2 \\
+        --init builtin --steps 3000 --lr 5e-4 --val-every 200                                # CPU, hours; --resume goes on
+    python -m efficell_app.core.builtin_training --device cuda --pack work/pack_v2 --work /tmp/run --init builtin \\
+        --steps 100000 --minutes 6 --batch 96 --lr 1e-3 --val-every 600 --workers 14 --threads 8   # GPU (docs/models.md)
 
 Data: the train part of split v2 (``resources/models/data_split_v2.json``) from a training pack
 (``core/training_pack``), every image rescaled so its median cell diameter is ``TARGET_DIAMETER``;
@@ -123,9 +125,11 @@ def training_samples(pack: Path, fraction: float = 1.0, seed: int = 0, workers: 
     if workers <= 1:
         yield from zip(ids, map(_prepare, pairs))
         return
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers) as ex:
+    # spawn, not fork: the parent moves samples to a GPU while the workers still run
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
         yield from zip(ids, ex.map(_prepare, pairs, chunksize=4))
 
 
@@ -272,10 +276,13 @@ def lr_at(step: int, elapsed: float, cfg: RecipeConfig) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_after: int | None = None) -> dict:
+def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_after: int | None = None,
+          resume_steps: int | None = None) -> dict:
     """Train into ``work`` (best.safetensors, last.safetensors, state.json, history.json, train_meta.json).
 
-    ``stop_after``: leave after this many steps of this call (the schedule is unchanged; ``--resume`` goes on).
+    ``resume``: continue the run in ``work`` with its own recipe (only the device, threads, workers and
+    ``cfg.minutes`` are taken from ``cfg``); ``resume_steps``: a new schedule length for it (longer or
+    shorter, beyond the current step). ``stop_after``: leave after this many steps of this call.
     """
     import torch
     from safetensors.torch import load_file
@@ -286,15 +293,18 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
     device = cfg.device
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
     work.mkdir(parents=True, exist_ok=True)
     state_file, last_file, best_file = work / "state.json", work / "last.safetensors", work / "best.safetensors"
     prev = json.loads(state_file.read_text()) if resume and state_file.exists() else None
     if resume and prev is None:
         raise FileNotFoundError(f"{work}: nothing to resume (no state.json)")
     if prev:
-        cfg = RecipeConfig.from_dict({**prev["config"], **{k: getattr(cfg, k) for k in ("device", "threads", "workers")},
-                                      "steps": max(cfg.steps, prev["config"]["steps"]) if cfg.steps else prev["config"]["steps"],
-                                      "minutes": cfg.minutes})
+        if resume_steps is not None and resume_steps <= prev["step"]:
+            raise ValueError(f"{work}: the run is at step {prev['step']}; a schedule of {resume_steps} steps is already over")
+        cfg = RecipeConfig.from_dict({**prev["config"], **{k: getattr(cfg, k) for k in ("device", "threads", "workers", "minutes")},
+                                      "steps": resume_steps or prev["config"]["steps"]})
     aug = AugmentConfig.from_dict(cfg.augment)
     t0 = time.time()
     dd = DeviceData(training_samples(pack, cfg.train_fraction, cfg.seed, cfg.workers), device, aug)
@@ -371,7 +381,7 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = net(x)
         out = {k: v.float() for k, v in out.items()}
-        loss, terms = total_loss(out, sem_t, geo_t, valid)
+        loss, _ = total_loss(out, sem_t, geo_t, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -430,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --work from its last checkpoint")
     p.add_argument("--init", default="builtin", help="'builtin' (shipped weights), a checkpoint file, or 'none' (from scratch)")
     d = RecipeConfig()
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"length of the learning-rate schedule (default {d.steps}; with --resume: change the run's)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget of training (the schedule ends with it)")
     p.add_argument("--batch", type=int, default=None, help="crops per step (default: 8 on a CPU, 96 on a GPU)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate")
@@ -444,14 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", default="{}", help='JSON overrides of device_augment.AugmentConfig, e.g. {"halo_p": 0}')
     a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
-    cfg = RecipeConfig(device=a.device, steps=a.steps, minutes=a.minutes, batch=a.batch or (96 if cuda else 8), lr=a.lr,
+    cfg = RecipeConfig(device=a.device, steps=a.steps or d.steps, minutes=a.minutes, batch=a.batch or (96 if cuda else 8), lr=a.lr,
                        warmup=a.warmup, val_every=a.val_every, seed=a.seed, threads=a.threads,
                        workers=a.workers or (12 if cuda else 1), init=None if a.init == "none" else a.init,
                        train_fraction=a.fraction, augment=json.loads(a.augment))
     a.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.work / "train.log")])
-    meta = train(cfg, a.pack, a.work, resume=a.resume, stop_after=a.stop_after)
+    meta = train(cfg, a.pack, a.work, resume=a.resume, stop_after=a.stop_after, resume_steps=a.steps if a.resume else None)
     print(json.dumps({"best": meta["best"], "total_steps": meta["total_steps"], "training_seconds": meta["training_seconds"]}, indent=1))
     return 0
 

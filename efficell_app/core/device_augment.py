@@ -152,10 +152,14 @@ class DeviceData:
         for i, scale, k, cy, cx in draws:
             src = self.samples[i].tensor
             h, w = src.shape[-2:]
+            # only the window the crop reads is converted to float32 (a sample can be 50x a crop)
+            r = int(math.ceil(self.config.crop / scale / 2)) + 2
+            y0, x0 = max(0, int(cy) - r), max(0, int(cx) - r)
+            y1, x1 = min(h, int(cy) + r), min(w, int(cx) + r)
             a = torch.as_tensor(dihedral_matrix(k), dtype=torch.float32, device=self.device)
-            pos = self._offsets @ a.T / scale + torch.tensor([cy, cx], dtype=torch.float32, device=self.device)
-            grid = torch.stack([2 * pos[..., 1] / w - 1, 2 * pos[..., 0] / h - 1], -1)[None]  # (1, c, c, 2) as (x, y)
-            x = src[None].float()
+            pos = self._offsets @ a.T / scale + torch.tensor([cy - y0, cx - x0], dtype=torch.float32, device=self.device)
+            grid = torch.stack([2 * pos[..., 1] / (x1 - x0) - 1, 2 * pos[..., 0] / (y1 - y0) - 1], -1)[None]  # (1,c,c,2) (x, y)
+            x = src[None, :, y0:y1, x0:x1].float()
             img = F.grid_sample(x[:, CH_IMAGE], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             rest = F.grid_sample(x[:, 3:], grid, mode="nearest", padding_mode="zeros", align_corners=False)
             geo = rest[:, 0:3]

@@ -197,3 +197,48 @@ def test_augmentation_is_reproducible_with_seeds(test_data: Path) -> None:
     c = dd.batch(np.random.default_rng(6), 3, torch.Generator().manual_seed(1))
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     assert not torch.equal(a[0], c[0])
+
+
+def test_ship_writes_model_tuned_on_validation_with_test_metrics(tmp_path: Path, test_data: Path) -> None:
+    from efficell_app.core import builtin_export
+    from efficell_app.core.builtin_training import RecipeConfig, train
+    from efficell_app.core.model.adapter_io import read_adapter_meta
+    from efficell_app.core.training_pack import make_pack
+
+    split = {"dsb2018_fluo": {"train": ["0402a81e75262469"], "validation": ["16c3d5935ba94b72"], "test": ["431b9b0c520a2837"],
+                              "test_v1": ["431b9b0c520a2837"]}}
+    make_pack(test_data, tmp_path / "pack", split, 24.0)
+    meta = train(RecipeConfig(steps=2, batch=2, val_every=2, warmup=1, init="builtin", augment={"crop": 64}),
+                 tmp_path / "pack", tmp_path / "run")
+    seen = []
+    real_tune = builtin_export.tune
+
+    def spy(seg, data, sp, part="validation"):  # noqa: ANN001, ANN202 - records which part thresholds come from
+        seen.append(part)
+        return real_tune(seg, data, sp, part)
+
+    builtin_export.tune = spy
+    try:
+        out = builtin_export.ship(tmp_path / "run" / "best.safetensors", test_data, tmp_path / "model", meta, split=split)
+    finally:
+        builtin_export.tune = real_tune
+    assert seen == ["validation"]
+    m = read_adapter_meta(Path(out["adapter_file"]))
+    t = out["metrics"]["threshold_tuning"]
+    assert m.instance_params["fg_threshold"] == t["fg_threshold"] and m.instance_params["marker_threshold"] == t["marker_threshold"]
+    assert set(m.metrics) == {"validation", "threshold_tuning", "test_v2", "test_v1"}
+    assert m.metrics["test_v2"]["dsb2018_fluo"]["given_diameter"]["n_images"] == 1
+    assert m.training["phases"][0]["hardware"] and m.training["split"].endswith("data_split_v2.json")
+    assert m.training["initialised_from"]["adapter_sha256"] and "CC BY-NC-SA" in m.licence
+    seg = builtin_export.load_segmenter(tmp_path / "model")
+    assert seg.identity["adapter_sha256"] == out["adapter_sha256"]
+
+
+def test_resume_refuses_a_schedule_that_is_already_over(tmp_path: Path) -> None:
+    from efficell_app.core.builtin_training import RecipeConfig, train
+
+    (tmp_path / "state.json").write_text(json.dumps({"step": 200, "config": {"steps": 3000}}))
+    with pytest.raises(ValueError, match="at step 200"):
+        train(RecipeConfig(), tmp_path / "no_pack", tmp_path, resume=True, resume_steps=150)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(RecipeConfig(), tmp_path / "no_pack", tmp_path / "empty", resume=True)
