@@ -30,23 +30,24 @@ from .data_split import DATASETS, load_split, pair_paths
 log = logging.getLogger("efficell.builtin_export")
 
 LICENCE = "CC BY-NC-SA 4.0 (trained in part on MoNuSeg): non-commercial use only"
-FG_GRID = (0.3, 0.4, 0.5, 0.6)
+FG_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
 MARKER_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def write_model(ckpt: Path, out_dir: Path, train_meta: dict | None = None, instance_params: dict | None = None,
                 metrics: dict | None = None) -> dict[str, Any]:
-    """Write ``efficell_compact_encoder.safetensors`` + the generalist adapter (float16) from a checkpoint."""
-    from safetensors.torch import load_file, save_file
+    """Write ``efficell_compact_encoder.safetensors`` + the generalist adapter (float16) from a checkpoint
+    (a run's ``best.safetensors``, or "builtin": the shipped weights, e.g. to re-tune their thresholds)."""
+    from safetensors.torch import save_file
 
-    from .builtin_training import TARGET_DIAMETER
+    from .builtin_training import TARGET_DIAMETER, checkpoint_state
     from .encoders.compact import BUNDLED_FILE, NAME
     from .model.adapter_io import AdapterMeta, file_sha256, save_adapter
     from .model.adapters import build_adapters
     from .pipeline import DEFAULT_ADAPTER_FILE
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    state = load_file(str(ckpt))
+    state = checkpoint_state(str(ckpt))  # "builtin" or a file
     enc_state = {k[8:]: v.half() if v.is_floating_point() else v for k, v in state.items() if k.startswith("encoder.")}
     ad_state = {k[9:]: v.float() if v.is_floating_point() else v for k, v in state.items() if k.startswith("adapters.")}
     enc_path = out_dir / BUNDLED_FILE
@@ -106,20 +107,64 @@ def threshold_grid(seg, maps_by_ds: dict[str, list]) -> dict[tuple[float, float]
     return grid
 
 
-def tune(seg, data: Path, split: dict, part: str = "validation") -> dict[str, Any]:  # noqa: ANN001
-    """Thresholds by mean AP@0.5 over the datasets of ``part`` (diameter given); also the per-dataset optimum."""
-    from .evaluation import load_pairs
+PER_COLOUR_MARGIN = 0.005  # separate colour thresholds only when they gain at least this much mean validation AP
 
-    maps = {ds: dense_maps(seg, load_pairs(pair_paths(data, ds, split[ds][part]))) for ds in _datasets(split)}
+
+def tune(seg, data: Path, split: dict, part: str = "validation") -> dict[str, Any]:  # noqa: ANN001
+    """Watershed thresholds by mean AP@0.5 over the datasets of ``part`` (diameter given).
+
+    One setting for all, or one for grayscale and one for colour input (``Segmenter.params_colour``)
+    when that gains at least ``PER_COLOUR_MARGIN`` mean AP: fluorescence wants lower thresholds
+    (dim nuclei) than H&E.
+    """
+    from .evaluation import load_pairs
+    from .pipeline import _colour_input
+
+    maps, colour = {}, {}
+    for ds in _datasets(split):
+        pairs = load_pairs(pair_paths(data, ds, split[ds][part]))
+        colour[ds] = _colour_input(pairs[0][0], None)
+        maps[ds] = dense_maps(seg, pairs)
     grid = threshold_grid(seg, maps)
-    # ties: the setting nearest the middle of the grid
-    best = max(grid, key=lambda k: (np.mean(list(grid[k].values())), -abs(k[0] - 0.45) - abs(k[1] - 0.4)))
-    per_ds = {ds: max(grid, key=lambda k, ds=ds: grid[k][ds]) for ds in maps}
-    return {"fg_threshold": best[0], "marker_threshold": best[1], "mean_ap5": round(float(np.mean(list(grid[best].values()))), 4),
-            "per_dataset": {ds: grid[best][ds] for ds in maps},
-            "per_dataset_optimum": {ds: {"fg_threshold": per_ds[ds][0], "marker_threshold": per_ds[ds][1], "ap5": grid[per_ds[ds]][ds]}
-                                    for ds in maps},
-            "grid": {f"{fg}/{mk}": v for (fg, mk), v in grid.items()}}
+
+    def best_of(dss: list[str]) -> tuple[float, float]:  # ties: the setting nearest the middle of the grid
+        return max(grid, key=lambda k: (np.mean([grid[k][d] for d in dss]), -abs(k[0] - 0.45) - abs(k[1] - 0.4)))
+
+    single = best_of(list(maps))
+    gray_ds, colour_ds = [d for d in maps if not colour[d]], [d for d in maps if colour[d]]
+    by_ds = {d: single for d in maps}
+    if gray_ds and colour_ds:
+        g, c = best_of(gray_ds), best_of(colour_ds)
+        split_mean = float(np.mean([grid[c if colour[d] else g][d] for d in maps]))
+        if split_mean >= float(np.mean(list(grid[single].values()))) + PER_COLOUR_MARGIN:
+            by_ds = {d: c if colour[d] else g for d in maps}
+    gray_key = by_ds[gray_ds[0]] if gray_ds else single
+    colour_key = by_ds[colour_ds[0]] if colour_ds else single
+    out = {"fg_threshold": gray_key[0], "marker_threshold": gray_key[1],
+           "colour": None if colour_key == gray_key else {"fg_threshold": colour_key[0], "marker_threshold": colour_key[1]},
+           "mean_ap5": round(float(np.mean([grid[by_ds[d]][d] for d in maps])), 4),
+           "mean_ap5_one_setting": round(float(np.mean(list(grid[single].values()))), 4),
+           "one_setting": {"fg_threshold": single[0], "marker_threshold": single[1]},
+           "per_dataset": {d: grid[by_ds[d]][d] for d in maps}, "grid": {f"{fg}/{mk}": v for (fg, mk), v in grid.items()}}
+    return out
+
+
+def apply_tuning(seg, tuning: dict) -> None:  # noqa: ANN001
+    """Put tuned thresholds into a Segmenter (grayscale ones, and colour ones where tuned apart)."""
+    from .instances import InstanceParams
+
+    base = {**seg.params.__dict__, "fg_threshold": tuning["fg_threshold"], "marker_threshold": tuning["marker_threshold"]}
+    seg.params = InstanceParams(**base)
+    seg.params_colour = InstanceParams(**{**base, **tuning["colour"]}) if tuning.get("colour") else None
+
+
+def instance_params_meta(tuning: dict, min_size: int, fill_holes: bool) -> dict[str, Any]:
+    """The adapter metadata's ``instance_params`` (read back by ``Segmenter``)."""
+    out: dict[str, Any] = {"fg_threshold": tuning["fg_threshold"], "marker_threshold": tuning["marker_threshold"],
+                           "min_size": min_size, "fill_holes": fill_holes}
+    if tuning.get("colour"):
+        out["colour"] = dict(tuning["colour"])
+    return out
 
 
 def score(seg, data: Path, split: dict, part: str) -> dict[str, Any]:  # noqa: ANN001
@@ -141,10 +186,8 @@ def _datasets(split: dict) -> list[str]:
 
 def validation_report(seg, data: Path, split: dict) -> dict[str, Any]:  # noqa: ANN001
     """Tune the thresholds on validation, then score validation with them (what ``compare`` prints)."""
-    from .instances import InstanceParams
-
     t = tune(seg, data, split)
-    seg.params = InstanceParams(fg_threshold=t["fg_threshold"], marker_threshold=t["marker_threshold"], min_size=seg.params.min_size)
+    apply_tuning(seg, t)
     return {"tuning": t, "validation": score(seg, data, split, "validation")}
 
 
@@ -167,24 +210,36 @@ def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict, split: dict | 
     split = split or load_split(2)
     summary = write_model(ckpt, out_dir, train_meta)
     rep = validation_report(load_segmenter(out_dir), data, split)
-    params = {"fg_threshold": rep["tuning"]["fg_threshold"], "marker_threshold": rep["tuning"]["marker_threshold"]}
     seg = load_segmenter(out_dir)
-    from .instances import InstanceParams
-
-    seg.params = InstanceParams(**{**seg.params.__dict__, **params})
+    apply_tuning(seg, rep["tuning"])
     test = score(seg, data, split, "test")
     v1 = score(seg, data, {ds: {"test": split[ds]["test_v1"]} for ds in _datasets(split)}, "test")
     metrics = {"validation": rep["validation"], "threshold_tuning": {k: v for k, v in rep["tuning"].items() if k != "grid"},
                "test_v2": test, "test_v1": v1}
-    summary.update(write_model(ckpt, out_dir, train_meta, {**seg.params.__dict__}, metrics))
+    params = instance_params_meta(rep["tuning"], seg.params.min_size, seg.params.fill_holes)
+    summary.update(write_model(ckpt, out_dir, train_meta, params, metrics))
     summary["metrics"] = metrics
     return summary
+
+
+def training_record(ckpt: Path) -> dict[str, Any]:
+    """What the adapter metadata says about training: the run's ``train_meta.json``, or for "builtin" the
+    shipped adapter's own record (its weights are kept; only thresholds and metrics change)."""
+    if str(ckpt) == "builtin":
+        from .model.adapter_io import read_adapter_meta
+        from .pipeline import default_adapter_path
+
+        old = read_adapter_meta(default_adapter_path()).training
+        return {**old, "thresholds": "re-tuned on the validation part of split v2 (resources/models/data_split_v2.json)"}
+    meta_file = ckpt.parent / "train_meta.json"
+    return json.loads(meta_file.read_text()) if meta_file.exists() else {}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("validate", "compare", "ship"))
-    p.add_argument("checkpoint", type=Path, nargs="?", default=None, help="best.safetensors of a run (validate: none = the shipped model)")
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="best.safetensors of a run, or 'builtin' (the shipped weights); validate without one: the shipped model")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="ship: model folder (default: resources/models)")
@@ -203,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.action == "compare":
         res = compare(a.checkpoint, a.data)
     else:
-        meta_file = a.checkpoint.parent / "train_meta.json"
-        res = ship(a.checkpoint, a.data, a.out or models_dir(), json.loads(meta_file.read_text()) if meta_file.exists() else {})
+        res = ship(a.checkpoint, a.data, a.out or models_dir(), training_record(a.checkpoint))
     text = json.dumps(res, indent=1, default=str)
     if a.report:
         a.report.write_text(text)

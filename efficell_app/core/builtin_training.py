@@ -167,7 +167,7 @@ class TrainModel:
         self.encoder = CompactEncoder()
         self.adapters = build_adapters(self.encoder.out_channels, self.encoder.stride)
         if init:
-            self.load(_init_state(init))
+            self.load(checkpoint_state(init))
         enc, ad = self.encoder, self.adapters
 
         class _Net(nn.Module):
@@ -190,7 +190,7 @@ class TrainModel:
         self.adapters.load_state_dict({k[9:]: v.float() if v.is_floating_point() else v for k, v in state.items() if k.startswith("adapters.")})
 
 
-def _init_state(init: str) -> dict:
+def checkpoint_state(init: str) -> dict:
     """Weights to start from: the shipped model ("builtin") or a training checkpoint file."""
     from safetensors.torch import load_file
 

@@ -9,6 +9,7 @@ as SAM's ``SamPredictor`` does.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -81,8 +82,11 @@ class Segmenter:
         self.adapter_path = adapter_path
         self.device = device
         spec = model.encoder.spec
-        self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
-                                                           if k in InstanceParams.__dataclass_fields__})
+        self.params = instance_params or _instance_params(meta.instance_params or {})
+        # Thresholds of their own for colour (RGB, e.g. H&E) input, where the adapter's metadata has them
+        # ("colour": {...}); the built-in model's are tuned on validation images of each kind.
+        colour = (meta.instance_params or {}).get("colour")
+        self.params_colour = None if instance_params or not colour else _instance_params({**self.params.__dict__, **colour})
         self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size)
         from .strips import STRIP_PIXELS
 
@@ -131,6 +135,10 @@ class Segmenter:
         t0 = time.time()
         if diameter is not None and diameter <= 0:
             raise ValueError("diameter must be positive")
+        if self.params_colour is not None and _colour_input(img, channels if channels is not None else self.meta.channels):
+            seg = copy.copy(self)  # shares the model and predictor; only the thresholds differ
+            seg.params, seg.params_colour = self.params_colour, None
+            return seg.segment(img, diameter, channels, cancel, progress, keep_uncertainty_map)
         h, w = img.shape
         strip_args = (channels, cancel, progress, keep_uncertainty_map)
         if needs_strips(h, w, float(np.clip(self.target_diameter / diameter, 0.1, 8.0)) if diameter else 1.0, self.strip_pixels):
@@ -230,6 +238,15 @@ class _NativePass:
             prob, geo = self.seg.predictor.predict(self.x, self.cancel, lambda d, n: self.report(1.0 + d / n))
             self._out = (prob, geo, dense_to_labels(prob, geo[0], self.seg._scaled_params(1.0)))
         return iter(self._out)
+
+
+def _instance_params(d: dict[str, Any]) -> InstanceParams:
+    return InstanceParams(**{k: v for k, v in d.items() if k in InstanceParams.__dataclass_fields__})
+
+
+def _colour_input(img: ImageData, channels: tuple[int, ...] | None) -> bool:
+    """Whether the model sees a colour image (as ``model_input`` decides), not a replicated channel."""
+    return bool(img.rgb and img.n_channels >= 3 and (channels is None or tuple(channels) == (0, 1, 2)))
 
 
 def _fit(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
