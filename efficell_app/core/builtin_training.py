@@ -65,6 +65,7 @@ class RecipeConfig:
     threads: int = 1
     workers: int = 1  # processes preparing samples (targets) at start
     init: str | None = "builtin"  # "builtin" (shipped weights), a checkpoint file, or None (from scratch)
+    bn_recalibrate: int = 0  # batches over which the encoder's BatchNorm statistics are re-estimated before step 0
     train_fraction: float = 1.0  # share of each dataset's training images (for the data-size curve)
     augment: dict = field(default_factory=dict)
 
@@ -233,6 +234,33 @@ def validate(module, items: Sequence[ValidationItem], device: str, params=None) 
     return out
 
 
+def recalibrate_batchnorm(module, dd, rng: np.random.Generator, batches: int, batch: int) -> None:  # noqa: ANN001
+    """Re-estimate the encoder's BatchNorm running statistics as a plain average over ``batches`` batches of
+    un-augmented crops drawn from every dataset (weights unchanged).
+
+    Running statistics kept with momentum 0.1 follow the last ~10 training batches; the phase-1/2 recipe took
+    its batches from one dataset at a time, so the shipped statistics lean towards whichever came last.
+    """
+    import torch
+    from torch import nn
+
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = module.training
+    module.train()
+    try:
+        with torch.no_grad():
+            for _ in range(batches):
+                module(dd.crops(dd._draw(rng, batch))[:, 0:3])
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        module.train(was_training)
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _save_weights(path: Path, state: dict, meta: dict) -> None:
     from safetensors.torch import save_file
@@ -368,6 +396,10 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
     net.train()
     if step == 0:
         write_meta(work, cfg, aug, 0, 0.0, None, phases, initial_record(cfg.init))
+        if cfg.bn_recalibrate:
+            tb = time.time()
+            recalibrate_batchnorm(net, dd, np.random.default_rng(cfg.seed + 1), cfg.bn_recalibrate, cfg.batch)
+            log.info("BatchNorm statistics re-estimated over %d batches (%.0f s)", cfg.bn_recalibrate, time.time() - tb)
         run_validation()  # the starting point (the shipped model when --init builtin)
         checkpoint()
     losses: list[float] = []
@@ -451,14 +483,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     p.add_argument("--workers", type=int, default=None, help="processes preparing the samples (default: 1 on a CPU, 12 on a GPU)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of each dataset's training images (data-size curve)")
+    p.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
+                   help="re-estimate the encoder's BatchNorm statistics over this many un-augmented batches before step 0")
     p.add_argument("--stop-after", type=int, default=None, help="leave after this many steps (continue with --resume)")
     p.add_argument("--augment", default="{}", help='JSON overrides of device_augment.AugmentConfig, e.g. {"halo_p": 0}')
     a = p.parse_args(argv)
     cuda = a.device.startswith("cuda")
-    cfg = RecipeConfig(device=a.device, steps=a.steps or d.steps, minutes=a.minutes, batch=a.batch or (96 if cuda else 8), lr=a.lr,
+    cfg = RecipeConfig(device=a.device, steps=d.steps if a.steps is None else a.steps, minutes=a.minutes, batch=a.batch or (96 if cuda else 8), lr=a.lr,
                        warmup=a.warmup, val_every=a.val_every, seed=a.seed, threads=a.threads,
                        workers=a.workers or (12 if cuda else 1), init=None if a.init == "none" else a.init,
-                       train_fraction=a.fraction, augment=json.loads(a.augment))
+                       train_fraction=a.fraction, augment=json.loads(a.augment), bn_recalibrate=a.bn_recalibrate)
     a.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.work / "train.log")])
