@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ def load_run(folder: Path) -> tuple[list[dict], dict]:
 
 def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     import pyqtgraph as pg
+    from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])  # noqa: F841 - widgets need it
@@ -43,6 +45,7 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     w.setLabel("bottom", "training step (batch of crops)")
     w.setLabel("left", "validation AP@0.5 (diameter given)")
     w.showGrid(x=True, y=True, alpha=0.3)
+    w.getAxis("left").enableAutoSIPrefix(False)
     legend = w.addLegend(offset=(-10, 10))
     legend.setLabelTextSize("10pt")
     label0, vals0 = runs[0]
@@ -50,10 +53,11 @@ def plot(runs: list[tuple[str, list[dict]]], out: Path) -> None:
     for ds, name in NAMES.items():
         w.plot(steps, [v["val"][ds]["ap5"] for v in vals0], pen=pg.mkPen(COLOURS[ds], width=2), symbol="o", symbolSize=5,
                symbolBrush=COLOURS[ds], name=f"{name} ({label0})")
-    w.plot(steps, [v["val"]["mean_ap5"] for v in vals0], pen=pg.mkPen(COLOURS["mean"], width=3), name=f"mean ({label0})")
+    w.plot(steps, [v["val"]["mean_ap5"] for v in vals0], pen=pg.mkPen(COLOURS["mean"], width=3), symbol="s", symbolSize=7,
+           symbolBrush=COLOURS["mean"], name=f"mean ({label0})")
     for (label, vals), colour in zip(runs[1:], EXTRA):
-        w.plot([v["step"] for v in vals], [v["val"]["mean_ap5"] for v in vals], pen=pg.mkPen(colour, width=3, style=2),
-               name=f"mean ({label})")
+        w.plot([v["step"] for v in vals], [v["val"]["mean_ap5"] for v in vals], pen=pg.mkPen(colour, width=3, style=Qt.PenStyle.DashLine),
+               symbol="t", symbolSize=9, symbolBrush=colour, name=f"mean ({label})")
     app.processEvents()
     out.parent.mkdir(parents=True, exist_ok=True)
     w.grab().save(str(out))
@@ -78,7 +82,7 @@ def main() -> int:
              "AP@0.5 per dataset and their mean (the checkpoint-selection criterion). The MoNuSeg and Usiigaci validation sources "
              "were training sources of split v1, so the phase-2 model (step 0 of a run started from it) saw them: its values "
              "there are flattered.", "",
-             f"![validation AP against steps]({a.out.relative_to(ROOT / 'docs').as_posix()})", ""]
+             f"![validation AP against steps]({Path(os.path.relpath(a.out, ROOT / 'docs')).as_posix()})", ""]
     for (label, vals), meta in zip(runs, metas):
         phases = meta.get("phases", [])
         cfg = meta.get("config", {})

@@ -403,6 +403,7 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
         run_validation()  # the starting point (the shipped model when --init builtin)
         checkpoint()
     losses: list[float] = []
+    skipped = 0
     last_step = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     while step < last_step and not (cfg.minutes and elapsed0 + time.time() - t_run >= cfg.minutes * 60.0):
         elapsed = elapsed0 + time.time() - t_run  # wall clock of the run, validation included
@@ -415,14 +416,20 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
         out = {k: v.float() for k, v in out.items()}
         loss, _ = total_loss(out, sem_t, geo_t, valid)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
+        if torch.isfinite(loss):
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+        else:  # e.g. a bf16 overflow: skip the update rather than poison the weights
+            skipped += 1
+            log.warning("step %d: loss %s, update skipped (%d so far)", step, float(loss), skipped)
+            if skipped > 20:
+                raise FloatingPointError(f"{skipped} non-finite losses: lower --lr (best.safetensors is kept)")
         step += 1
-        losses.append(float(loss.detach()))
         if step % 20 == 0:
-            history.append({"step": step, "t": round(elapsed, 1), "lr": lr, "loss": round(float(np.mean(losses)), 5)})
-            log.info("step %d  %.0f s  lr %.2e  loss %.4f", step, elapsed, lr, np.mean(losses))
+            history.append({"step": step, "t": round(elapsed, 1), "lr": lr, "loss": round(float(np.mean(losses)), 5) if losses else None})
+            log.info("step %d  %.0f s  lr %.2e  loss %.4f", step, elapsed, lr, np.mean(losses) if losses else float("nan"))
             losses = []
         if step % cfg.val_every == 0:
             run_validation()

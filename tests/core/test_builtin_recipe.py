@@ -242,3 +242,25 @@ def test_resume_refuses_a_schedule_that_is_already_over(tmp_path: Path) -> None:
         train(RecipeConfig(), tmp_path / "no_pack", tmp_path, resume=True, resume_steps=150)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(RecipeConfig(), tmp_path / "no_pack", tmp_path / "empty", resume=True)
+
+
+def test_a_non_finite_loss_skips_the_update(tmp_path: Path, test_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import load_file
+
+    from efficell_app.core import losses
+    from efficell_app.core.builtin_training import RecipeConfig, train
+    from efficell_app.core.training_pack import make_pack
+
+    make_pack(test_data, tmp_path / "pack", {"dsb2018_fluo": {"train": ["0402a81e75262469"], "validation": ["16c3d5935ba94b72"]}}, 24.0)
+    real, calls = losses.total_loss, []
+
+    def first_nan(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loss, terms = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), terms) if len(calls) == 1 else (loss, terms)
+
+    monkeypatch.setattr(losses, "total_loss", first_nan)
+    meta = train(RecipeConfig(steps=3, batch=2, val_every=3, warmup=1, init=None, augment={"crop": 64}), tmp_path / "pack", tmp_path / "run")
+    assert meta["total_steps"] == 3 and len(calls) == 3
+    state = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert all(torch.isfinite(v).all() for k, v in state.items() if v.is_floating_point())
