@@ -423,7 +423,7 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
             losses.append(float(loss.detach()))
         else:  # e.g. a bf16 overflow: skip the update rather than poison the weights
             skipped += 1
-            log.warning("step %d: loss %s, update skipped (%d so far)", step, float(loss), skipped)
+            log.warning("step %d: loss %s, update skipped (%d so far)", step, float(loss.detach()), skipped)
             if skipped > 20:
                 raise FloatingPointError(f"{skipped} non-finite losses: lower --lr (best.safetensors is kept)")
         step += 1
