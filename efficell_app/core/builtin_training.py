@@ -66,6 +66,7 @@ class RecipeConfig:
     workers: int = 1  # processes preparing samples (targets) at start
     init: str | None = "builtin"  # "builtin" (shipped weights), a checkpoint file, or None (from scratch)
     bn_recalibrate: int = 0  # batches over which the encoder's BatchNorm statistics are re-estimated before step 0
+    val_bn_batches: int = 50  # each validation (and checkpoint kept) uses BatchNorm statistics of clean crops
     train_fraction: float = 1.0  # share of each dataset's training images (for the data-size curve)
     augment: dict = field(default_factory=dict)
 
@@ -331,7 +332,8 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
     if prev:
         if resume_steps is not None and resume_steps <= prev["step"]:
             raise ValueError(f"{work}: the run is at step {prev['step']}; a schedule of {resume_steps} steps is already over")
-        cfg = RecipeConfig.from_dict({**prev["config"], **{k: getattr(cfg, k) for k in ("device", "threads", "workers", "minutes")},
+        cfg = RecipeConfig.from_dict({**prev["config"], **{k: getattr(cfg, k) for k in ("device", "threads", "workers", "minutes",
+                                                                                        "val_bn_batches")},
                                       "steps": resume_steps or prev["config"]["steps"]})
     aug = AugmentConfig.from_dict(cfg.augment)
     t0 = time.time()
@@ -382,6 +384,11 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
     def run_validation() -> None:
         nonlocal best
         tv = time.time()
+        # Training-mode statistics describe augmented crops; validate (and keep) the weights with statistics of
+        # clean ones, re-estimated from a generator of their own so the training's random stream is untouched.
+        saved = {k: v.clone() for k, v in net.state_dict().items() if ".running_" in k or k.endswith("num_batches_tracked")}
+        if cfg.val_bn_batches:
+            recalibrate_batchnorm(net, dd, np.random.default_rng([cfg.seed, step]), cfg.val_bn_batches, cfg.batch)
         v = validate(net, val, device)
         rec = {"step": step, "t": round(elapsed0 + tv - t_run), "val": v, "val_seconds": round(time.time() - tv, 1)}
         history.append(rec)
@@ -391,6 +398,7 @@ def train(cfg: RecipeConfig, pack: Path, work: Path, resume: bool = False, stop_
             best = {"step": step, **v}
             _save_weights(best_file, model.state(), {"step": step, "validation": v})
             log.info("new best checkpoint (step %d)", step)
+        net.load_state_dict(saved, strict=False)  # training goes on with its own statistics
 
     t_run = time.time()
     net.train()
@@ -492,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fraction", type=float, default=1.0, help="share of each dataset's training images (data-size curve)")
     p.add_argument("--bn-recalibrate", type=int, default=0, metavar="BATCHES",
                    help="re-estimate the encoder's BatchNorm statistics over this many un-augmented batches before step 0")
+    p.add_argument("--val-bn-batches", type=int, default=d.val_bn_batches, metavar="BATCHES",
+                   help="clean batches re-estimating BatchNorm statistics before each validation (0: training statistics)")
     p.add_argument("--stop-after", type=int, default=None, help="leave after this many steps (continue with --resume)")
     p.add_argument("--augment", default="{}", help='JSON overrides of device_augment.AugmentConfig, e.g. {"halo_p": 0}')
     a = p.parse_args(argv)
@@ -499,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = RecipeConfig(device=a.device, steps=d.steps if a.steps is None else a.steps, minutes=a.minutes, batch=a.batch or (96 if cuda else 8), lr=a.lr,
                        warmup=a.warmup, val_every=a.val_every, seed=a.seed, threads=a.threads,
                        workers=a.workers or (12 if cuda else 1), init=None if a.init == "none" else a.init,
-                       train_fraction=a.fraction, augment=json.loads(a.augment), bn_recalibrate=a.bn_recalibrate)
+                       train_fraction=a.fraction, augment=json.loads(a.augment), bn_recalibrate=a.bn_recalibrate,
+                       val_bn_batches=a.val_bn_batches)
     a.work.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(a.work / "train.log")])

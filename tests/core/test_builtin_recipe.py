@@ -140,7 +140,7 @@ def test_train_validates_keeps_best_and_resumes_exactly(tmp_path: Path, test_dat
     split = {"dsb2018_fluo": {"train": ["0402a81e75262469", "2dd9d8c797fc6956"], "validation": ["16c3d5935ba94b72"]},
              "usiigaci_phase": {"train": ["set01_r0c0"], "validation": ["set02_r0c1"]}}
     make_pack(test_data, tmp_path / "pack", split, 24.0)
-    cfg = RecipeConfig(steps=6, batch=2, val_every=3, warmup=2, init=None, augment={"crop": 64})
+    cfg = RecipeConfig(steps=6, batch=2, val_every=3, warmup=2, init=None, val_bn_batches=2, augment={"crop": 64})
     meta = train(cfg, tmp_path / "pack", tmp_path / "a")
     assert meta["total_steps"] == 6
     hist = json.loads((tmp_path / "a" / "history.json").read_text())
@@ -208,7 +208,7 @@ def test_ship_writes_model_tuned_on_validation_with_test_metrics(tmp_path: Path,
     split = {"dsb2018_fluo": {"train": ["0402a81e75262469"], "validation": ["16c3d5935ba94b72"], "test": ["431b9b0c520a2837"],
                               "test_v1": ["431b9b0c520a2837"]}}
     make_pack(test_data, tmp_path / "pack", split, 24.0)
-    meta = train(RecipeConfig(steps=2, batch=2, val_every=2, warmup=1, init="builtin", augment={"crop": 64}),
+    meta = train(RecipeConfig(steps=2, batch=2, val_every=2, warmup=1, init="builtin", val_bn_batches=2, augment={"crop": 64}),
                  tmp_path / "pack", tmp_path / "run")
     seen = []
     real_tune = builtin_export.tune
@@ -260,7 +260,27 @@ def test_a_non_finite_loss_skips_the_update(tmp_path: Path, test_data: Path, mon
         return (loss * float("nan"), terms) if len(calls) == 1 else (loss, terms)
 
     monkeypatch.setattr(losses, "total_loss", first_nan)
-    meta = train(RecipeConfig(steps=3, batch=2, val_every=3, warmup=1, init=None, augment={"crop": 64}), tmp_path / "pack", tmp_path / "run")
+    meta = train(RecipeConfig(steps=3, batch=2, val_every=3, warmup=1, init=None, val_bn_batches=2, augment={"crop": 64}), tmp_path / "pack", tmp_path / "run")
     assert meta["total_steps"] == 3 and len(calls) == 3
     state = load_file(str(tmp_path / "run" / "last.safetensors"))
     assert all(torch.isfinite(v).all() for k, v in state.items() if v.is_floating_point())
+
+
+def test_validating_with_clean_batchnorm_statistics_leaves_training_unchanged(tmp_path: Path, test_data: Path) -> None:
+    from safetensors.torch import load_file
+
+    from efficell_app.core.builtin_training import RecipeConfig, train
+    from efficell_app.core.training_pack import make_pack
+
+    make_pack(test_data, tmp_path / "pack", {"dsb2018_fluo": {"train": ["0402a81e75262469"], "validation": ["16c3d5935ba94b72"]}}, 24.0)
+    runs = {}
+    for name, every in (("often", 1), ("never", 100)):
+        cfg = RecipeConfig(steps=3, batch=2, val_every=every, warmup=1, init=None, val_bn_batches=3, augment={"crop": 64})
+        train(cfg, tmp_path / "pack", tmp_path / name)
+        runs[name] = load_file(str(tmp_path / name / "last.safetensors"))
+    for k, v in runs["never"].items():
+        if k.startswith(("encoder.", "adapters.")):
+            assert torch.equal(v, runs["often"][k]), k
+    best = load_file(str(tmp_path / "often" / "best.safetensors"))
+    bn_mean = [k for k in best if k.endswith("running_mean")][0]
+    assert not torch.equal(best[bn_mean], runs["often"][bn_mean])  # the kept weights carry the clean statistics
