@@ -2,6 +2,7 @@
 
     python -m efficell_app.core.builtin_export validate                                   # the shipped model on validation
     python -m efficell_app.core.builtin_export compare work/builtin_v2/best.safetensors   # validation only, writes nothing
+    python -m efficell_app.core.builtin_export candidate CKPT --out work/cand/models      # files + validation, no test
     python -m efficell_app.core.builtin_export ship work/builtin_v2/best.safetensors      # into resources/models
 
 ``compare`` scores the candidate and the shipped model on the *validation* part of split v2 (at the
@@ -51,7 +52,8 @@ def write_model(ckpt: Path, out_dir: Path, train_meta: dict | None = None, insta
     enc_state = {k[8:]: v.half() if v.is_floating_point() else v for k, v in state.items() if k.startswith("encoder.")}
     ad_state = {k[9:]: v.float() if v.is_floating_point() else v for k, v in state.items() if k.startswith("adapters.")}
     enc_path = out_dir / BUNDLED_FILE
-    save_file(enc_state, str(enc_path), metadata={"encoder": NAME, "licence": "CC BY-NC-SA 4.0 (trained in part on MoNuSeg)"})
+    # one metadata key: safetensors writes several in no fixed order, and the file's sha256 is the encoder's identity
+    save_file(enc_state, str(enc_path), metadata={"efficell": json.dumps({"encoder": NAME, "licence": LICENCE}, sort_keys=True)})
     from .encoders.compact import CompactEncoder
 
     enc_channels = CompactEncoder().out_channels
@@ -205,20 +207,38 @@ def compare(ckpt: Path, data: Path) -> dict[str, Any]:
     return {"candidate": validate_checkpoint(ckpt, data), "shipped": validate_checkpoint(None, data)}
 
 
-def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict, split: dict | None = None) -> dict[str, Any]:
-    """Write the model, tune on validation, read the test split once; metadata holds all three."""
+def candidate(ckpt: Path, data: Path, out_dir: Path, train_meta: dict, split: dict | None = None) -> dict[str, Any]:
+    """Write the model files with thresholds tuned on validation and the validation metrics; the test split is not read.
+
+    ``out_dir`` may be a copy of ``resources/`` (``EFFICELL_RESOURCES``) so benchmarks can run on the candidate."""
     split = split or load_split(2)
-    summary = write_model(ckpt, out_dir, train_meta)
+    write_model(ckpt, out_dir, train_meta)
     rep = validation_report(load_segmenter(out_dir), data, split)
+    min_size, fill = load_segmenter(out_dir).params.min_size, load_segmenter(out_dir).params.fill_holes
+    params = instance_params_meta(rep["tuning"], min_size, fill)
+    metrics = {"validation": rep["validation"], "threshold_tuning": {k: v for k, v in rep["tuning"].items() if k != "grid"}}
+    summary = write_model(ckpt, out_dir, train_meta, params, metrics)
+    summary.update(instance_params=params, metrics=metrics, threshold_grid=rep["tuning"]["grid"])
+    return summary
+
+
+def ship(ckpt: Path, data: Path, out_dir: Path, train_meta: dict, split: dict | None = None,
+         from_candidate: Path | None = None) -> dict[str, Any]:
+    """Write the model (thresholds tuned on validation, or those of a ``candidate`` folder made from the same
+    checkpoint), then read the test split once; the metadata holds validation and test metrics."""
+    split = split or load_split(2)
+    if from_candidate is None:
+        summary = candidate(ckpt, data, out_dir, train_meta, split)
+        params, metrics = summary["instance_params"], summary["metrics"]
+    else:
+        meta = load_segmenter(from_candidate).meta
+        params, metrics = dict(meta.instance_params), {k: meta.metrics[k] for k in ("validation", "threshold_tuning")}
+        summary = write_model(ckpt, out_dir, train_meta, params, metrics)
     seg = load_segmenter(out_dir)
-    apply_tuning(seg, rep["tuning"])
-    test = score(seg, data, split, "test")
-    v1 = score(seg, data, {ds: {"test": split[ds]["test_v1"]} for ds in _datasets(split)}, "test")
-    metrics = {"validation": rep["validation"], "threshold_tuning": {k: v for k, v in rep["tuning"].items() if k != "grid"},
-               "test_v2": test, "test_v1": v1}
-    params = instance_params_meta(rep["tuning"], seg.params.min_size, seg.params.fill_holes)
+    metrics = {**metrics, "test_v2": score(seg, data, split, "test"),
+               "test_v1": score(seg, data, {ds: {"test": split[ds]["test_v1"]} for ds in _datasets(split)}, "test")}
     summary.update(write_model(ckpt, out_dir, train_meta, params, metrics))
-    summary["metrics"] = metrics
+    summary.update(instance_params=params, metrics=metrics)
     return summary
 
 
@@ -237,12 +257,14 @@ def training_record(ckpt: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("validate", "compare", "ship"))
+    p.add_argument("action", choices=("validate", "compare", "candidate", "ship"))
     p.add_argument("checkpoint", type=Path, nargs="?", default=None,
                    help="best.safetensors of a run, or 'builtin' (the shipped weights); validate without one: the shipped model")
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=None, help="ship: model folder (default: resources/models)")
+    p.add_argument("--out", type=Path, default=None, help="candidate / ship: model folder (ship default: resources/models)")
+    p.add_argument("--from-candidate", type=Path, default=None, metavar="DIR",
+                   help="ship: take the thresholds (and validation metrics) of a candidate folder made from the same checkpoint")
     p.add_argument("--report", type=Path, default=None, help="write the result as JSON here too")
     a = p.parse_args(argv)
     import torch
@@ -257,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
         res = validate_checkpoint(a.checkpoint, a.data)
     elif a.action == "compare":
         res = compare(a.checkpoint, a.data)
+    elif a.action == "candidate":
+        if a.out is None:
+            p.error("candidate needs --out (a copy of resources/ with the candidate in its models/ folder)")
+        res = candidate(a.checkpoint, a.data, a.out, training_record(a.checkpoint))
     else:
-        res = ship(a.checkpoint, a.data, a.out or models_dir(), training_record(a.checkpoint))
+        res = ship(a.checkpoint, a.data, a.out or models_dir(), training_record(a.checkpoint), from_candidate=a.from_candidate)
     text = json.dumps(res, indent=1, default=str)
     if a.report:
         a.report.write_text(text)

@@ -232,6 +232,13 @@ def test_ship_writes_model_tuned_on_validation_with_test_metrics(tmp_path: Path,
     assert m.training["initialised_from"]["adapter_sha256"] and "CC BY-NC-SA" in m.licence
     seg = builtin_export.load_segmenter(tmp_path / "model")
     assert seg.identity["adapter_sha256"] == out["adapter_sha256"]
+    # shipping a prepared candidate gives the same file without tuning again
+    again = builtin_export.ship(tmp_path / "run" / "best.safetensors", test_data, tmp_path / "model2", meta, split=split,
+                                from_candidate=tmp_path / "model")
+    assert seen == ["validation"] and again["instance_params"] == out["instance_params"]
+    m2 = read_adapter_meta(Path(again["adapter_file"]))
+    assert m2.metrics["validation"] == m.metrics["validation"]  # carried over from the candidate, not measured again
+    assert again["encoder_sha256"] == out["encoder_sha256"]
 
 
 def test_resume_refuses_a_schedule_that_is_already_over(tmp_path: Path) -> None:
