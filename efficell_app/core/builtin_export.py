@@ -120,12 +120,12 @@ def tune(seg, data: Path, split: dict, part: str = "validation") -> dict[str, An
     (dim nuclei) than H&E.
     """
     from .evaluation import load_pairs
-    from .pipeline import _colour_input
+    from .pipeline import is_colour_input
 
     maps, colour = {}, {}
     for ds in _datasets(split):
         pairs = load_pairs(pair_paths(data, ds, split[ds][part]))
-        colour[ds] = _colour_input(pairs[0][0], None)
+        colour[ds] = is_colour_input(pairs[0][0], None)
         maps[ds] = dense_maps(seg, pairs)
     grid = threshold_grid(seg, maps)
 

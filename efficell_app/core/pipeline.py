@@ -135,7 +135,7 @@ class Segmenter:
         t0 = time.time()
         if diameter is not None and diameter <= 0:
             raise ValueError("diameter must be positive")
-        if self.params_colour is not None and _colour_input(img, channels if channels is not None else self.meta.channels):
+        if self.params_colour is not None and is_colour_input(img, channels if channels is not None else self.meta.channels):
             seg = copy.copy(self)  # shares the model and predictor; only the thresholds differ
             seg.params, seg.params_colour = self.params_colour, None
             return seg.segment(img, diameter, channels, cancel, progress, keep_uncertainty_map)
@@ -244,7 +244,7 @@ def _instance_params(d: dict[str, Any]) -> InstanceParams:
     return InstanceParams(**{k: v for k, v in d.items() if k in InstanceParams.__dataclass_fields__})
 
 
-def _colour_input(img: ImageData, channels: tuple[int, ...] | None) -> bool:
+def is_colour_input(img: ImageData, channels: tuple[int, ...] | None) -> bool:
     """Whether the model sees a colour image (as ``model_input`` decides), not a replicated channel."""
     return bool(img.rgb and img.n_channels >= 3 and (channels is None or tuple(channels) == (0, 1, 2)))
 

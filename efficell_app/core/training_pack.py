@@ -14,7 +14,7 @@ What it holds, per image of the train and validation parts of split v2 (never th
 - the instance labels at the same size (nearest neighbour), uint16, lzma-compressed;
 - ``index.json``: dataset, stem, split part, original and stored size, the shrink factor.
 
-Measured on split v2 (557 images): about 28 MiB, against 117 MB for ``../shared/data`` as TIFF.
+Measured on split v2 (557 images): 30.8 MiB, against 117 MB for ``../shared/data`` as TIFF.
 """
 
 from __future__ import annotations
