@@ -484,7 +484,7 @@ def percentile_range(channel: np.ndarray, low: float = 1.0, high: float = 99.8, 
     of a percentile rank of the whole image's (tests/core/test_large_images_memory.py).
     """
     sample = subsample_grid(channel, max_samples)
-    lo, hi = np.percentile(sample.astype(_work_dtype(sample.dtype), copy=False).reshape(-1), [low, high])
+    lo, hi = np.percentile(sample.astype(work_dtype(sample.dtype), copy=False).reshape(-1), [low, high])
     return float(lo), float(hi)
 
 
@@ -502,7 +502,7 @@ def subsample_grid(channel: np.ndarray, max_samples: int = 4_000_000) -> np.ndar
     return channel[::sy, ::sx]
 
 
-def _work_dtype(dtype: np.dtype) -> type:
+def work_dtype(dtype: np.dtype) -> type:
     """float32 holds 8/16-bit integers and float32 exactly; wider types need float64 arithmetic."""
     return np.float32 if dtype.itemsize <= 2 or dtype == np.float32 else np.float64
 
@@ -521,7 +521,7 @@ def normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndar
         if hi - lo < 1e-12:
             out[c] = 0.0
             continue
-        work = _work_dtype(data.dtype)
+        work = work_dtype(data.dtype)
         if work is np.float32:
             np.subtract(data[c], lo, out=out[c], dtype=np.float32)
             out[c] *= np.float32(1.0 / (hi - lo))
