@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..core.measure import measure_cells, summarize_image
+    from ..core.measure import file_calibration, measure_image
 
     t0 = time.perf_counter()
     cell_tables: list[pd.DataFrame] = []
@@ -75,17 +75,14 @@ def run(args: argparse.Namespace) -> int:
                                     f"{image_stem(path)}_masks.tif and .png)")
             img = read_image(path)
             labels = read_mask(mask_path)
-            px = args.pixel_size or img.pixel_size_um
-            df = measure_cells(labels, img, pixel_size_um=px, channel_names=channel_names,
-                               image_name=path.name, mask_path=mask_path)
+            measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names), path.name,
+                                     mask_path=mask_path)
         except EffiCellError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failures.append(str(exc))
             continue
-        cell_tables.append(df)
-        names = channel_names or list(img.channel_names)
-        image_rows.append(summarize_image(df, len(df), px, names, path.name)
-                          | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
+        cell_tables.append(measured.cells)
+        image_rows.append(measured.summary | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
     if not image_rows:
         print("error: no image could be measured; nothing written", file=sys.stderr)
         return EXIT_PARTIAL

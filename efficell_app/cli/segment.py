@@ -37,22 +37,12 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
 
 
-def load_segmenter(model: str | None, device: str):  # noqa: ANN201 - Segmenter
-    """``Segmenter.load``; missing weights of the adapter's encoder are reported against the adapter file."""
-    from ..core.errors import AdapterError, WeightsError
-    from ..core.pipeline import Segmenter, resolve_model
-
-    try:
-        return Segmenter.load(model, device=device)
-    except WeightsError as exc:
-        raise AdapterError(resolve_model(model), f"the encoder this adapter needs cannot be loaded: {exc}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     from ..core.batch import BatchOptions, segment_files
     from ..core.cancel import CancelToken
     from ..core.errors import EffiCellError
     from ..core.images import PlaneChoice, find_images, parse_channels
+    from ..tasks.segment import load_segmenter
 
     err = sys.stderr
     try:
@@ -105,19 +95,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
+    """The window's segment use case (``tasks.segment_images``) on a project, printing its events."""
     from ..project import open_project
-    from ..project.batch import segment_project
+    from ..tasks import ImageFailed, ImageSegmented, SegmentSettings, load_segmenter, segment_images
 
     err = sys.stderr
+    settings = SegmentSettings(model=args.model, diameter=args.diameter, channels=channels, device=args.device,
+                               measure=None)
     segmenter = load_segmenter(args.model, args.device)
     failed = n = 0
     with open_project(args.project) as project:
-        for ev in segment_project(project, segmenter, set_name=args.set_name, diameter=args.diameter, channels=channels):
-            n += 1
-            if not getattr(ev, "ok", True):
+        for ev in segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter):
+            if isinstance(ev, ImageFailed):
+                n += 1
                 failed += 1
-                print(f"error: {ev.path}: {ev.message}", file=err)
-            else:
-                print(f"{ev.path}: {getattr(ev, 'n_cells', 0)} cells", file=err)
+                print(f"error: {ev.message}", file=err)
+            elif isinstance(ev, ImageSegmented):
+                n += 1
+                print(f"{ev.path}: {ev.n_cells} cells", file=err)
     print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
     return 1 if failed else 0

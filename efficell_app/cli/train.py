@@ -127,8 +127,9 @@ def _fmt_eta(s: float | None) -> str:
 
 def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, cancel=None,  # noqa: ANN001
                  problems: list[str] | None = None) -> int:
-    """Run ``train_adapter`` printing progress to ``err`` and the result as one JSON line to ``out``."""
-    from ..core.training import train_adapter
+    """Run the train use case (``tasks.train``, in this process) printing progress to ``err`` and the
+    result as one JSON line to ``out``."""
+    from ..tasks.train import TrainingJob, TrainingStarted, train
 
     warned = list(problems or [])
     for w in warned:
@@ -136,7 +137,9 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
     last_print = 0.0
     final = None
     phase = ""
-    for p in train_adapter(config, cancel):
+    for p in train(TrainingJob(config), separate_process=False, cancel=cancel):
+        if isinstance(p, TrainingStarted):
+            continue
         for w in p.warnings:
             warned.append(w)
             print(f"warning: {w}", file=err)

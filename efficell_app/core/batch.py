@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
 from .images import PlaneChoice, read_image
+from .measure import file_calibration, measure_image
 from .pairing import image_stem
 
 log = logging.getLogger(__name__)
@@ -91,10 +90,12 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
                 raise OutputError(target, "already exists; not overwritten (use --overwrite to replace it)")
             img = read_image(path, opts.planes)
             res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
-            px = opts.pixel_size_um or img.pixel_size_um
-            write_label_tiff(res.labels, target, px, metadata={"source": str(path), **res.settings})
+            cal = file_calibration(img, opts.pixel_size_um, opts.channel_names)
+            write_label_tiff(res.labels, target, cal.pixel_size_um, metadata={"source": str(path), **res.settings})
             if opts.measure:
-                _measure_into(cells_tables, image_rows, res.labels, img, px, opts.channel_names, path.name)
+                measured = measure_image(res.labels, img, cal, path.name)
+                cells_tables.append(measured.cells)
+                image_rows.append(measured.summary)
             ev = FileEvent(i, total, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0, res.settings)
         except Cancelled:
             break
@@ -119,10 +120,3 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
 
     atomic_write_text(out_dir / RUN_FILE, json.dumps({"settings": settings, "files": records}, indent=1, default=str))
 
-
-def _measure_into(cells_tables: list, image_rows: list, labels: np.ndarray, img, px, names, image_name: str) -> None:  # noqa: ANN001
-    from .measure import measure_cells, summarize_image
-
-    df = measure_cells(labels, img, pixel_size_um=px, channel_names=names, image_name=image_name)
-    cells_tables.append(df)
-    image_rows.append(summarize_image(df, int(labels.max()), px, names or list(img.channel_names), image_name))

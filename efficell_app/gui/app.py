@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
-from .settings import APP, ORG, Preferences
+from .settings import APP, ORG, Preferences, apply_environment
 
 log = logging.getLogger(__name__)
-
-
-def apply_environment(prefs: Preferences) -> None:
-    """Preferences the core reads from the environment (the weights cache folder)."""
-    if prefs.cache_dir:
-        os.environ["EFFICELL_WEIGHTS_DIR"] = prefs.cache_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     from .workers import stop_all
 
-    app.aboutToQuit.connect(stop_all)  # no QThread may outlive the application object
+    app.aboutToQuit.connect(stop_all)  # no worker may outlive the application object
     rc = int(app.exec())
     stop_all()
     return rc

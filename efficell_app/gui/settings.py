@@ -59,6 +59,12 @@ class Preferences:
         return max(1, (os.cpu_count() or 2) - 1)
 
 
+def apply_environment(prefs: Preferences) -> None:
+    """Preferences the core reads from the environment (the weights cache folder)."""
+    if prefs.cache_dir:
+        os.environ["EFFICELL_WEIGHTS_DIR"] = prefs.cache_dir
+
+
 def recent_projects() -> list[str]:
     value = qsettings().value("recent/projects", [])
     if isinstance(value, str):

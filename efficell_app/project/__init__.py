@@ -60,7 +60,7 @@ Threads
 
 API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
 
-    from efficell_app.project import Project, ProjectLockedError, segment_project
+    from efficell_app.project import Project, ProjectLockedError
 
     p = Project.create(folder, name=None)        # folder is created if needed; an existing
                                                  # project there is refused
@@ -110,14 +110,14 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
     p.load_annotation(image_id, version=None) -> np.ndarray | None   (None: not annotated)
     p.annotation_history(image_id) -> list[AnnotationVersion]        newest first
     p.annotated_images(set_name=None) -> list[ImageRecord]           (training data)
-    p.labels_for(image_id) -> (labels, source) | None   annotation if any, else latest result
+    p.labels_for(image_id, source="auto") -> FoundLabels | None   THE rule: annotation if any, else
+                                                 latest result (.labels, .kind, .origin, .identity)
 
     # measurements (computed on demand from stored labels + image, never stale)
     p.measure(image_id, source="auto") -> (DataFrame, origin) | None
         source "auto" = annotation when saved, else latest result; or "annotation" / "result"
-    from efficell_app.project.export import export_project
-    export_project(p, out_xlsx, set_name=None, source="auto", progress=None, cancel=None)
-        -> ExportReport(path, n_images, n_cells, not_labelled, errors)   (Cells/Images/Settings)
+    (the pixel-size / channel-name rule and the one measuring path: project/measuring.py;
+     exporting a project is a use case: efficell_app.tasks.export_project)
 
     # adapters library (files are opaque safetensors; library metadata is stored here)
     p.add_adapter(file, name=None, encoder=None, training_images=None, metrics=None, metadata=None)
@@ -130,14 +130,8 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
                                                  metadata already says it all; dest may be a folder)
     p.import_adapter(file, name=None) -> AdapterInfo   reads that header back
 
-    # batch segmentation (used by `efficell segment --project DIR [--set NAME]`)
-    for event in segment_project(p, segmenter, set_name=None, cancel=None, *, only_new=False,
-                                 diameter=None, channels=None):
-        ...  # BatchEvent(index, total, image_id, path, ok, n_cells, seconds, result_path, error)
-             # event.error = "path: reason"; event.message = the reason alone
-    # one run is recorded per call (settings + segmenter.identity); a failed image yields
-    # ok=False with "path: reason" and the batch goes on; cancel raises core Cancelled
-    # between images (results already recorded stay).
+    # segmenting a project's images is a use case: efficell_app.tasks.segment_images /
+    # segment_project (they record results with start_run / record_result above)
 
 Errors: :class:`ProjectError` (an ``EffiCellError``) and its subclasses
 :class:`ProjectLockedError`, :class:`ProjectVersionError`, :class:`NotAProjectError`,
@@ -149,9 +143,9 @@ from __future__ import annotations
 
 from .adapters import AdapterInfo
 from .annotations import ANNOTATION_HISTORY, AnnotationVersion
-from .batch import BatchEvent, segment_project
 from .errors import NotAProjectError, NotFoundError, ProjectError, ProjectLockedError, ProjectVersionError
 from .images import STATUSES, AddReport, ImageRecord, RelinkReport, SetInfo, relink_prefixes
+from .measuring import FoundLabels, MeasuredImage, MeasureSettings
 from .project import Project, open_project
 from .results import ResultRecord, RunRecord
 from .store import SCHEMA_VERSION
@@ -163,8 +157,10 @@ __all__ = [
     "AdapterInfo",
     "AddReport",
     "AnnotationVersion",
-    "BatchEvent",
+    "FoundLabels",
     "ImageRecord",
+    "MeasureSettings",
+    "MeasuredImage",
     "NotAProjectError",
     "NotFoundError",
     "Project",
@@ -177,5 +173,4 @@ __all__ = [
     "SetInfo",
     "relink_prefixes",
     "open_project",
-    "segment_project",
 ]

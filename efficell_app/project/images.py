@@ -255,9 +255,15 @@ def set_status(store: Store, image_id: int, status: str) -> None:
 
 def read_project_image(store: Store, image_id: int) -> ImageData:
     rec = get_image(store, image_id)
-    if not rec.path.exists():
-        raise ImageReadError(rec.path, "file not found (moved or renamed? relink the folder in the project)")
-    return read_image(rec.path, planes=rec.planes)
+    return read_recorded_image(rec.path, rec.planes)
+
+
+def read_recorded_image(path: Path, planes: PlaneChoice) -> ImageData:
+    """The pixels of an image recorded in a project at ``path`` (needs no open project: a unit
+    of work on another machine reads its image with this)."""
+    if not path.exists():
+        raise ImageReadError(path, "file not found (moved or renamed? relink the folder in the project)")
+    return read_image(path, planes=planes)
 
 
 def image_sha256(store: Store, image_id: int) -> str:

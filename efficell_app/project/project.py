@@ -17,6 +17,7 @@ from . import annotations as _an
 from . import images as _im
 from . import results as _rs
 from .labelfile import read_labels, remove_files, remove_stale_temps
+from .measuring import FoundLabels, find_labels, measure_project_image
 from .store import DB_NAME, Store
 
 if TYPE_CHECKING:
@@ -249,22 +250,18 @@ class Project:
     def annotated_images(self, set_name: str | None = None) -> list[_im.ImageRecord]:
         return _an.annotated_images(self._store, set_name)
 
-    def labels_for(self, image_id: int) -> tuple[np.ndarray, str] | None:
-        """The labels to show or measure: ``(annotation, "annotation")`` if the user saved one,
-        else ``(latest result, "result")``; ``None`` when the image has neither."""
-        ann = self.load_annotation(image_id)
-        if ann is not None:
-            return ann, "annotation"
-        res = self.latest_result(image_id)
-        return None if res is None else (read_labels(res.path), "result")
+    def labels_for(self, image_id: int, source: str = "auto") -> FoundLabels | None:
+        """The labels that count for an image (THE rule, :func:`.measuring.find_labels`): the user's
+        saved annotation if there is one, else the latest result; ``None`` when it has neither.
+        ``source`` "annotation" or "result" restricts to one kind. ``.labels`` is the array."""
+        return find_labels(self, image_id, source)
 
     def measure(self, image_id: int, source: str = "auto") -> tuple[pd.DataFrame, str] | None:
-        """Per-cell measurements of an image (``core.measure.measure_cells``) and the labels'
+        """Per-cell measurements of an image (:func:`.measuring.measure_project_image`) and the labels'
         origin ("annotation vN" / "result N"); ``None`` when the image has no such labels.
         Computed on demand from the stored labels and the image, so they are never stale."""
-        from .export import measure_image
-
-        return measure_image(self, self.get_image(image_id), source)
+        measured = measure_project_image(self, image_id, source=source)
+        return None if measured is None else (measured.cells, measured.origin)
 
     # ------------------------------------------------------------------ adapters
 

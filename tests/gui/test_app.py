@@ -67,7 +67,7 @@ def test_device_description_names_the_gpu_and_its_memory(monkeypatch: pytest.Mon
 
     import torch
 
-    from efficell_app.gui.jobs import device_description
+    from efficell_app.tasks import device_description
 
     props = types.SimpleNamespace(name="NVIDIA H200", total_memory=141 * 2**30)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -32,8 +32,9 @@ import tifffile
 
 from efficell_app.core.cancel import CancelToken
 from efficell_app.core.errors import Cancelled, OutputError
-from efficell_app.project import Project, segment_project
-from efficell_app.project.export import (
+from efficell_app.project import Project
+from efficell_app.tasks.segment import segment_project
+from efficell_app.tasks.export import (
     FILE_FORMATS,
     ExportProgress,
     export_events,
