@@ -257,7 +257,7 @@ def train_project_adapter(project: Project, request: TrainingRequest, *,
         final = None
         for ev in train(job, separate_process=True, cancel=cancel):
             yield ev
-            if getattr(ev, "phase", "") == "done":
+            if not isinstance(ev, TrainingStarted) and ev.phase == "done":
                 final = ev
         if final is None:
             raise TrainingFailed("training ended without saving an adapter")
