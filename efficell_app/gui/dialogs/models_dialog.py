@@ -27,8 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..icons import status_icon
 from ... import tasks
+from ..icons import status_icon
 from ..workers import CallWorker, start_call
 
 log = logging.getLogger(__name__)

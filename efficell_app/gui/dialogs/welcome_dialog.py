@@ -28,8 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..settings import set_welcome_wanted, welcome_wanted
 from ... import tasks
+from ..settings import set_welcome_wanted, welcome_wanted
 from ..workers import CallWorker, start_call
 
 log = logging.getLogger(__name__)
