@@ -77,6 +77,24 @@ class _TaskState:
         self._finished.connect(WorkerBase._set_discard)
         QThreadPool.globalInstance().start(self)
 
+    def run(self) -> None:
+        """Qt's pool calls this in a worker thread: superqt's ``WorkerBase.run`` minus its redirection
+        of ``warnings.showwarning``, a process-wide setting that concurrent workers would leave
+        pointing at one of them (warnings go to the log as everywhere else)."""
+        self.started.emit()
+        self._running = True
+        try:
+            result = self.work()
+            if not self.abort_requested:
+                self.returned.emit(result)
+        except Exception as exc:  # noqa: BLE001 - the exception object goes to ``errored``
+            self.errored.emit(exc)
+        finally:
+            self._running = False
+            self._ended.set()
+            self.finished.emit()
+            self._finished.emit(self)
+
     def _prepare_thread(self) -> None:
         _lower_thread_priority()
         if self.threads:
@@ -97,12 +115,6 @@ class TaskWorker(_TaskState, GeneratorWorker):
     def __init__(self, task: Callable[..., Any], *args: Any, threads: int | None = None, **kwargs: Any) -> None:
         token = self._init_state(threads)
         super().__init__(task, *args, cancel=token, **kwargs)
-
-    def run(self) -> None:
-        try:
-            super().run()
-        finally:
-            self._ended.set()
 
     def work(self) -> Any:
         self._prepare_thread()
@@ -152,12 +164,6 @@ class CallWorker(_TaskState, FunctionWorker):
     @property
     def progressed(self) -> Any:
         return self._progress.progressed
-
-    def run(self) -> None:
-        try:
-            super().run()
-        finally:
-            self._ended.set()
 
     def work(self) -> Any:
         self._prepare_thread()
