@@ -48,6 +48,7 @@ class FileEvent:
     n_cells: int = 0
     seconds: float = 0.0
     settings: dict[str, Any] | None = None
+    kept: bool = False  # the output of an earlier run with the same settings was kept
 
 
 def output_names(paths: list[Path]) -> dict[Path, str]:

@@ -13,6 +13,10 @@ add images          :func:`add_images`, :func:`thumbnails`  ``Status``, ``Images
 segment + measure   :func:`segment_images`                 ``Status``, ``RunStarted``, ``ImageStarted``,
                     (unit: :func:`segment_image`),         ``ImageSegmented``, ``ImageFailed``,
                     :func:`measure_images`                 ``MeasuredImage``
+... on a cluster    :func:`segment_images_on_cluster`,     the same; ``core.batch.FileEvent`` for files
+                    :func:`segment_files_on_cluster`
+                    (:mod:`.cluster`: which cluster;
+                    :mod:`.outputs`: the resume check)
 annotate            :func:`save_annotation`                ``AnnotationSaved``
                     (:func:`starting_labels`)
 train               :func:`train_project_adapter`,         ``TrainingStarted``, ``TrainProgress``,
@@ -43,6 +47,8 @@ from .evaluate import (
     score_folders,
 )
 from .events import ImageFailed, Status
+from .cluster import ClusterError, ClusterSpec, cluster_extra_missing, connect, parse_cluster
+from .cluster_segment import segment_files_on_cluster, segment_images_on_cluster
 from .export import (
     FILE_FORMATS,
     FORMATS,
@@ -56,6 +62,7 @@ from .export import (
     export_project,
 )
 from .measure import measure_images
+from .outputs import OutputCheck, check_output, run_key
 from .runtime import DeviceFound, describe_error, device_description, find_device, gpu_names, loading_heavy_libraries
 from .segment import (
     BatchEvent,
@@ -98,6 +105,8 @@ __all__ = [
     "AdapterAdded",
     "AnnotationSaved",
     "BatchEvent",
+    "ClusterError",
+    "ClusterSpec",
     "CellUncertainty",
     "Compared",
     "DeviceFound",
@@ -110,6 +119,7 @@ __all__ = [
     "ImageSegmented",
     "ImageStarted",
     "ImagesAdded",
+    "OutputCheck",
     "NotScored",
     "RunStarted",
     "Scored",
@@ -124,7 +134,10 @@ __all__ = [
     "TrainingStarted",
     "add_images",
     "cell_uncertainty",
+    "check_output",
+    "cluster_extra_missing",
     "compare_models",
+    "connect",
     "describe_error",
     "find_device",
     "device_description",
@@ -136,11 +149,15 @@ __all__ = [
     "loading_heavy_libraries",
     "mark_annotated",
     "measure_images",
+    "parse_cluster",
     "rank_uncertainty",
+    "run_key",
     "save_annotation",
     "score_folders",
+    "segment_files_on_cluster",
     "segment_image",
     "segment_images",
+    "segment_images_on_cluster",
     "segment_project",
     "set_name_for",
     "starting_labels",

@@ -1,0 +1,221 @@
+"""What runs on a Dask worker: the plugin that loads the model once per worker process, the
+per-image tasks, and the run's cancel flag. Imports distributed (the ``cluster`` extra).
+
+A task never raises for a bad image: it returns the failure (:class:`FileOutcome` with
+``ok=False``), as a local batch reports it, so one bad file cannot cost the other images or
+make the scheduler retry it. It raises only :class:`~efficell_app.core.errors.Cancelled`
+(the client cancelled the run) and what kills the process (out of memory), which the
+scheduler answers by running the image again on another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distributed import WorkerPlugin
+
+from ..core.cancel import CancelToken
+from ..core.errors import Cancelled, EffiCellError
+from .cluster import ClusterError
+from .outputs import BATCH_KEY, batch_record, check_output, run_key
+from .segment import ImageJob, SegmentedImage, SegmentSettings, cached_segmenter, segment_image
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PLUGIN_NAME = "efficell-segmenter"
+
+# ----------------------------------------------------------------------------- the model, once per worker
+
+
+class SegmenterPlugin(WorkerPlugin):
+    """Loads the run's model when a worker starts (or joins later, or replaces a dead one), so
+    that every task of the worker finds it in ``segment.cached_segmenter``."""
+
+    def __init__(self, model: str | None, device: str, encoder_weights: str | None,
+                 torch_threads: int | None = None) -> None:
+        self.model = model
+        self.device = device
+        self.encoder_weights = encoder_weights
+        self.torch_threads = torch_threads
+
+    def setup(self, worker: Any) -> None:
+        import torch
+
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        _segmenter(self.model, self.device, self.encoder_weights, getattr(worker, "address", "a worker"))
+
+
+def _segmenter(model: str | None, device: str, encoder_weights: str | None, where: str = "a worker") -> Any:
+    """This process's segmenter; a model that cannot be loaded is a :class:`ClusterError` naming
+    the worker (the project's own errors take two arguments and cannot travel back pickled)."""
+    try:
+        return cached_segmenter(model, device, encoder_weights)
+    except EffiCellError as exc:
+        raise ClusterError(f"the model cannot be loaded on {where}: {exc}") from None
+
+
+def worker_identity(settings: SegmentSettings) -> tuple[dict[str, Any], str]:
+    """The identity of the model a worker loaded for ``settings`` and the device it runs on."""
+    seg = _segmenter(settings.model, settings.device, settings.encoder_weights)
+    return dict(seg.identity), str(getattr(seg, "device", settings.device))
+
+
+# ----------------------------------------------------------------------------- cancelling a run
+
+_RUN_TOKENS: dict[str, CancelToken] = {}
+_TOKENS_LOCK = threading.Lock()
+_IN_FLIGHT: dict[str, set[str]] = {}  # run id -> the images a task of this process is working on now
+
+
+def _token(run_id: str) -> CancelToken:
+    with _TOKENS_LOCK:
+        return _RUN_TOKENS.setdefault(run_id, CancelToken())
+
+
+def cancel_run(run_id: str) -> None:
+    """Set the run's flag in this worker process (``Client.run`` calls it on every worker): the
+    image in flight stops at its next check and writes nothing; queued ones stop at once."""
+    _token(run_id).cancel()
+
+
+def in_flight(run_id: str) -> list[str]:
+    """The images of the run this worker process is still working on (``Client.run`` asks)."""
+    with _TOKENS_LOCK:
+        return sorted(_IN_FLIGHT.get(run_id, ()))
+
+
+class _Working:
+    """Marks an image as in flight for :func:`in_flight` while a task works on it."""
+
+    def __init__(self, run_id: str, name: str) -> None:
+        self.run_id, self.name = run_id, name
+
+    def __enter__(self) -> CancelToken:
+        token = _token(self.run_id)
+        token.raise_if_cancelled()
+        with _TOKENS_LOCK:
+            _IN_FLIGHT.setdefault(self.run_id, set()).add(self.name)
+        return token
+
+    def __exit__(self, *exc: object) -> None:
+        with _TOKENS_LOCK:
+            _IN_FLIGHT.get(self.run_id, set()).discard(self.name)
+
+
+# ----------------------------------------------------------------------------- one image into a file
+
+
+@dataclass
+class FileOutcome:
+    """What a worker sends back for one image of a files batch (small: no pixels)."""
+
+    ok: bool
+    message: str = ""  # the reason when not ok; notes otherwise
+    n_cells: int = 0
+    seconds: float = 0.0
+    settings: dict[str, Any] | None = None
+    kept: bool = False  # complete from an earlier run with the same settings: not segmented again
+    cells: pd.DataFrame | None = field(default=None, repr=False)
+    summary: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def segment_file(job: ImageJob, target: Path, settings: SegmentSettings, settings_key: str, *, overwrite: bool,
+                 measure: bool, run_id: str) -> FileOutcome:
+    """Segment one image into ``target`` (atomically), or keep the complete mask an earlier run
+    with ``settings_key`` (``outputs.run_key``) left there (``outputs.check_output``); measure it when ``measure``.
+
+    ``settings.measure`` holds the user's pixel size and channel names (the mask records the
+    pixel size also when nothing is measured).
+    """
+    t0 = time.perf_counter()
+    try:
+        with _Working(run_id, str(target)) as token:
+            return _segment_file(job, target, settings, settings_key, overwrite, measure, token, t0)
+    except Cancelled:
+        raise
+    except EffiCellError as exc:  # as core.batch reports a file: the reason alone, the path goes beside it
+        return FileOutcome(False, getattr(exc, "reason", str(exc)), seconds=time.perf_counter() - t0)
+    except (ValueError, OSError, MemoryError) as exc:
+        return FileOutcome(False, str(exc) or type(exc).__name__, seconds=time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - one broken image must not end the batch
+        log.exception("segmenting %s failed", job.path)
+        return FileOutcome(False, f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
+
+
+def _segment_file(job: ImageJob, target: Path, settings: SegmentSettings, key: str, overwrite: bool,
+                  measure: bool, token: CancelToken, t0: float) -> FileOutcome:
+    from ..core.errors import OutputError
+    from ..core.export import write_label_tiff
+    from ..core.measure import measure_image
+    from ..project.images import read_recorded_image
+    from ..project.labelfile import read_labels
+    from ..project.measuring import MeasureSettings
+
+    choices = settings.measure or MeasureSettings()
+    seg = _segmenter(settings.model, settings.device, settings.encoder_weights)
+    if run_key(seg.identity, diameter=settings.diameter, channels=settings.channels, planes=job.planes,
+               pixel_size_um=choices.pixel_size_um) != key:
+        raise ClusterError("this worker has another model or encoder than the run's (their hashes differ): "
+                           "install the same EffiCell and model files wherever workers run")
+    check = check_output(target, Path(job.path), key, overwrite)
+    if check.action == "refuse":
+        raise OutputError(target, check.reason)
+    if check.action == "keep":
+        labels = read_labels(target)
+        cells = summary = None
+        if measure:
+            img = read_recorded_image(Path(job.path), job.planes)
+            m = measure_image(labels, img, choices.calibration(img.n_channels, job.pixel_size_um, job.channel_names, img),
+                              job.name)
+            cells, summary = m.cells, m.summary
+        return FileOutcome(True, check.reason, int(labels.max(initial=0)), time.perf_counter() - t0, kept=True,
+                           cells=cells, summary=summary)
+    out: SegmentedImage = segment_image(job, settings if measure else replace(settings, measure=None), seg,
+                                        cancel=token, keep_image=not measure)
+    res, m = out.result, out.measurement
+    token.raise_if_cancelled()  # the image finished after the run was cancelled: write nothing
+    if m is not None:
+        cal = m.calibration
+    else:
+        assert out.image is not None
+        cal = choices.calibration(out.image.n_channels, job.pixel_size_um, job.channel_names, out.image)
+    write_label_tiff(res.labels, target, cal.pixel_size_um,
+                     metadata={"source": str(job.path), **res.settings, BATCH_KEY: batch_record(key, Path(job.path))})
+    return FileOutcome(True, "; ".join(res.notes), res.n_cells, time.perf_counter() - t0, dict(res.settings),
+                       cells=m.cells if m is not None else None, summary=m.summary if m is not None else None)
+
+
+# ----------------------------------------------------------------------------- one image of a project
+
+
+@dataclass(frozen=True)
+class UnitFailed:
+    """A project image that could not be segmented: the reason alone (the client names the file)."""
+
+    reason: str
+
+
+def segment_unit(job: ImageJob, settings: SegmentSettings, run_id: str) -> SegmentedImage | UnitFailed:
+    """``segment.segment_image`` under the run's cancel flag (a project's result is recorded by the client)."""
+    try:
+        with _Working(run_id, str(job.path)) as token:
+            seg = _segmenter(settings.model, settings.device, settings.encoder_weights)
+            return segment_image(job, settings, seg, cancel=token)
+    except Cancelled:
+        raise
+    except EffiCellError as exc:  # as a local run words it (segment._segment_all)
+        return UnitFailed(str(getattr(exc, "reason", "") or exc))
+    except MemoryError:
+        return UnitFailed("not enough memory to segment this image")
+    except Exception as exc:  # noqa: BLE001 - one broken image must not end the batch
+        log.exception("segmenting %s failed", job.path)
+        return UnitFailed(f"{type(exc).__name__}: {exc}")
