@@ -93,16 +93,24 @@ def cluster_extra_missing() -> str | None:
 @dataclass
 class Connection:
     """A client connected to the cluster of a spec; ``torch_threads`` is what each worker should use
-    (``None``: leave the worker's setting)."""
+    (``None``: leave the worker's setting). ``Connection.of(client)`` wraps a client made elsewhere."""
 
     client: Client
     spec: ClusterSpec
     dashboard: str | None = None
     torch_threads: int | None = None
+    started_here: bool = False  # a local cluster of this process: its workers leave Ctrl-C to the client
 
     @property
     def description(self) -> str:
         return describe(self.client, self.spec)
+
+    @classmethod
+    def of(cls, client: Client | Connection) -> Connection:
+        if isinstance(client, Connection):
+            return client
+        address = str(getattr(getattr(client, "scheduler", None), "address", "") or "a Dask scheduler")
+        return cls(client, ClusterSpec("scheduler", address=address), dashboard_of(client))
 
 
 def describe(client: Client, spec: ClusterSpec | None = None) -> str:
@@ -142,6 +150,11 @@ def connect(spec: ClusterSpec | str, *, quiet: bool = True) -> Iterator[Connecti
     from distributed import Client
 
     with contextlib.ExitStack() as stack:
+        if quiet and logging.getLogger().getEffectiveLevel() > logging.INFO:
+            # distributed logs every worker's start and stop at INFO; show its warnings only (-v shows all)
+            dlog = logging.getLogger("distributed")
+            stack.callback(dlog.setLevel, dlog.level)
+            dlog.setLevel(logging.WARNING)
         threads = None
         if spec.kind == "scheduler":
             cluster = None
@@ -161,7 +174,7 @@ def connect(spec: ClusterSpec | str, *, quiet: bool = True) -> Iterator[Connecti
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {spec.address or spec}: {exc}") from exc
         stack.enter_context(client)
-        yield Connection(client, spec, dashboard_of(client), threads)
+        yield Connection(client, spec, dashboard_of(client), threads, started_here=spec.kind == "local")
 
 
 def _local_cluster(spec: ClusterSpec, quiet: bool) -> tuple[Any, int]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.batch import RUN_FILE, BatchOptions, FileEvent, output_names
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, OutputError
-from .cluster import ClusterError, ClusterSpec, Connection, connect, dashboard_of
+from .cluster import ClusterError, ClusterSpec, Connection, connect
 from .events import ImageFailed, Status
 from .outputs import remove_part_files, run_key
 from .segment import (
@@ -60,15 +60,16 @@ STOP_WAIT_S = 20.0  # how long a cancelled run waits for the images in flight to
 # ----------------------------------------------------------------------------- a files batch
 
 
-def segment_files_on_cluster(paths: list[Path], out_dir: Path, client: Client, options: BatchOptions | None = None, *,
-                             model: str | None = None, device: str = "auto", encoder_weights: str | None = "auto",
-                             torch_threads: int | None = None, where: str = "",
+def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connection | Client,
+                             options: BatchOptions | None = None, *, model: str | None = None, device: str = "auto",
+                             encoder_weights: str | None = "auto",
                              cancel: CancelToken | None = None) -> Iterator[FileEvent]:
-    """Segment every path on the cluster of ``client`` into ``out_dir``; one event per file as it finishes.
+    """Segment every path on ``cluster`` (``cluster.connect``'s connection, or a client) into
+    ``out_dir``; one event per file as it finishes.
 
     At the end writes ``measurements.xlsx`` (unless ``options.measure`` is False) and
-    ``efficell_run.json`` (app version, model identity, settings, the run key and ``where`` it
-    ran), also after a cancel through ``cancel`` (for the images done); closing the generator
+    ``efficell_run.json`` (app version, model identity, settings, the run key and the cluster it
+    ran on), also after a cancel through ``cancel`` (for the images done); closing the generator
     (Ctrl-C) stops the run and writes neither. A mask already in ``out_dir`` from an earlier
     run with the same settings is kept (``FileEvent.kept``), any other is refused unless
     ``options.overwrite``.
@@ -83,7 +84,9 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, client: Client, o
 
     settings = SegmentSettings(model, opts.diameter, opts.channels, device, encoder_weights,
                                MeasureSettings(opts.pixel_size_um, tuple(opts.channel_names or ())))
-    identity, dev = prepare_workers(client, settings, torch_threads, cancel)
+    conn = Connection.of(cluster)
+    client = conn.client
+    identity, dev = prepare_workers(conn, settings, cancel)
     key = run_key(identity, diameter=opts.diameter, channels=opts.channels, planes=opts.planes,
                   pixel_size_um=opts.pixel_size_um)
     run_id = uuid.uuid4().hex[:12]
@@ -112,7 +115,7 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, client: Client, o
             remove_part_files(out_dir, names.values())
     run_settings = {**identity, "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
                     "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
-                    "run_key": key, "cluster": where or _address(client), "device": dev,
+                    "run_key": key, "cluster": str(conn.spec), "device": dev,
                     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _write_run_files(out_dir, run_settings, [records[i] for i in sorted(records)],
                      [tables[i] for i in sorted(tables)] if opts.measure else [])
@@ -172,13 +175,13 @@ def segment_images_on_cluster(project: Project, image_ids: Sequence[int] | None,
     or a connected client) and the same events; each result is recorded here, in the project."""
     from .cluster_worker import segment_unit
 
-    yield Status(f"Connecting to the cluster {cluster if not _is_client(cluster) else _address(cluster)}…")
+    yield Status(f"Connecting to the cluster {Connection.of(cluster).spec if _is_client(cluster) else cluster}…")
     with _connection(cluster) as conn:
         client = conn.client
         if conn.dashboard:
             yield Status(f"Dask dashboard: {conn.dashboard}")
         yield Status("Loading the model on the cluster's workers…")
-        identity, dev = prepare_workers(client, settings, conn.torch_threads, cancel)
+        identity, dev = prepare_workers(conn, settings, cancel)
         todo = images_to_segment(project, set_name, image_ids, only_new)
         total = len(todo)
         yield RunStarted(total, settings.model_name, f"{dev} on {conn.description}")
@@ -246,27 +249,25 @@ def _is_client(obj: Any) -> bool:
     return hasattr(obj, "submit") and hasattr(obj, "scheduler_info")
 
 
-def _address(client: Client) -> str:
-    return str(getattr(getattr(client, "scheduler", None), "address", "") or "a Dask scheduler")
-
-
 @contextlib.contextmanager
 def _connection(cluster: str | ClusterSpec | Client) -> Iterator[Connection]:
-    """A connected client for ``cluster``: one given is used as it is (and left open)."""
+    """A connection for ``cluster``: a client given is used as it is (and left open)."""
     if _is_client(cluster):
-        yield Connection(cluster, ClusterSpec("scheduler", address=_address(cluster)), dashboard_of(cluster))  # type: ignore[arg-type]
+        yield Connection.of(cluster)  # type: ignore[arg-type]
         return
     with connect(cluster) as conn:  # type: ignore[arg-type]
         yield conn
 
 
-def prepare_workers(client: Client, settings: SegmentSettings, torch_threads: int | None = None,
+def prepare_workers(conn: Connection, settings: SegmentSettings,
                     cancel: CancelToken | None = None) -> tuple[dict[str, Any], str]:
     """Have every worker (present and future) load the model once, and return its identity and
     device as a worker sees them (waits for a first worker: a job queue may take a while)."""
     from .cluster_worker import PLUGIN_NAME, SegmenterPlugin, worker_identity
 
-    plugin = SegmenterPlugin(settings.model, settings.device, settings.encoder_weights, torch_threads)
+    client = conn.client
+    plugin = SegmenterPlugin(settings.model, settings.device, settings.encoder_weights, conn.torch_threads,
+                             ignore_interrupt=conn.started_here)
     try:
         client.register_plugin(plugin, name=PLUGIN_NAME)
     except ClusterError:

@@ -11,6 +11,7 @@ scheduler answers by running the image again on another worker.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -40,15 +41,19 @@ class SegmenterPlugin(WorkerPlugin):
     that every task of the worker finds it in ``segment.cached_segmenter``."""
 
     def __init__(self, model: str | None, device: str, encoder_weights: str | None,
-                 torch_threads: int | None = None) -> None:
+                 torch_threads: int | None = None, ignore_interrupt: bool = False) -> None:
         self.model = model
         self.device = device
         self.encoder_weights = encoder_weights
         self.torch_threads = torch_threads
+        self.ignore_interrupt = ignore_interrupt
 
     def setup(self, worker: Any) -> None:
         import torch
 
+        if self.ignore_interrupt and threading.current_thread() is threading.main_thread():
+            # a local cluster's workers share the terminal: Ctrl-C is the client's to handle (it stops them cleanly)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         _segmenter(self.model, self.device, self.encoder_weights, getattr(worker, "address", "a worker"))
