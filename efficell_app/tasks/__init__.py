@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from .add_images import ImagesAdded, Thumbnail, add_images, set_name_for, thumbnails
 from .annotate import AnnotationSaved, StartingLabels, mark_annotated, save_annotation, starting_labels
+from .cluster import ClusterError, ClusterSpec, cluster_extra_missing, connect, parse_cluster
+from .cluster_segment import segment_files_on_cluster, segment_images_on_cluster
 from .evaluate import (
     CellUncertainty,
     Compared,
@@ -47,8 +49,6 @@ from .evaluate import (
     score_folders,
 )
 from .events import ImageFailed, Status
-from .cluster import ClusterError, ClusterSpec, cluster_extra_missing, connect, parse_cluster
-from .cluster_segment import segment_files_on_cluster, segment_images_on_cluster
 from .export import (
     FILE_FORMATS,
     FORMATS,

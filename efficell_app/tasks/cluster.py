@@ -136,9 +136,10 @@ def dashboard_of(client: Client) -> str | None:
 
 
 @contextlib.contextmanager
-def connect(spec: ClusterSpec | str, *, quiet: bool = True) -> Iterator[Connection]:
+def connect(spec: ClusterSpec | str, *, quiet: bool = True, torch_threads: int | None = None) -> Iterator[Connection]:
     """Start or join the cluster of ``spec`` and yield a connected client; what was started
-    here (a local cluster, batch jobs) is shut down on the way out."""
+    here (a local cluster, batch jobs) is shut down on the way out. ``torch_threads``: per
+    worker (default: a local cluster's workers share the cores; others keep their setting)."""
     if isinstance(spec, str):
         try:
             spec = parse_cluster(spec)
@@ -174,7 +175,8 @@ def connect(spec: ClusterSpec | str, *, quiet: bool = True) -> Iterator[Connecti
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {spec.address or spec}: {exc}") from exc
         stack.enter_context(client)
-        yield Connection(client, spec, dashboard_of(client), threads, started_here=spec.kind == "local")
+        yield Connection(client, spec, dashboard_of(client), torch_threads or threads,
+                         started_here=spec.kind == "local")
 
 
 def _local_cluster(spec: ClusterSpec, quiet: bool) -> tuple[Any, int]:

@@ -114,7 +114,8 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connecti
             stop_run(client, futures, run_id)
         # no task of the run is at work now: what a dead worker was writing goes
         remove_part_files(out_dir, names.values())
-    run_settings = {**identity, "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
+    run_settings = {**identity, "diameter_px": opts.diameter,
+                    "channels": list(opts.channels) if opts.channels else None,
                     "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
                     "run_key": key, "cluster": str(conn.spec), "device": dev,
                     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -179,8 +179,8 @@ def _segment_file(job: ImageJob, target: Path, settings: SegmentSettings, key: s
         cells = summary = None
         if measure:
             img = read_recorded_image(Path(job.path), job.planes)
-            m = measure_image(labels, img, choices.calibration(img.n_channels, job.pixel_size_um, job.channel_names, img),
-                              job.name)
+            cal = choices.calibration(img.n_channels, job.pixel_size_um, job.channel_names, img)
+            m = measure_image(labels, img, cal, job.name)
             cells, summary = m.cells, m.summary
         return FileOutcome(True, check.reason, int(labels.max(initial=0)), time.perf_counter() - t0, kept=True,
                            cells=cells, summary=summary)

@@ -59,7 +59,7 @@ def _complete(mask: Path) -> bool:
 def test_the_cluster_makes_the_local_labels_and_measurements(tmp_path: Path, dask_client, builtin, test_data) -> None:
     import pandas as pd
 
-    images = [*sorted(test_data.glob("dsb2018_fluo/images/*.tif")), sorted(test_data.glob("usiigaci_phase/images/*.tif"))[0]]
+    images = [*sorted(test_data.glob("dsb2018_fluo/images/*.tif")), min(test_data.glob("usiigaci_phase/images/*.tif"))]
     broken = tmp_path / "in" / "broken.tif"
     broken.parent.mkdir()
     broken.write_text("not an image\n", encoding="utf-8")
