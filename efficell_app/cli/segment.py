@@ -177,6 +177,7 @@ def _announce(conn, err) -> None:  # noqa: ANN001
     print(f"cluster: {conn.description}", file=err)
     if conn.dashboard:
         print(f"dashboard: {conn.dashboard}", file=err, flush=True)
+    print("loading the model on the workers (a job queue may take a while to start them)…", file=err, flush=True)
 
 
 def _project_on_cluster(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
