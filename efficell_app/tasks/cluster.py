@@ -125,7 +125,10 @@ def describe(client: Client, spec: ClusterSpec | None = None) -> str:
 
 def dashboard_of(client: Client) -> str | None:
     """The dashboard's address, with a hint when bokeh (which draws it) is not installed."""
-    link = getattr(client, "dashboard_link", None)
+    try:
+        link = client.dashboard_link
+    except (KeyError, AttributeError):  # a scheduler started without its dashboard
+        return None
     if not link:
         return None
     try:

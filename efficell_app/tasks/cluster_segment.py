@@ -195,6 +195,8 @@ def segment_images_on_cluster(project: Project, image_ids: Sequence[int] | None,
             if rec is None:
                 k += 1
                 yield ImageFailed(k, total, image_id, f"image {image_id}", "not in the project (removed?)")
+        if not known:
+            return
         run_id = project.start_run({"diameter": settings.diameter,
                                     "channels": list(settings.channels) if settings.channels else None,
                                     "set": set_name, "only_new": only_new, "cluster": conn.description},
