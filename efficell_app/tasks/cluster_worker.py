@@ -10,8 +10,11 @@ scheduler answers by running the image again on another worker.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -56,7 +59,26 @@ class SegmenterPlugin(WorkerPlugin):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
+        _undo_malloc_trim()
         _segmenter(self.model, self.device, self.encoder_weights, getattr(worker, "address", "a worker"))
+
+
+def _undo_malloc_trim() -> None:
+    """Give glibc back its own heap thresholds in a worker started by a Dask nanny.
+
+    The nanny sets ``MALLOC_TRIM_THRESHOLD_`` (to hand freed memory back to the OS), which also
+    turns off glibc's adaptive mmap threshold: every tensor above 128 KiB is then mapped and
+    unmapped afresh, and segmentation ran 1.7x slower (benchmarks/cluster.py, docs/cluster.md).
+    These are the values glibc adapts to by itself (its largest mmap threshold, trim at twice that).
+    """
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl): nothing to undo
+        log.debug("mallopt not available")
 
 
 def _segmenter(model: str | None, device: str, encoder_weights: str | None, where: str = "a worker") -> Any:
