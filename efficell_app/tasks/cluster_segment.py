@@ -74,14 +74,13 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connecti
     run with the same settings is kept (``FileEvent.kept``), any other is refused unless
     ``options.overwrite``.
     """
+    from ..project.measuring import MeasureSettings
     from .cluster_worker import segment_file
 
     opts = options or BatchOptions()
     out_dir = _output_folder(Path(out_dir))
     names = output_names(paths)
     remove_part_files(out_dir, names.values(), older_than=time.time())  # what a killed run was writing
-    from ..project.measuring import MeasureSettings
-
     settings = SegmentSettings(model, opts.diameter, opts.channels, device, encoder_weights,
                                MeasureSettings(opts.pixel_size_um, tuple(opts.channel_names or ())))
     conn = Connection.of(cluster)
