@@ -1,0 +1,46 @@
+"""Readers for microscope vendor formats: one module per format, each built on the well-kept
+library of that format (the same libraries the bioio plugins wrap; benchmarks/formats.py
+measures both, docs/benchmarks.md has the table):
+
+========  ===============  ============================================================
+suffix    module           library
+========  ===============  ============================================================
+.czi      :mod:`.zeiss`    pylibCZIrw (ZEISS; zstd/JPEG-XR subblocks, scenes, mosaics)
+.nd2      :mod:`.nikon`    nd2 (positions ``P`` become scenes)
+.lif      :mod:`.leica`    liffile (each image of the file is a scene)
+.oib      :mod:`.olympus`  oiffile
+.dv       :mod:`.deltavision`  mrc
+========  ===============  ============================================================
+
+Each module has ``scene_names(path) -> list[str]`` and ``read(path, scene, planes) -> ImageData``
+(the scene already checked). Imports are late: opening the app or reading a TIFF loads none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from ..images import ImageData, PlaneChoice, check_scene
+
+_MODULES = {".czi": "zeiss", ".nd2": "nikon", ".lif": "leica", ".oib": "olympus", ".dv": "deltavision"}
+
+
+def _module(path: Path):  # noqa: ANN202 - a reader module
+    return importlib.import_module(f"{__name__}.{_MODULES[path.suffix.lower()]}")
+
+
+def scene_names(path: str | Path) -> list[str]:
+    """Names of the scenes of a vendor file (one entry when it has a single scene)."""
+    return _module(Path(path)).scene_names(Path(path))
+
+
+def read(path: str | Path, planes: PlaneChoice | None, scene: int | None) -> ImageData:
+    """One scene of a vendor file as ImageData (``scene=None``: the file must have one scene)."""
+    path = Path(path)
+    mod = _module(path)
+    names = mod.scene_names(path)
+    k = check_scene(path, scene, names)
+    img = mod.read(path, k, planes or PlaneChoice())
+    img.scene = names[k] if len(names) > 1 else None
+    return img

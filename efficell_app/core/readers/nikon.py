@@ -1,0 +1,73 @@
+"""Nikon ND2 through ``nd2`` (NIS-Elements' own SDK layout; modern and legacy files).
+
+Multi-point (``P``) acquisitions are one scene per position. The pixel size is taken only
+where NIS-Elements marked the axes calibrated; bioio-nd2 reports Z = 1.0 µm for single-plane
+files, a default the file does not state (only X/Y are used here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..images import ImageData, PlaneChoice, unique_scene_names
+from .common import assemble, file_channel_names, refuse
+
+
+def _open(path: Path):  # noqa: ANN202
+    import nd2
+
+    return nd2.ND2File(path)
+
+
+def _position_names(f, n: int) -> list[str | None]:  # noqa: ANN001 - nd2.ND2File
+    try:
+        for loop in f.experiment or ():
+            if getattr(loop, "type", "") == "XYPosLoop":
+                return [getattr(p, "name", None) for p in loop.parameters.points][:n]
+    except (AttributeError, TypeError):
+        pass
+    return [None] * n
+
+
+def scene_names(path: Path) -> list[str]:
+    with _open(path) as f:
+        n = int(f.sizes.get("P", 1))
+        return [path.name] if n == 1 else unique_scene_names(_position_names(f, n))
+
+
+def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
+    with _open(path) as f:
+        sizes = dict(f.sizes)
+        other = [ax for ax in sizes if ax not in "PTZCYXS" and sizes[ax] > 1]
+        if other:
+            raise refuse(path, f"has axes {''.join(other)} that EffiCell cannot reduce to a 2-D image")
+        arr = f.to_dask()  # lazy: only the planes used are read
+        axes = list(sizes)
+        index = tuple(scene if ax == "P" else slice(None) for ax in axes)
+        arr = arr[index]
+        axes = [ax for ax in axes if ax != "P"]
+        rgb = "S" in axes
+
+        def plane(c: int, t: int, z: int) -> np.ndarray:
+            sel = tuple({"C": c, "T": t, "Z": z}.get(ax, slice(None)) for ax in axes)
+            return np.asarray(arr[sel].compute())
+
+        n_c = sizes.get("C", 1)
+        data = assemble(path, plane, n_c, sizes.get("T", 1), sizes.get("Z", 1), planes)
+        if rgb:
+            if n_c > 1:
+                raise refuse(path, f"holds {n_c} colour (RGB) channels; only a single colour channel is supported")
+            data = np.moveaxis(data[0], -1, 0)
+        px = None
+        try:
+            meta = f.metadata.channels[0]
+            calibrated = meta.volume.axesCalibrated  # (x, y, z)
+            if calibrated[0] and calibrated[1]:
+                px = float(f.voxel_size().x)
+            names = [ch.channel.name for ch in f.metadata.channels]
+        except (AttributeError, IndexError, TypeError):
+            names = []
+    return ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=px if px and px > 0 else None,
+                     rgb=rgb, channel_names=() if rgb else file_channel_names(names, data.shape[0]))
