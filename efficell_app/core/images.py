@@ -215,7 +215,7 @@ def scene_names(path: str | Path) -> list[str]:
             import tifffile
 
             with tifffile.TiffFile(path, is_mmstack=False) as tif:
-                return [name for name, _ in _tiff_scenes(tif)]
+                return [name for name, _ in _tiff_scenes(tif)] or [path.name]  # no series: read_image says why
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - the reader's own failure, told once by read_image
