@@ -32,6 +32,13 @@ VENDOR_FORMATS = {".czi": "Zeiss CZI", ".nd2": "Nikon ND2", ".lif": "Leica LIF",
 VENDOR_SUFFIXES = tuple(VENDOR_FORMATS)
 IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES + VENDOR_SUFFIXES
 READABLE = "TIFF/OME-TIFF, PNG, JPEG, BMP, CZI, ND2, LIF, OIB, DV"  # for messages and file dialogs
+# Name filters of an "open images" file dialog (Qt's syntax; no Qt needed here).
+IMAGE_FILE_FILTER = ";;".join([
+    "Images (" + " ".join(f"*{x}" for x in IMAGE_SUFFIXES if x.count(".") == 1) + ")",
+    "Microscope files (" + " ".join(f"*{x}" for x in VENDOR_SUFFIXES) + ")",
+    "TIFF and OME-TIFF (*.tif *.tiff)",
+    "All files (*)",
+])
 MIN_SIDE = 8  # smaller images cannot hold a cell the model could see
 MEMMAP_MIN_BYTES = 32 * 2**20  # uncompressed TIFFs at least this big are memory-mapped, not read (see read_image)
 MAX_CHANNELS = 16

@@ -96,7 +96,7 @@ class AddReport:
         """How many files were skipped for each kind of reason (extension details folded)."""
         out: dict[str, int] = {}
         for _, reason in self.skipped:
-            key = re.sub(r"\s*\(.*\)$", "", reason)
+            key = re.sub(r"\s*\([^()]*\)$", "", reason)  # only the last parenthesis: "(.txt)", "(...)"
             out[key] = out.get(key, 0) + 1
         return out
 
@@ -376,9 +376,11 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
                 report.duplicates += 1
                 return
             dest, stored = placed, store.to_stored(placed)
-        if stored in existing and dest == src and all((stored, k) in existing_scenes for k in _scenes_of(src)):
-            report.duplicates += 1
-            return
+        if stored in existing and dest == src:  # already added: count its images without reading them again
+            known = _scenes_of(src)
+            if all((stored, k) in existing_scenes for k in known):
+                report.duplicates += len(known)
+                return
         try:
             if dest != src:
                 _copy_in(src, dest)
