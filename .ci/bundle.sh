@@ -23,10 +23,9 @@ if [[ ! -x "$venv/bin/pyinstaller" ]]; then
   "$venv/bin/pip" install -q "$torch_spec" || "$venv/bin/pip" install -q "$torch_spec" --extra-index-url "$torch_index"
   tv="$("$venv/bin/python" -c 'import torch; v=torch.__version__.split("+")[0].split("."); print(f"0.{int(v[1]) + 15}.*")')"
   "$venv/bin/pip" install -q "torchvision==$tv" --extra-index-url "$torch_index" || "$venv/bin/pip" install -q "torchvision==$tv"
-  # EffiCell's other dependencies (pyproject.toml), without letting pip replace the CPU torch.
-  "$venv/bin/pip" install -q "timm>=1.0.15" "numpy>=1.26" "scipy>=1.11" "tifffile>=2024.1.30" "scikit-image>=0.22" \
-    "pillow>=10" "pandas>=2.1" "openpyxl>=3.1" "safetensors>=0.4" "platformdirs>=4" "roifile>=2024.1.1" \
-    "PySide6-Essentials>=6.6,<6.12" "pyqtgraph>=0.13.7" "pyinstaller>=6.10" "$torch_spec"
+  # EffiCell's other dependencies, as pyproject.toml lists them, without letting pip replace the CPU torch.
+  mapfile -t deps < <("$venv/bin/python" -c 'import tomllib; print("\n".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if not d.startswith(("torch", "torchvision"))))')
+  "$venv/bin/pip" install -q "${deps[@]}" "pyinstaller>=6.10" "$torch_spec"
 fi
 t1=$(date +%s)
 "$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller build.spec

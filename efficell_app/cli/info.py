@@ -84,9 +84,19 @@ def encoder_info() -> list[dict[str, Any]]:
     return rows
 
 
+def _timm_version() -> str:
+    """timm's version, or why it cannot be imported: a CPU-only torch beside a torchvision built for
+    CUDA fails at import ("operator torchvision::nms does not exist"); the built-in model needs
+    neither, the SAM and DINOv2 encoders do (docs/install.md)."""
+    try:
+        import timm
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+        return f"unavailable ({str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__})"
+    return str(timm.__version__)
+
+
 def collect() -> dict[str, Any]:
     """Everything ``efficell info`` reports, as a JSON-ready dict."""
-    import timm
     import torch
 
     from .. import __version__
@@ -97,7 +107,7 @@ def collect() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": _timm_version(),
         "device": device_info(),
         "threads": torch.get_num_threads(),
         "weights_dir": str(cache_dir()),

@@ -7,6 +7,7 @@ files, a default the file does not state (only X/Y are used here).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -43,19 +44,20 @@ def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
         other = [ax for ax in sizes if ax not in "PTZCYXS" and sizes[ax] > 1]
         if other:
             raise refuse(path, f"has axes {''.join(other)} that EffiCell cannot reduce to a 2-D image")
-        arr = f.to_dask()  # lazy: only the planes used are read
-        axes = list(sizes)
-        index = tuple(scene if ax == "P" else slice(None) for ax in axes)
-        arr = arr[index]
-        axes = [ax for ax in axes if ax != "P"]
-        rgb = "S" in axes
+        # Frames are read one at a time (no dask: the bundle leaves it out): each frame is one
+        # (T, P, Z) point of the acquisition loops, holding every channel.
+        frames = {tuple(sorted(d.items())): i for i, d in enumerate(f.loop_indices)}
+        loops = set(f.loop_indices[0]) if f.loop_indices else set()
+        rgb = "S" in sizes
 
-        def plane(c: int, t: int, z: int) -> np.ndarray:
-            sel = tuple({"C": c, "T": t, "Z": z}.get(ax, slice(None)) for ax in axes)
-            return np.asarray(arr[sel].compute())
+        @functools.lru_cache(maxsize=2)
+        def frame(t: int, z: int) -> np.ndarray:
+            key = tuple(sorted((ax, v) for ax, v in (("T", t), ("Z", z), ("P", scene)) if ax in loops))
+            arr = np.asarray(f.read_frame(frames[key]))
+            return arr if "C" in sizes else arr[None]  # (C, Y, X[, S])
 
         n_c = sizes.get("C", 1)
-        data = assemble(path, plane, n_c, sizes.get("T", 1), sizes.get("Z", 1), planes)
+        data = assemble(path, lambda c, t, z: frame(t, z)[c], n_c, sizes.get("T", 1), sizes.get("Z", 1), planes)
         if rgb:
             if n_c > 1:
                 raise refuse(path, f"holds {n_c} colour (RGB) channels; only a single colour channel is supported")
