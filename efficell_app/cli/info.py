@@ -67,7 +67,12 @@ def encoder_info() -> list[dict[str, Any]]:
 
     rows = []
     for spec in list_specs():
-        params, channels, stride = backbone_summary(spec.name)
+        try:
+            params, channels, stride = backbone_summary(spec.name)
+        except (ImportError, RuntimeError) as exc:  # SAM/DINOv2 need timm, which a mismatched torchvision breaks
+            rows.append({"name": spec.name, "family": spec.family, "input_size": spec.input_size,
+                         "unavailable": f"cannot be built: {exc}"})
+            continue
         rows.append({
             "name": spec.name,
             "family": spec.family,
@@ -123,6 +128,9 @@ def _print_text(info: dict[str, Any]) -> None:
     print(f"weights folder: {info['weights_dir']}")
     print(f"{'encoder':<20} {'family':<8} {'tile':>5} {'stride':>6} {'encoder':>10} {'adapters':>10}  weights")
     for e in info["encoders"]:
+        if "unavailable" in e:
+            print(f"{e['name']:<20} {e['family']:<8} {e['input_size']:>5}  {e['unavailable']}")
+            continue
         print(f"{e['name']:<20} {e['family']:<8} {e['input_size']:>5} {e['stride']:>6} "
               f"{e['encoder_params'] / 1e6:>9.1f}M {e['adapter_trainable_params'] / 1e6:>9.2f}M  "
               f"{'present' if e['weights_present'] else 'not downloaded'}")
