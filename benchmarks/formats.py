@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import load_average, machine, write_section  # noqa: E402
-from efficell_app.core.errors import ImageReadError  # noqa: E402
 from efficell_app.core.images import PlaneChoice, read_image, scene_names  # noqa: E402
 
 LIBRARIES = {"czi": "pylibCZIrw.czi", "nd2": "nd2", "lif": "liffile", "oib": "oiffile", "dv": "mrc", "tiff": "tifffile"}
@@ -99,16 +98,16 @@ def main() -> None:
                 continue
             scene = k if len(names) > 1 else None
             img = read_image(path, planes, scene=scene)
-            ms = timed(lambda: (scene_names(path), read_image(path, planes, scene=scene)), args.repeat)
+            ms = timed(lambda p=path, pl=planes, s=scene: (scene_names(p), read_image(p, pl, scene=s)), args.repeat)
             import tifffile
 
             plain = tmp / f"{len(rows)}.tif"
             tifffile.imwrite(plain, np.asarray(img.data))
-            ms_tiff = timed(lambda: read_image(plain), args.repeat)
+            ms_tiff = timed(lambda p=plain: read_image(p), args.repeat)
             bio = "not installed"
             if has_bioio:
                 try:
-                    ms_bio = timed(lambda: bioio_plane(path, k, planes), args.repeat)
+                    ms_bio = timed(lambda p=path, s=k, pl=planes: bioio_plane(p, s, pl), args.repeat)
                     got = bioio_plane(path, k, planes)
                     same = got.shape == img.data.shape and np.array_equal(got, img.data)
                     bio = f"{ms_bio:.1f}" + ("" if same else " (pixels differ)")

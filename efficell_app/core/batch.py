@@ -147,9 +147,9 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
                 "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if opts.measure and image_rows:
-        from .export import write_xlsx
-
         import pandas as pd
+
+        from .export import write_xlsx
 
         cells = pd.concat(cells_tables, ignore_index=True) if cells_tables else pd.DataFrame()
         write_xlsx(cells, pd.DataFrame(image_rows), settings, out_dir / "measurements.xlsx")

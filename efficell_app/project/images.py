@@ -17,7 +17,14 @@ from typing import Any
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
 from ..core.fileio import atomic_path
-from ..core.images import ImageData, PlaneChoice, display_name, find_images, read_image, scene_names
+from ..core.images import (
+    ImageData,
+    PlaneChoice,
+    display_name,
+    find_images,
+    read_image,
+    scene_names,
+)
 from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
 from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from efficell_app.core.errors import ImageReadError
-from efficell_app.core.images import IMAGE_SUFFIXES, PlaneChoice, is_image_file, read_image, scene_names
+from efficell_app.core.images import (
+    IMAGE_SUFFIXES,
+    PlaneChoice,
+    is_image_file,
+    read_image,
+    scene_names,
+)
 
 FILES = [  # kept in step with tests/data/formats_expected.json (checked below)
     "czi/CellDivision_T3_Z5_CH2_X240_Y170.czi", "czi/S3_1Pos_2Mosaic_T1_Z1_CH1.czi", "czi/WellD6-7_S2.czi",

@@ -13,7 +13,8 @@ suffix    module           library
 ========  ===============  ============================================================
 
 Each module has ``scene_names(path) -> list[str]`` and ``read(path, scene, planes) -> ImageData``
-(the scene already checked). Imports are late: opening the app or reading a TIFF loads none of them.
+(it checks ``scene`` with :func:`..images.check_scene` and names it, opening the file once).
+Imports are late: opening the app or reading a TIFF loads none of them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..images import ImageData, PlaneChoice, check_scene
+from ..images import ImageData, PlaneChoice
 
 _MODULES = {".czi": "zeiss", ".nd2": "nikon", ".lif": "leica", ".oib": "olympus", ".dv": "deltavision"}
 
@@ -38,9 +39,4 @@ def scene_names(path: str | Path) -> list[str]:
 def read(path: str | Path, planes: PlaneChoice | None, scene: int | None) -> ImageData:
     """One scene of a vendor file as ImageData (``scene=None``: the file must have one scene)."""
     path = Path(path)
-    mod = _module(path)
-    names = mod.scene_names(path)
-    k = check_scene(path, scene, names)
-    img = mod.read(path, k, planes or PlaneChoice())
-    img.scene = names[k] if len(names) > 1 else None
-    return img
+    return _module(path).read(path, scene, planes or PlaneChoice())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError
-from ..images import PlaneChoice, plane_index
+from ..images import ImageData, PlaneChoice, check_scene, plane_index
 
 # Names that readers make up when the file has none ("Channel:0:0" from OME IDs, "0", "1" from
 # indices): never shown as if the file had named its channels.
@@ -53,3 +53,14 @@ def assemble(path: Path, read_plane: Callable[[int, int, int], np.ndarray], n_c:
 def refuse(path: Path, what: str) -> ImageReadError:
     """A refusal that says what is not supported (raised by the reader)."""
     return ImageReadError(path, f"{what}: not supported (EffiCell segments XY images, one plane or projection at a time)")
+
+
+def pick_scene(path: Path, scene: int | None, names: list[str]) -> tuple[int, str | None]:
+    """(index to read, the scene's name or None for a single-scene file); a clear error otherwise."""
+    k = check_scene(path, scene, names)
+    return k, (names[k] if len(names) > 1 else None)
+
+
+def with_scene(img: ImageData, name: str | None) -> ImageData:
+    img.scene = name
+    return img

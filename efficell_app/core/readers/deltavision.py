@@ -6,14 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..images import ImageData, PlaneChoice, _to_cyx, to_um
+from .common import pick_scene
 
 
 def scene_names(path: Path) -> list[str]:
     return [path.name]
 
 
-def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
+def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
     import mrc
+
+    pick_scene(path, scene, scene_names(path))
 
     with mrc.DVFile(path) as dv:
         axes = "".join(dv.axes).upper()

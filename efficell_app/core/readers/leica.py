@@ -12,19 +12,22 @@ from pathlib import Path
 import numpy as np
 
 from ..images import ImageData, PlaneChoice, _to_cyx, to_um, unique_scene_names
-from .common import file_channel_names, refuse
+from .common import file_channel_names, pick_scene, refuse, with_scene
 
 
 def _images(lif) -> list:  # noqa: ANN001 - liffile.LifFile
     return list(lif.images)
 
 
+def _names(path: Path, images: list) -> list[str]:
+    return [path.name] if len(images) == 1 else unique_scene_names([im.name for im in images])
+
+
 def scene_names(path: Path) -> list[str]:
     import liffile
 
     with liffile.LifFile(path) as lif:
-        images = _images(lif)
-        return [path.name] if len(images) == 1 else unique_scene_names([im.name for im in images])
+        return _names(path, _images(lif))
 
 
 def _check_axes(path: Path, dims: tuple[str, ...], shape: tuple[int, ...]) -> None:
@@ -42,11 +45,13 @@ def _check_axes(path: Path, dims: tuple[str, ...], shape: tuple[int, ...]) -> No
         raise refuse(path, f"has axes {''.join(other)} that EffiCell cannot reduce to a 2-D image")
 
 
-def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
+def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
     import liffile
 
     with liffile.LifFile(path) as lif:
-        im = _images(lif)[scene]
+        images = _images(lif)
+        scene, scene_name = pick_scene(path, scene, _names(path, images))
+        im = images[scene]
         dims, shape = tuple(im.dims), tuple(int(n) for n in im.shape)
         _check_axes(path, dims, shape)
         arr = np.asarray(im.asarray())
@@ -57,5 +62,5 @@ def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
     arr = arr.reshape([shape[i] for i in keep])
     data, rgb = _to_cyx(path, arr, "".join(dims[i] for i in keep), planes, None)
     # LAS X names a channel by its colour table (Green, Red, Gray), as its own viewer does.
-    return ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb,
-                     channel_names=() if rgb else file_channel_names(luts, data.shape[0]))
+    return with_scene(ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb,
+                                channel_names=() if rgb else file_channel_names(luts, data.shape[0])), scene_name)

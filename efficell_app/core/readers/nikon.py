@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import ImageData, PlaneChoice, unique_scene_names
-from .common import assemble, file_channel_names, refuse
+from .common import assemble, file_channel_names, pick_scene, refuse, with_scene
 
 
 def _open(path: Path):  # noqa: ANN202
@@ -32,14 +32,19 @@ def _position_names(f, n: int) -> list[str | None]:  # noqa: ANN001 - nd2.ND2Fil
     return [None] * n
 
 
+def _names(path: Path, f) -> list[str]:  # noqa: ANN001
+    n = int(f.sizes.get("P", 1))
+    return [path.name] if n == 1 else unique_scene_names(_position_names(f, n))
+
+
 def scene_names(path: Path) -> list[str]:
     with _open(path) as f:
-        n = int(f.sizes.get("P", 1))
-        return [path.name] if n == 1 else unique_scene_names(_position_names(f, n))
+        return _names(path, f)
 
 
-def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
+def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
     with _open(path) as f:
+        scene, scene_name = pick_scene(path, scene, _names(path, f))
         sizes = dict(f.sizes)
         other = [ax for ax in sizes if ax not in "PTZCYXS" and sizes[ax] > 1]
         if other:
@@ -71,5 +76,6 @@ def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
             names = [ch.channel.name for ch in f.metadata.channels]
         except (AttributeError, IndexError, TypeError):
             names = []
-    return ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=px if px and px > 0 else None,
-                     rgb=rgb, channel_names=() if rgb else file_channel_names(names, data.shape[0]))
+    return with_scene(ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=px if px and px > 0 else None,
+                                rgb=rgb, channel_names=() if rgb else file_channel_names(names, data.shape[0])),
+                      scene_name)

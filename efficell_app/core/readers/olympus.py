@@ -5,15 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..images import ImageData, PlaneChoice, _to_cyx, to_um
-from .common import file_channel_names
+from .common import file_channel_names, pick_scene
 
 
 def scene_names(path: Path) -> list[str]:
     return [path.name]  # one image per file
 
 
-def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
+def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
     import oiffile
+
+    pick_scene(path, scene, scene_names(path))
 
     with oiffile.OifFile(path) as oif:
         axes = str(oif.axes).upper()

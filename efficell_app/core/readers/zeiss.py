@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import ImageData, PlaneChoice, to_um, unique_scene_names
-from .common import assemble, file_channel_names, refuse
+from .common import assemble, file_channel_names, pick_scene, refuse, with_scene
 
 _UNSUPPORTED_AXES = {"H": "raw Airyscan phases", "R": "rotations", "I": "illuminations", "V": "views"}
 
@@ -40,17 +40,25 @@ def _scene_indices(doc) -> list[int]:  # noqa: ANN001
     return sorted(doc.scenes_bounding_rectangle) or [-1]  # -1: a file without scenes
 
 
+def _names(path: Path, doc, root: ET.Element) -> list[str]:  # noqa: ANN001
+    indices = _scene_indices(doc)
+    if len(indices) == 1:
+        return [path.name]
+    named = _scenes_xml(root)
+    return unique_scene_names([named.get(i) for i in indices])
+
+
 def scene_names(path: Path) -> list[str]:
     with _open(path) as doc:
-        indices = _scene_indices(doc)
-        if len(indices) == 1:
+        if len(_scene_indices(doc)) == 1:
             return [path.name]
-        named = _scenes_xml(ET.fromstring(doc.raw_metadata))
-        return unique_scene_names([named.get(i) for i in indices])
+        return _names(path, doc, ET.fromstring(doc.raw_metadata))
 
 
-def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
+def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
     with _open(path) as doc:
+        root = ET.fromstring(doc.raw_metadata)
+        scene, scene_name = pick_scene(path, scene, _names(path, doc, root))
         box = doc.total_bounding_box
         size = {ax: hi - lo for ax, (lo, hi) in box.items()}
         for ax, what in _UNSUPPORTED_AXES.items():
@@ -71,7 +79,6 @@ def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
             return arr[..., ::-1] if colour else arr[..., 0]  # BGR -> RGB
 
         data = assemble(path, plane, n_c, n_t, n_z, planes)
-        root = ET.fromstring(doc.raw_metadata)
     if colour:
         data = np.moveaxis(data[0], -1, 0)
     px = None
@@ -79,5 +86,5 @@ def read(path: Path, scene: int, planes: PlaneChoice) -> ImageData:
         if el.get("Id") == "X":
             px = to_um(el.findtext("Value"), "m")  # CZI stores metres, whatever its display unit
     names = [el.get("Name") for el in root.iterfind(".//Information/Image/Dimensions/Channels/Channel")]
-    return ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=px, rgb=colour,
-                     channel_names=() if colour else file_channel_names(names, data.shape[0]))
+    return with_scene(ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=px, rgb=colour,
+                                channel_names=() if colour else file_channel_names(names, data.shape[0])), scene_name)
