@@ -185,7 +185,7 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
         raise ImageReadError(path, "image too large to load into memory") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear line
         if vendor is not None and kind is None:
-            raise ImageReadError(path, f"cannot be read as a {vendor} file ({_short(exc)}); the file may be damaged, "
+            raise ImageReadError(path, f"cannot be read as {vendor} ({_short(exc)}); the file may be damaged, "
                                  "truncated or of a variant EffiCell's reader does not know") from exc
         if kind is None:
             raise ImageReadError(path, f"cannot be read as an image: {_NOT_AN_IMAGE}") from exc
