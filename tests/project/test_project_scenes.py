@@ -94,3 +94,11 @@ def test_single_scene_file_is_one_image(project: Project, dsb_pairs, tmp_path: P
     (rid,) = project.add_folder(folder, "s").added
     assert project.get_image(rid).scene is None
     assert read_image(folder / "x.tif", scene=scene).scene is None
+
+
+def test_export_file_names_keep_scenes_apart() -> None:
+    from efficell_app.project.export import file_stem
+
+    assert file_stem("plate.czi [TR1]") == "plate_TR1"
+    assert file_stem("run.ome.tif [scene 0]") == "run_scene 0"
+    assert file_stem("a b.ome.tif") == "a b"
