@@ -207,7 +207,7 @@ def scene_names(path: str | Path) -> list[str]:
     """The names of the scenes (positions, wells, OME images) of an image file; one entry for a
     single-scene file. Unnamed scenes are called ``scene k``. Reads the header only.
 
-    Raises :class:`ImageReadError` when the file cannot be opened (as :func:`read_image` would)."""
+    A file that cannot be opened gives one entry: :func:`read_image` then says what is wrong."""
     path = Path(path)
     vendor = VENDOR_FORMATS.get(path.suffix.lower())
     kind = file_kind(path)
