@@ -340,8 +340,9 @@ def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap
             arr = None
         if arr is None:
             arr = series.asarray()
-        pixel_size = _tiff_pixel_size(tif, k)
-        names = _tiff_channel_names(tif, k)
+        pixels = _ome_pixels(tif, k)  # the OME-XML is parsed once: it can be megabytes (Bio-Formats' original metadata)
+        pixel_size = _tiff_pixel_size(tif, pixels)
+        names = _tiff_channel_names(tif, pixels)
     data, rgb = _to_cyx(path, arr, axes, planes, channel_axis)
     if names and len(names) != data.shape[0]:
         names = ()
@@ -465,8 +466,14 @@ def to_um(value: float | str | None, unit: str | None = "µm") -> float | None:
 
 
 def _ome_pixels(tif, index: int):  # noqa: ANN001, ANN202 - tifffile.TiffFile -> Element | None
-    """The ``Pixels`` element of the ``index``-th OME ``Image``."""
-    root = ET.fromstring(tif.ome_metadata)
+    """The ``Pixels`` element of the ``index``-th OME ``Image``; None for a TIFF without (readable) OME-XML."""
+    if not (tif.is_ome and tif.ome_metadata):
+        return None
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError as exc:  # bad metadata must not stop the image from loading
+        log.debug("ignoring unreadable OME-XML: %s", exc)
+        return None
     images = [el for el in root if el.tag.endswith("Image")]
     if not images:
         return None
@@ -474,15 +481,13 @@ def _ome_pixels(tif, index: int):  # noqa: ANN001, ANN202 - tifffile.TiffFile ->
     return next((el for el in image.iter() if el.tag.endswith("Pixels")), None)
 
 
-def _tiff_pixel_size(tif, index: int = 0) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
-    """Pixel size in µm from OME-XML (of OME image ``index``), ImageJ metadata, or TIFF resolution tags in cm."""
+def _tiff_pixel_size(tif, pixels=None) -> float | None:  # noqa: ANN001 - tifffile.TiffFile, OME Pixels element
+    """Pixel size in µm from OME-XML (``pixels``, the scene's OME ``Pixels``), ImageJ metadata, or TIFF resolution tags in cm."""
     try:
-        if tif.is_ome and tif.ome_metadata:
-            el = _ome_pixels(tif, index)
-            if el is not None and el.get("PhysicalSizeX"):
-                px = to_um(el.get("PhysicalSizeX"), el.get("PhysicalSizeXUnit", "µm"))
-                if px:
-                    return px
+        if pixels is not None and pixels.get("PhysicalSizeX"):
+            px = to_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"))
+            if px:
+                return px
         page = tif.pages[0]
         tags = page.tags
         xres = tags.get("XResolution")
@@ -505,13 +510,12 @@ def _tiff_pixel_size(tif, index: int = 0) -> float | None:  # noqa: ANN001 - tif
     return None
 
 
-def _tiff_channel_names(tif, index: int = 0) -> tuple[str, ...]:  # noqa: ANN001
-    """Channel names of OME image ``index`` or the ImageJ labels; () where the file names none
+def _tiff_channel_names(tif, pixels=None) -> tuple[str, ...]:  # noqa: ANN001
+    """Channel names of the scene's OME ``pixels`` or the ImageJ labels; () where the file names none
     (an OME ``Channel`` without ``Name`` has only an ID such as ``Channel:0:0``, which is no name)."""
     try:
-        if tif.is_ome and tif.ome_metadata:
-            pixels = _ome_pixels(tif, index)
-            names = [el.get("Name") for el in (pixels if pixels is not None else ()) if el.tag.endswith("Channel")]
+        if pixels is not None:
+            names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
             if names and all(names):
                 return tuple(str(n) for n in names)
         ij = tif.imagej_metadata or {}
