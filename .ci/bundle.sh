@@ -37,6 +37,12 @@ home="$(mktemp -d)"; trap 'rm -rf "$home"' EXIT
 run EFFICELL_HOME="$home" ./dist/efficell/efficell --version
 run EFFICELL_HOME="$home" ./dist/efficell/efficell info >/dev/null
 run EFFICELL_HOME="$home" ./dist/efficell/efficell --selftest
+# The microscope-format readers made it into the bundle (native libraries included): read a CZI and an ND2.
+formats="../shared/formats"
+if [[ -d "$formats" ]]; then
+  run EFFICELL_HOME="$home" ./dist/efficell/efficell segment "$formats/czi/nuc_small.czi" \
+      "$formats/nd2/example-cerevisiae.nd2" --out "$home/formats" --no-measure
+fi
 t3=$(date +%s)
 
 echo "bundle: venv $((t1 - t0)) s, pyinstaller $((t2 - t1)) s, checks $((t3 - t2)) s;" \
