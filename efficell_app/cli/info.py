@@ -67,7 +67,12 @@ def encoder_info() -> list[dict[str, Any]]:
 
     rows = []
     for spec in list_specs():
-        params, channels, stride = backbone_summary(spec.name)
+        try:
+            params, channels, stride = backbone_summary(spec.name)
+        except (ImportError, RuntimeError) as exc:  # SAM/DINOv2 need timm, which a mismatched torchvision breaks
+            rows.append({"name": spec.name, "family": spec.family, "input_size": spec.input_size,
+                         "unavailable": f"cannot be built: {exc}"})
+            continue
         rows.append({
             "name": spec.name,
             "family": spec.family,
@@ -84,9 +89,19 @@ def encoder_info() -> list[dict[str, Any]]:
     return rows
 
 
+def _timm_version() -> str:
+    """timm's version, or why it cannot be imported: a CPU-only torch beside a torchvision built for
+    CUDA fails at import ("operator torchvision::nms does not exist"); the built-in model needs
+    neither, the SAM and DINOv2 encoders do (docs/install.md)."""
+    try:
+        import timm
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+        return f"unavailable ({str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__})"
+    return str(timm.__version__)
+
+
 def collect() -> dict[str, Any]:
     """Everything ``efficell info`` reports, as a JSON-ready dict."""
-    import timm
     import torch
 
     from .. import __version__
@@ -97,7 +112,7 @@ def collect() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": _timm_version(),
         "device": device_info(),
         "threads": torch.get_num_threads(),
         "weights_dir": str(cache_dir()),
@@ -113,6 +128,9 @@ def _print_text(info: dict[str, Any]) -> None:
     print(f"weights folder: {info['weights_dir']}")
     print(f"{'encoder':<20} {'family':<8} {'tile':>5} {'stride':>6} {'encoder':>10} {'adapters':>10}  weights")
     for e in info["encoders"]:
+        if "unavailable" in e:
+            print(f"{e['name']:<20} {e['family']:<8} {e['input_size']:>5}  {e['unavailable']}")
+            continue
         print(f"{e['name']:<20} {e['family']:<8} {e['input_size']:>5} {e['stride']:>6} "
               f"{e['encoder_params'] / 1e6:>9.1f}M {e['adapter_trainable_params'] / 1e6:>9.2f}M  "
               f"{'present' if e['weights_present'] else 'not downloaded'}")

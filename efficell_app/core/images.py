@@ -4,6 +4,10 @@ Every reader returns an :class:`ImageData`: raw pixel values (never normalised) 
 ``(C, H, W)`` array, channel names, the pixel size when the file records it, and the
 path. Z-stacks and time series are never guessed: the caller chooses a plane (or a
 maximum projection) and otherwise gets an error that says how to choose.
+
+TIFF, PNG, JPEG and BMP are read here; microscope vendor formats (CZI, ND2, LIF, OIB, DV)
+by :mod:`.readers`. A file with several scenes (positions, wells, OME images) is one image
+per scene: :func:`scene_names` lists them and ``read_image(..., scene=k)`` reads one.
 """
 
 from __future__ import annotations
@@ -22,15 +26,27 @@ log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES
+# Microscope formats read by .readers (one module per vendor); extension -> format name.
+VENDOR_FORMATS = {".czi": "Zeiss CZI", ".nd2": "Nikon ND2", ".lif": "Leica LIF", ".oib": "Olympus OIB",
+                  ".dv": "DeltaVision"}
+VENDOR_SUFFIXES = tuple(VENDOR_FORMATS)
+IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES + VENDOR_SUFFIXES
+READABLE = "TIFF/OME-TIFF, PNG, JPEG, BMP, CZI, ND2, LIF, OIB, DV"  # for messages and file dialogs
+# Name filters of an "open images" file dialog (Qt's syntax; no Qt needed here).
+IMAGE_FILE_FILTER = ";;".join([
+    "Images (" + " ".join(f"*{x}" for x in IMAGE_SUFFIXES if x.count(".") == 1) + ")",
+    "Microscope files (" + " ".join(f"*{x}" for x in VENDOR_SUFFIXES) + ")",
+    "TIFF and OME-TIFF (*.tif *.tiff)",
+    "All files (*)",
+])
 MIN_SIDE = 8  # smaller images cannot hold a cell the model could see
 MEMMAP_MIN_BYTES = 32 * 2**20  # uncompressed TIFFs at least this big are memory-mapped, not read (see read_image)
 MAX_CHANNELS = 16
 
 # TIFF/OME units to micrometres.
 _UNIT_TO_UM = {
-    "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-    "\\u00B5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "\\u00b5m": 1.0, "nm": 1e-3, "m": 1e6, "meter": 1e6, "metre": 1e6, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4,
 }
 
 
@@ -63,6 +79,7 @@ class ImageData:
     pixel_size_um: float | None = None
     rgb: bool = False  # an RGB(A) colour image such as H&E histology
     notes: list[str] = field(default_factory=list)  # warnings worth showing the user
+    scene: str | None = None  # the scene's name when the file holds several (see scene_names)
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
@@ -87,6 +104,12 @@ class ImageData:
 def is_image_file(path: str | Path) -> bool:
     name = str(path).lower()
     return name.endswith(IMAGE_SUFFIXES) and not Path(path).name.startswith(".")
+
+
+def display_name(path: str | Path, scene: str | None) -> str:
+    """``file`` or, for one scene of a multi-scene file, ``file [scene]`` (as projects and tables show it)."""
+    name = Path(path).name
+    return f"{name} [{scene}]" if scene is not None else name
 
 
 def find_images(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[list[Path], list[tuple[Path, str]]]:
@@ -115,10 +138,12 @@ def find_images(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[list[
 
 
 def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis: int | None = None,
-               memmap: bool | None = None) -> ImageData:
-    """Read a TIFF/OME-TIFF, PNG, JPEG or BMP file.
+               memmap: bool | None = None, scene: int | None = None) -> ImageData:
+    """Read a TIFF/OME-TIFF, PNG, JPEG, BMP or microscope (CZI, ND2, LIF, OIB, DV) file.
 
-    ``channel_axis`` overrides the channel axis of a plain 3-D TIFF without metadata
+    ``scene`` picks one scene (0-based, as :func:`scene_names` lists them) of a file that holds
+    several; ``None`` reads a single-scene file and refuses a multi-scene one with a message
+    naming its scenes. ``channel_axis`` overrides the channel axis of a plain 3-D TIFF without metadata
     (0 = channel-first, -1 = channel-last). Raises :class:`ImageReadError` naming the file.
 
     Large images are memory-mapped instead of read: when a TIFF's first series is stored
@@ -140,19 +165,28 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
     if size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
     lower = path.name.lower()
+    vendor = VENDOR_FORMATS.get(path.suffix.lower())
     kind = file_kind(path)  # read by content: a PNG named .tif is still a PNG
     try:
         if not lower.endswith(IMAGE_SUFFIXES):
-            raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads TIFF, PNG, JPEG, BMP)")
-        if kind == "TIFF" or (kind is None and lower.endswith(TIFF_SUFFIXES)):
-            img = _read_tiff(path, planes, channel_axis, memmap)
+            raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads {READABLE})")
+        if vendor is not None and kind is None:
+            from . import readers
+
+            img = readers.read(path, planes, scene)
+        elif kind == "TIFF" or (kind is None and lower.endswith(TIFF_SUFFIXES)):
+            img = _read_tiff(path, planes, channel_axis, memmap, scene)
         else:
+            _single_scene(path, scene)
             img = _read_raster(path)
     except ImageReadError:
         raise
     except MemoryError as exc:
         raise ImageReadError(path, "image too large to load into memory") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear line
+        if vendor is not None and kind is None:
+            raise ImageReadError(path, f"cannot be read as {vendor} ({_short(exc)}); the file may be damaged, "
+                                 "truncated or of a variant EffiCell's reader does not know") from exc
         if kind is None:
             raise ImageReadError(path, f"cannot be read as an image: {_NOT_AN_IMAGE}") from exc
         raise ImageReadError(path, f"cannot be read as an image ({_short(exc)}); the file may be damaged or truncated") from exc
@@ -167,6 +201,59 @@ _MAGIC = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"M
           (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
 _NOT_AN_IMAGE = "its content is not TIFF, PNG, JPEG or BMP (another kind of file, or damaged)"
 _SUFFIX_KIND = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+
+
+def scene_names(path: str | Path) -> list[str]:
+    """The names of the scenes (positions, wells, OME images) of an image file; one entry for a
+    single-scene file. Unnamed scenes are called ``scene k``. Reads the header only.
+
+    A file that cannot be opened gives one entry: :func:`read_image` then says what is wrong."""
+    path = Path(path)
+    vendor = VENDOR_FORMATS.get(path.suffix.lower())
+    kind = file_kind(path)
+    if not path.is_file() or (kind is None and vendor is None and not str(path).lower().endswith(TIFF_SUFFIXES)):
+        return [path.name]  # read_image says what is wrong with it
+    try:
+        if vendor is not None and kind is None:
+            from . import readers
+
+            return readers.scene_names(path)
+        if kind == "TIFF" or kind is None:
+            import tifffile
+
+            with tifffile.TiffFile(path, is_mmstack=False) as tif:
+                return [name for name, _ in _tiff_scenes(tif)] or [path.name]  # no series: read_image says why
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reader's own failure, told once by read_image
+        log.debug("%s: scenes not listed (%s)", path, exc)
+    return [path.name]
+
+
+def unique_scene_names(names: list[str | None]) -> list[str]:
+    """Scene names as shown to the user: the file's own where they are there and distinct, else ``scene k``."""
+    clean = [(n or "").strip() for n in names]
+    if all(clean) and len(set(clean)) == len(clean):
+        return clean
+    return [f"scene {k}" for k in range(len(names))]
+
+
+def _single_scene(path: Path, scene: int | None) -> None:
+    if scene not in (None, 0):
+        raise ImageReadError(path, f"scene {scene} does not exist (the file holds 1)")
+
+
+def check_scene(path: Path, scene: int | None, names: list[str]) -> int:
+    """The scene index to read: ``scene`` when it exists, 0 for a single-scene file; otherwise a clear error."""
+    if scene is None:
+        if len(names) > 1:
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            raise ImageReadError(path, f"holds {len(names)} scenes ({shown}); 'efficell segment' and projects read "
+                                 "each scene as an image of its own, other commands need one image per file")
+        return 0
+    if not 0 <= int(scene) < len(names):
+        raise ImageReadError(path, f"scene {scene} does not exist (the file holds {len(names)})")
+    return int(scene)
 
 
 def file_kind(path: str | Path) -> str | None:
@@ -227,25 +314,40 @@ def _block_rows(width: int, pixels: int = 4_000_000) -> int:
     return max(1, pixels // max(1, width))
 
 
-def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap: bool | None = None) -> ImageData:
+def _tiff_scenes(tif) -> list[tuple[str, object]]:  # noqa: ANN001 - tifffile objects
+    """(name, series) per scene: every image of an OME-TIFF (positions of a Micro-Manager file
+    included: the file is opened with ``is_mmstack=False``), else the first series alone (later
+    series of a plain TIFF are thumbnails or pyramid levels, not scenes)."""
+    series = list(tif.series)
+    if tif.is_ome and len(series) > 1:
+        return list(zip(unique_scene_names([s.name for s in series]), series))
+    return [(Path(tif.filehandle.path).name, series[0])] if series else []
+
+
+def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap: bool | None = None,
+               scene: int | None = None) -> ImageData:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        if not tif.series:
+    with tifffile.TiffFile(path, is_mmstack=False) as tif:
+        scenes = _tiff_scenes(tif)
+        if not scenes:
             raise ImageReadError(path, "TIFF holds no image data")
-        series = tif.series[0]
+        k = check_scene(path, scene, [n for n, _ in scenes])
+        scene_name, series = scenes[k] if len(scenes) > 1 else (None, scenes[0][1])
         axes = series.axes.upper()
         arr = _tiff_memmap(path, tif, series) if memmap is not False else None
         if arr is not None and memmap is None and arr.nbytes < MEMMAP_MIN_BYTES:
             arr = None
         if arr is None:
             arr = series.asarray()
-        pixel_size = _tiff_pixel_size(tif)
-        names = _tiff_channel_names(tif)
+        pixels = _ome_pixels(tif, k)  # the OME-XML is parsed once: it can be megabytes (Bio-Formats' original metadata)
+        pixel_size = _tiff_pixel_size(tif, pixels)
+        names = _tiff_channel_names(tif, pixels)
     data, rgb = _to_cyx(path, arr, axes, planes, channel_axis)
     if names and len(names) != data.shape[0]:
         names = ()
-    return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb)
+    return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb,
+                     scene=scene_name)
 
 
 def _tiff_memmap(path: Path, tif, series) -> np.memmap | None:  # noqa: ANN001 - tifffile objects
@@ -305,19 +407,15 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
                                  "cannot be interpreted; save it as 2-D planes or as an OME/ImageJ hyperstack")
     if channel_axis is not None and "C" not in axes and "S" not in axes and arr.ndim == 3:
         axes = "C" + axes[1:] if channel_axis == 0 else axes[:2] + "C"
-    for ax, choice, label, flag in (("T", planes.t, "time points", "--t N"), ("Z", planes.z, "z-planes", "--z N or --z max")):
+    for ax in "TZ":
         if ax not in axes:
             continue
         i = axes.index(ax)
-        n = arr.shape[i]
-        if choice is None:
-            raise ImageReadError(path, f"is a stack of {n} {label}; choose one with {flag}")
-        if choice == "max":
+        index = plane_index(path, ax, arr.shape[i], planes)
+        if index is None:
             arr = arr.max(axis=i)
         else:
-            if not 0 <= int(choice) < n:
-                raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")
-            arr = arr[(slice(None),) * i + (int(choice),)]  # a view (keeps a memory map mapped)
+            arr = arr[(slice(None),) * i + (index,)]  # a view (keeps a memory map mapped)
         axes = axes.replace(ax, "")
     axes = axes.replace("S", "C")
     if axes.count("C") > 1:
@@ -337,17 +435,59 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
     return np.ascontiguousarray(arr), rgb
 
 
-def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
-    """Pixel size in µm from OME-XML, ImageJ metadata, or TIFF resolution tags in cm."""
+def plane_index(path: Path | None, axis: str, n: int, planes: PlaneChoice) -> int | None:
+    """The plane of a ``T`` or ``Z`` axis of ``n`` planes to read: an index, or None for a maximum
+    projection. An axis of one plane needs no choice. One rule for every reader."""
+    if n <= 1:
+        return 0
+    choice, label, flag = ((planes.t, "time points", "--t N") if axis == "T"
+                           else (planes.z, "z-planes", "--z N or --z max"))
+    if choice is None:
+        raise ImageReadError(path, f"is a stack of {n} {label}; choose one with {flag}")
+    if choice == "max":
+        if axis == "T":
+            raise ImageReadError(path, "a maximum projection over time is not offered; choose a time point with --t N")
+        return None
+    if not 0 <= int(choice) < n:
+        raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")
+    return int(choice)
+
+
+def to_um(value: float | str | None, unit: str | None = "µm") -> float | None:
+    """A length in ``unit`` as µm; None when missing, not positive or in an unknown unit."""
     try:
-        if tif.is_ome and tif.ome_metadata:
-            root = ET.fromstring(tif.ome_metadata)
-            for el in root.iter():
-                if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
-                    unit = el.get("PhysicalSizeXUnit", "µm")
-                    factor = _UNIT_TO_UM.get(unit)
-                    if factor:
-                        return float(el.get("PhysicalSizeX")) * factor
+        v = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    factor = _UNIT_TO_UM.get((unit or "µm").strip().lower())
+    if v is None or factor is None or not np.isfinite(v) or v <= 0:
+        return None
+    return float(f"{v * factor:.10g}")  # 1.6e-06 m is 1.6 µm, not 1.5999999999999999
+
+
+def _ome_pixels(tif, index: int):  # noqa: ANN001, ANN202 - tifffile.TiffFile -> Element | None
+    """The ``Pixels`` element of the ``index``-th OME ``Image``; None for a TIFF without (readable) OME-XML."""
+    if not (tif.is_ome and tif.ome_metadata):
+        return None
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError as exc:  # bad metadata must not stop the image from loading
+        log.debug("ignoring unreadable OME-XML: %s", exc)
+        return None
+    images = [el for el in root if el.tag.endswith("Image")]
+    if not images:
+        return None
+    image = images[min(index, len(images) - 1)]
+    return next((el for el in image.iter() if el.tag.endswith("Pixels")), None)
+
+
+def _tiff_pixel_size(tif, pixels=None) -> float | None:  # noqa: ANN001 - tifffile.TiffFile, OME Pixels element
+    """Pixel size in µm from OME-XML (``pixels``, the scene's OME ``Pixels``), ImageJ metadata, or TIFF resolution tags in cm."""
+    try:
+        if pixels is not None and pixels.get("PhysicalSizeX"):
+            px = to_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"))
+            if px:
+                return px
         page = tif.pages[0]
         tags = page.tags
         xres = tags.get("XResolution")
@@ -360,8 +500,7 @@ def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
         ij = tif.imagej_metadata or {}
         unit = str(ij.get("unit", "")).strip().lower()
         if tif.is_imagej and unit:
-            factor = _UNIT_TO_UM.get(unit)
-            return per_unit * factor if factor else None
+            return to_um(per_unit, unit)
         res_unit = tags.get("ResolutionUnit")
         if res_unit is not None and int(res_unit.value) == 3:  # centimetre
             value = per_unit * 1e4
@@ -371,11 +510,12 @@ def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
     return None
 
 
-def _tiff_channel_names(tif) -> tuple[str, ...]:  # noqa: ANN001
+def _tiff_channel_names(tif, pixels=None) -> tuple[str, ...]:  # noqa: ANN001
+    """Channel names of the scene's OME ``pixels`` or the ImageJ labels; () where the file names none
+    (an OME ``Channel`` without ``Name`` has only an ID such as ``Channel:0:0``, which is no name)."""
     try:
-        if tif.is_ome and tif.ome_metadata:
-            root = ET.fromstring(tif.ome_metadata)
-            names = [el.get("Name") for el in root.iter() if el.tag.endswith("}Channel") or el.tag == "Channel"]
+        if pixels is not None:
+            names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
             if names and all(names):
                 return tuple(str(n) for n in names)
         ij = tif.imagej_metadata or {}

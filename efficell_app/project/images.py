@@ -17,7 +17,14 @@ from typing import Any
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
 from ..core.fileio import atomic_path
-from ..core.images import ImageData, PlaneChoice, find_images, read_image
+from ..core.images import (
+    ImageData,
+    PlaneChoice,
+    display_name,
+    find_images,
+    read_image,
+    scene_names,
+)
 from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
 from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
@@ -61,10 +68,13 @@ class ImageRecord:
     planes: PlaneChoice
     status: str
     added: str
+    scene: int | None = None  # scene index in a multi-scene file (CZI scene, ND2 position, OME image)
+    scene_name: str | None = None
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """``file``, or ``file [scene]`` for one scene of a multi-scene file."""
+        return display_name(self.path, self.scene_name if self.scene is not None else None)
 
     @property
     def inside_project(self) -> bool:
@@ -93,7 +103,7 @@ class AddReport:
         """How many files were skipped for each kind of reason (extension details folded)."""
         out: dict[str, int] = {}
         for _, reason in self.skipped:
-            key = re.sub(r"\s*\(.*\)$", "", reason)
+            key = re.sub(r"\s*\([^()]*\)$", "", reason)  # only the last parenthesis: "(.txt)", "(...)"
             out[key] = out.get(key, 0) + 1
         return out
 
@@ -192,7 +202,8 @@ def _safe_folder_name(name: str) -> str:
 # ----------------------------------------------------------------------------- images
 
 _IMAGE_COLUMNS = ("i.id, s.name AS set_name, i.path, i.size, i.quick_hash, i.sha256, i.width, i.height, "
-                  "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added")
+                  "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added, "
+                  "i.scene, i.scene_name")
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,7 +224,7 @@ def _record(store: Store, r: Any) -> ImageRecord:
         height=int(r["height"]), channels=int(r["channels"]),
         channel_names=_names(r["channel_names"]), pixel_size_um=r["pixel_size_um"],
         rgb=bool(r["rgb"]), planes=_planes(r["planes"]), status=str(r["status"]),
-        added=str(r["added"]),
+        added=str(r["added"]), scene=None if r["scene"] is None else int(r["scene"]), scene_name=r["scene_name"],
     )
 
 
@@ -255,15 +266,15 @@ def set_status(store: Store, image_id: int, status: str) -> None:
 
 def read_project_image(store: Store, image_id: int) -> ImageData:
     rec = get_image(store, image_id)
-    return read_recorded_image(rec.path, rec.planes)
+    return read_recorded_image(rec.path, rec.planes, rec.scene)
 
 
-def read_recorded_image(path: Path, planes: PlaneChoice) -> ImageData:
-    """The pixels of an image recorded in a project at ``path`` (needs no open project: a unit
-    of work on another machine reads its image with this)."""
+def read_recorded_image(path: Path, planes: PlaneChoice, scene: int | None = None) -> ImageData:
+    """The pixels of an image recorded in a project at ``path`` (scene ``scene`` of a multi-scene
+    file); needs no open project: a unit of work on another machine reads its image with this."""
     if not path.exists():
         raise ImageReadError(path, "file not found (moved or renamed? relink the folder in the project)")
-    return read_image(path, planes=planes)
+    return read_image(path, planes=planes, scene=scene)
 
 
 def image_sha256(store: Store, image_id: int) -> str:
@@ -279,16 +290,29 @@ def image_sha256(store: Store, image_id: int) -> str:
     return digest
 
 
-def _probe(path: Path, planes: PlaneChoice) -> dict[str, Any]:
-    """Everything recorded about an image file (reads it once)."""
-    img = read_image(path, planes=planes)
+def _probe_file(path: Path) -> dict[str, Any]:
+    """What is recorded about a file (its hashes), whichever of its scenes is added."""
     st = path.stat()
+    return {"size": st.st_size, "mtime": st.st_mtime, "quick_hash": quick_hash(path, st.st_size),
+            "sha256": sha256_file(path) if st.st_size <= FULL_HASH_LIMIT else None}
+
+
+def _probe(path: Path, planes: PlaneChoice, scene: int | None = None) -> dict[str, Any]:
+    """What is recorded about one image (one scene of a file): reads it once."""
+    img = read_image(path, planes=planes, scene=scene)
     return {
-        "size": st.st_size, "mtime": st.st_mtime, "quick_hash": quick_hash(path, st.st_size),
-        "sha256": sha256_file(path) if st.st_size <= FULL_HASH_LIMIT else None,
         "height": img.shape[0], "width": img.shape[1], "channels": img.n_channels,
         "channel_names": to_json(list(img.channel_names)), "pixel_size_um": img.pixel_size_um, "rgb": int(img.rgb),
     }
+
+
+def _scenes_of(path: Path) -> list[int | None]:
+    """Scene indices as recorded for ``path``: [None] for a single-scene file."""
+    try:
+        n = len(scene_names(path))
+    except (InputError, OSError):
+        return [None]
+    return [None] if n == 1 else list(range(n))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -327,7 +351,9 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
     planes = planes or PlaneChoice()
     sid = set_id(store, set_name, create=True)
     report = report or AddReport(set_name=clean_name(set_name))
-    existing = {str(r["path"]) for r in store.query("SELECT path FROM images WHERE set_id = ?", (sid,))}
+    rows = store.query("SELECT path, scene FROM images WHERE set_id = ?", (sid,))
+    existing = {str(r["path"]) for r in rows}
+    existing_scenes = {(str(r["path"]), r["scene"]) for r in rows}
     own = [store.root / d for d in _PROJECT_OWN]
     pending: list[tuple[Any, ...]] = []
     last_commit = time.monotonic()
@@ -340,8 +366,8 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
             for row in pending:
                 cur = conn.execute(
                     "INSERT INTO images(set_id, path, size, mtime, quick_hash, sha256, height, width, channels, "
-                    "channel_names, pixel_size_um, rgb, planes, status, added) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?)", row)
+                    "channel_names, pixel_size_um, rgb, planes, added, scene, scene_name, status) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new')", row)
                 report.added.append(int(cur.lastrowid))
         pending.clear()
         last_commit = time.monotonic()
@@ -363,13 +389,16 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
                 report.duplicates += 1
                 return
             dest, stored = placed, store.to_stored(placed)
-        if stored in existing:
-            report.duplicates += 1
-            return
+        if stored in existing and dest == src:  # already added: count its images without reading them again
+            known = _scenes_of(src)
+            if all((stored, k) in existing_scenes for k in known):
+                report.duplicates += len(known)
+                return
         try:
             if dest != src:
                 _copy_in(src, dest)
-            info = _probe(dest, planes)
+            names = scene_names(dest)
+            file_info = _probe_file(dest)
         except (InputError, OSError) as exc:
             reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
             report.skipped.append((src, reason))
@@ -377,10 +406,28 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
                 with contextlib.suppress(OSError):
                     dest.unlink()
             return
-        existing.add(stored)
-        pending.append((sid, stored, info["size"], info["mtime"], info["quick_hash"], info["sha256"],
-                        info["height"], info["width"], info["channels"], info["channel_names"],
-                        info["pixel_size_um"], info["rgb"], planes_json, now_iso()))
+        scenes: list[tuple[int | None, str | None]] = [(None, None)] if len(names) == 1 else list(enumerate(names))
+        n_added = 0
+        for scene, scene_name in scenes:
+            if (stored, scene) in existing_scenes:
+                report.duplicates += 1
+                continue
+            try:
+                info = _probe(dest, planes, scene)
+            except (InputError, OSError) as exc:
+                reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
+                report.skipped.append((src if scene is None else Path(f"{src} [{scene_name}]"), reason))
+                continue
+            existing_scenes.add((stored, scene))
+            n_added += 1
+            pending.append((sid, stored, file_info["size"], file_info["mtime"], file_info["quick_hash"],
+                            file_info["sha256"], info["height"], info["width"], info["channels"], info["channel_names"],
+                            info["pixel_size_um"], info["rgb"], planes_json, now_iso(), scene, scene_name))
+        if n_added:
+            existing.add(stored)
+        elif dest != src and stored not in existing:
+            with contextlib.suppress(OSError):
+                dest.unlink()  # nothing of the copy was added
         if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > 2.0:
             flush()
 

@@ -116,9 +116,48 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """Scenes: a file with several scenes (CZI scenes, ND2 positions, OME-TIFF images) is one image
+    per scene. ``scene`` is the scene's index (NULL for a single-scene file), ``scene_name`` its
+    name; the same file may appear once per scene in a set. SQLite cannot change a UNIQUE
+    constraint in place, so the table is rebuilt (foreign keys are off while migrating, so the
+    annotations and results that point at image ids stay)."""
+    cols = ("id, set_id, path, size, mtime, quick_hash, sha256, width, height, channels, channel_names, "
+            "pixel_size_um, rgb, planes, status, added")
+    for sql in (
+        """CREATE TABLE images_v2 (
+            id INTEGER PRIMARY KEY,
+            set_id INTEGER NOT NULL REFERENCES sets(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            scene INTEGER,
+            scene_name TEXT,
+            size INTEGER NOT NULL,
+            mtime REAL,
+            quick_hash TEXT NOT NULL,
+            sha256 TEXT,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            channels INTEGER NOT NULL,
+            channel_names TEXT NOT NULL DEFAULT '[]',
+            pixel_size_um REAL,
+            rgb INTEGER NOT NULL DEFAULT 0,
+            planes TEXT,
+            status TEXT NOT NULL DEFAULT 'new'
+                CHECK (status IN ('new', 'segmented', 'annotated', 'reviewed')),
+            added TEXT NOT NULL)""",
+        f"INSERT INTO images_v2({cols}) SELECT {cols} FROM images",
+        "DROP TABLE images",
+        "ALTER TABLE images_v2 RENAME TO images",
+        # A single-scene file (scene NULL) once per set, and each scene of a file once per set.
+        "CREATE UNIQUE INDEX images_unique ON images(set_id, path, ifnull(scene, -1))",
+        "CREATE INDEX images_by_set ON images(set_id, id)",
+    ):
+        conn.execute(sql)
+
+
 # MIGRATIONS[i] brings a database from schema version i to i + 1. Append only; never edit
 # a released entry. The schema version of this EffiCell is len(MIGRATIONS).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -231,10 +270,19 @@ class Store:
                 conn.backup(dst)
             finally:
                 dst.close()
-        for version in range(have, want):
-            with self.tx() as c:
-                MIGRATIONS[version](c)
-                c.execute(f"PRAGMA user_version = {version + 1}")
+        # Foreign keys off while migrating: a migration that rebuilds a table (SQLite's way to
+        # change a constraint) must not cascade-delete the rows that point into it.
+        conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for version in range(have, want):
+                with self.tx() as c:
+                    MIGRATIONS[version](c)
+                    bad = c.execute("PRAGMA foreign_key_check").fetchall()
+                    if bad:
+                        raise sqlite3.DatabaseError(f"migration to format {version + 1} left {len(bad)} dangling reference(s)")
+                    c.execute(f"PRAGMA user_version = {version + 1}")
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
         if have != want or self.meta("app_version") != __version__:
             self.set_meta("app_version", __version__)
             self.set_meta("schema_version", str(want))
