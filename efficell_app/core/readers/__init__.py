@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..images import ImageData, PlaneChoice
+from ..image_data import ImageData, PlaneChoice
 
 _MODULES = {".czi": "zeiss", ".nd2": "nikon", ".lif": "leica", ".oib": "olympus", ".dv": "deltavision"}
 

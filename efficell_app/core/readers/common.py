@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError
-from ..images import ImageData, PlaneChoice, check_scene, plane_index
+from ..image_data import ImageData, PlaneChoice, check_scene, plane_index
 
 # Names that readers make up when the file has none ("Channel:0:0" from OME IDs, "0", "1" from
 # indices): never shown as if the file had named its channels.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import ImageData, PlaneChoice, _to_cyx, to_um
+from ..image_data import ImageData, PlaneChoice, to_cyx, to_um
 from .common import pick_scene
 
 
@@ -20,7 +20,7 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
 
     with mrc.DVFile(path) as dv:
         axes = "".join(dv.axes).upper()
-        data, rgb = _to_cyx(path, dv.data, axes, planes, None)
+        data, rgb = to_cyx(path, dv.data, axes, planes, None)
         data = data.copy()  # the memory map closes with the file
         px = to_um(dv.voxel_size.x, "µm")
     return ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageData, PlaneChoice, _to_cyx, to_um, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, to_cyx, to_um, unique_scene_names
 from .common import file_channel_names, pick_scene, refuse, with_scene
 
 
@@ -60,7 +60,7 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
         luts = [el.get("LUTName") for el in im.xml_element.iterfind(".//ChannelDescription")]
     keep = [i for i, d in enumerate(dims) if d != "M"]
     arr = arr.reshape([shape[i] for i in keep])
-    data, rgb = _to_cyx(path, arr, "".join(dims[i] for i in keep), planes, None)
+    data, rgb = to_cyx(path, arr, "".join(dims[i] for i in keep), planes, None)
     # LAS X names a channel by its colour table (Green, Red, Gray), as its own viewer does.
     return with_scene(ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb,
                                 channel_names=() if rgb else file_channel_names(luts, data.shape[0])), scene_name)

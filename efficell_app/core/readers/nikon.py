@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageData, PlaneChoice, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, unique_scene_names
 from .common import assemble, file_channel_names, pick_scene, refuse, with_scene
 
 

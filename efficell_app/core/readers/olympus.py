@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import ImageData, PlaneChoice, _to_cyx, to_um
+from ..image_data import ImageData, PlaneChoice, to_cyx, to_um
 from .common import file_channel_names, pick_scene
 
 
@@ -21,7 +21,7 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
         axes = str(oif.axes).upper()
         arr = oif.asarray()
         main = oif.mainfile
-    data, rgb = _to_cyx(path, arr, axes, planes, None)
+    data, rgb = to_cyx(path, arr, axes, planes, None)
     ref = main.get("Reference Image Parameter", {})
     px = to_um(ref.get("WidthConvertValue"), str(ref.get("WidthUnit", "")))
     names = [main.get(f"Channel {k} Parameters", {}).get("CH Name") for k in range(1, data.shape[0] + 1)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageData, PlaneChoice, to_um, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, to_um, unique_scene_names
 from .common import assemble, file_channel_names, pick_scene, refuse, with_scene
 
 _UNSUPPORTED_AXES = {"H": "raw Airyscan phases", "R": "rotations", "I": "illuminations", "V": "views"}
