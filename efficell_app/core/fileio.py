@@ -12,6 +12,16 @@ from pathlib import Path
 from .errors import OutputError
 
 
+def real_path(path: str | Path) -> Path:
+    """``path`` absolute, with ``.``/``..`` and symlinks resolved: one spelling per file.
+
+    ``os.path.realpath`` rather than ``Path.resolve``: it never raises, also not for a
+    symlink loop (the loop is left in the path, and reading it then fails with a clear
+    OS error where the file is used).
+    """
+    return Path(os.path.realpath(os.fspath(path)))
+
+
 def _explain(path: Path, exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write here (permission denied or read-only folder: {path.parent})"

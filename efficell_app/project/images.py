@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
 import shutil
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
-from ..core.fileio import atomic_path
+from ..core.fileio import atomic_path, real_path
 from ..core.images import ImageData, PlaneChoice, find_images, read_image
 from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
@@ -61,6 +62,7 @@ class ImageRecord:
     planes: PlaneChoice
     status: str
     added: str
+    copied: bool = False  # the file is a copy the project made (table ``copies``), not the user's
 
     @property
     def name(self) -> str:
@@ -192,7 +194,8 @@ def _safe_folder_name(name: str) -> str:
 # ----------------------------------------------------------------------------- images
 
 _IMAGE_COLUMNS = ("i.id, s.name AS set_name, i.path, i.size, i.quick_hash, i.sha256, i.width, i.height, "
-                  "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added")
+                  "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added, "
+                  "EXISTS (SELECT 1 FROM copies c WHERE c.path = i.path) AS copied")
 
 
 @functools.lru_cache(maxsize=256)
@@ -213,7 +216,7 @@ def _record(store: Store, r: Any) -> ImageRecord:
         height=int(r["height"]), channels=int(r["channels"]),
         channel_names=_names(r["channel_names"]), pixel_size_um=r["pixel_size_um"],
         rgb=bool(r["rgb"]), planes=_planes(r["planes"]), status=str(r["status"]),
-        added=str(r["added"]),
+        added=str(r["added"]), copied=bool(r["copied"]),
     )
 
 
@@ -293,7 +296,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _place(src: Path, dest: Path, taken: set[str], store: Store) -> Path | None:
-    """A copy target for ``src`` near ``dest``: ``None`` if ``src`` is already copied there."""
+    """A free copy target for ``src`` at or near ``dest``; ``None`` if ``src`` is already copied
+    there for this set. Never a file that exists already: whoever put it there, it is kept."""
     stem, suffix = split_name(dest.name)
     k = 1
     while True:
@@ -301,14 +305,12 @@ def _place(src: Path, dest: Path, taken: set[str], store: Store) -> Path | None:
         if store.to_stored(cand) in taken:
             if _same_file(src, cand):
                 return None
-        elif not cand.exists():
+        elif not os.path.lexists(cand):
             return cand
         k += 1
 
 
 def _copy_in(src: Path, dst: Path) -> None:
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size and quick_hash(dst) == quick_hash(src):
-        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -322,7 +324,7 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
     sid = set_id(store, set_name, create=True)
     report = report or AddReport(set_name=clean_name(set_name))
     existing = {str(r["path"]) for r in store.query("SELECT path FROM images WHERE set_id = ?", (sid,))}
-    own = [store.root / d for d in _PROJECT_OWN]
+    own = [store.real_root / d for d in _PROJECT_OWN]
     pending: list[tuple[Any, ...]] = []
     last_commit = time.monotonic()
 
@@ -332,10 +334,14 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
             return
         with store.tx() as conn:
             for row in pending:
+                row, copied = row[:-1], row[-1]
                 cur = conn.execute(
                     "INSERT INTO images(set_id, path, size, mtime, quick_hash, sha256, height, width, channels, "
                     "channel_names, pixel_size_um, rgb, planes, status, added) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?)", row)
+                if copied:  # the record that makes this file the project's own
+                    conn.execute("INSERT OR REPLACE INTO copies(path, size, quick_hash, created) VALUES (?, ?, ?, ?)",
+                                 (row[1], row[2], row[4], row[-1]))
                 report.added.append(int(cur.lastrowid))
         pending.clear()
         last_commit = time.monotonic()
@@ -343,38 +349,37 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
     planes_json = to_json({"z": planes.z, "t": planes.t}) if (planes.z is not None or planes.t is not None) else None
 
     def add_one(src: Path, target: Path | None) -> None:
-        src = Path(src).absolute()
+        src = real_path(src)  # the door: one spelling per file ('..', symlinks, relative paths)
         if any(_is_under(src, d) for d in own):
             report.skipped.append((src, "is part of the project's own data (annotations, results, adapters)"))
             return
-        dest = Path(target) if (copy and target is not None) else src
-        stored = store.to_stored(dest)
-        if stored in existing and dest != src:
-            # Another file already took this name in the set's copy folder: the same image
-            # again is a duplicate, a different one gets a free name ("x_2.tif").
-            placed = _place(src, dest, existing, store)
-            if placed is None:
+        copying = copy and target is not None
+        if copying:
+            dest = _place(src, real_path(target), existing, store)
+            if dest is None:  # this very file was copied into the set before
                 report.duplicates += 1
                 return
-            dest, stored = placed, store.to_stored(placed)
+        else:
+            dest = src
+        stored = store.to_stored(dest)
         if stored in existing:
             report.duplicates += 1
             return
         try:
-            if dest != src:
+            if copying:
                 _copy_in(src, dest)
             info = _probe(dest, planes)
         except (InputError, OSError) as exc:
             reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
             report.skipped.append((src, reason))
-            if dest != src:
+            if copying:
                 with contextlib.suppress(OSError):
                     dest.unlink()
             return
         existing.add(stored)
         pending.append((sid, stored, info["size"], info["mtime"], info["quick_hash"], info["sha256"],
                         info["height"], info["width"], info["channels"], info["channel_names"],
-                        info["pixel_size_um"], info["rgb"], planes_json, now_iso()))
+                        info["pixel_size_um"], info["rgb"], planes_json, now_iso(), copying))
         if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > 2.0:
             flush()
 
@@ -396,7 +401,7 @@ def add_folder(store: Store, folder: str | Path, set_name: str, *, copy: bool = 
                planes: PlaneChoice | None = None, progress: Progress | None = None,
                cancel: CancelToken | None = None) -> AddReport:
     """Add every image under ``folder`` (recursively); non-images are counted as skipped."""
-    folder = Path(folder).absolute()
+    folder = real_path(folder)
     report = AddReport(set_name=clean_name(set_name))
     if not folder.is_dir():
         raise InputError(folder, "folder not found" if not folder.exists() else "is a file, not a folder")
@@ -406,6 +411,33 @@ def add_folder(store: Store, folder: str | Path, set_name: str, *, copy: bool = 
     pairs = [(f, base.joinpath(*f.relative_to(folder).parts) if copy else None) for f in images]
     return add_files(store, pairs, set_name, copy=copy, planes=planes, progress=progress, cancel=cancel,
                      report=report)
+
+
+def own_copies_to_delete(store: Store, stored_paths: Iterable[str]) -> list[Path]:
+    """Of the paths of images just removed from the index, the files the project may delete now.
+
+    Only a file the project copied in itself (recorded in ``copies`` when it copied it), that no
+    image left in the index still uses, and whose content is still that copy's (size and quick
+    hash): a file someone put at that place since is kept. Their ``copies`` rows go. Call after
+    the image rows are gone.
+    """
+    out: list[Path] = []
+    for stored in dict.fromkeys(stored_paths):
+        row = store.one("SELECT size, quick_hash FROM copies WHERE path = ?", (stored,))
+        if row is None or store.one("SELECT 1 FROM images WHERE path = ?", (stored,)):
+            continue
+        path = store.from_stored(stored)
+        try:
+            same = path.is_file() and path.stat().st_size == row["size"] and quick_hash(path) == row["quick_hash"]
+        except OSError:
+            same = False
+        if same:
+            out.append(path)
+        elif path.exists():
+            log.info("%s: kept (no longer the copy the project made)", path)
+        with store.tx() as conn:
+            conn.execute("DELETE FROM copies WHERE path = ?", (stored,))
+    return out
 
 
 def _is_under(path: Path, folder: Path) -> bool:
@@ -460,6 +492,8 @@ def relink(store: Store, old_prefix: str | Path, new_folder: str | Path) -> Reli
     if updates:
         with store.tx() as conn:
             conn.executemany("UPDATE images SET path = ? WHERE id = ?", updates)
+            # a copy whose images now point elsewhere is no longer the project's to delete
+            conn.execute("DELETE FROM copies WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.path = copies.path)")
     report.relinked = [i for _, i in updates]
     return report
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.cancel import CancelToken
+from ..core.fileio import real_path
 from ..core.images import ImageData, PlaneChoice, is_image_file
 from . import adapters as _ad
 from . import annotations as _an
@@ -146,7 +147,7 @@ class Project:
         report = _im.AddReport(set_name=set_name.strip())
         pairs: list[tuple[Path, Path | None]] = []
         base = self.root / "images" / _im._safe_folder_name(report.set_name)
-        for p in map(Path, paths):
+        for p in map(real_path, paths):  # the door: one spelling per file
             if p.is_dir():
                 found, skipped = _im.find_images([p])
                 report.skipped.extend(skipped)
@@ -184,14 +185,13 @@ class Project:
         store = self._store
         files: list[Path] = []
         with store.write_lock:
+            recs = [_im.get_image(store, i) for i in ids]
             for i in ids:
-                rec = _im.get_image(store, i)
                 files += [v.path for v in _an.annotation_history(store, i)]
                 files += [r.path for r in _rs.list_results(store, i)]
-                if rec.stored_path.startswith("images/"):  # copied in by add_folder(copy=True)
-                    files.append(rec.path)
             with store.tx() as conn:
                 conn.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+            files += _im.own_copies_to_delete(store, [r.stored_path for r in recs])  # never the user's files
             remove_files(files)
 
     def missing_images(self, set_name: str | None = None) -> list[_im.ImageRecord]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..core.fileio import real_path
 from .errors import NotAProjectError, ProjectError, ProjectVersionError
 from .lock import ProjectLock
 
@@ -116,9 +117,25 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """``copies``: the files the project copied into its folder, recorded when it copied them.
+
+    Only these may ever be deleted by the project (when no image uses them any more). Schema 1
+    told its own copies from the user's files by an ``images/`` prefix, which a user's own
+    ``images/`` folder or a ``..`` spelling also has: an older project gets no rows here, so no
+    original is ever deleted (copies made by an older EffiCell stay on disk when their image is
+    removed).
+    """
+    conn.execute("""CREATE TABLE copies (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        quick_hash TEXT NOT NULL,
+        created TEXT NOT NULL)""")
+
+
 # MIGRATIONS[i] brings a database from schema version i to i + 1. Append only; never edit
 # a released entry. The schema version of this EffiCell is len(MIGRATIONS).
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -135,7 +152,7 @@ class Store:
 
     def __init__(self, root: Path, conn: sqlite3.Connection, lock: ProjectLock) -> None:
         self.root = root
-        self._root_resolved = root.resolve()
+        self._root_resolved = real_path(root)
         self._root_str = str(root)
         self._conn: sqlite3.Connection | None = conn
         self._lock = lock
@@ -298,13 +315,20 @@ class Store:
     # ------------------------------------------------------------------ paths
 
     def to_stored(self, path: str | Path) -> str:
-        """How a path is kept in the index: POSIX and relative when inside the project."""
-        p = Path(path).absolute()
-        with contextlib.suppress(ValueError, OSError):
-            return p.resolve().relative_to(self._root_resolved).as_posix()
+        """How a path is kept in the index: resolved (``..`` and symlinks), POSIX and relative
+        when inside the project, so one file has one spelling."""
+        p = real_path(path)
         with contextlib.suppress(ValueError):
-            return p.relative_to(self.root).as_posix()
+            return p.relative_to(self._root_resolved).as_posix()
         return str(p)
+
+    @property
+    def real_root(self) -> Path:
+        return self._root_resolved
+
+    def real(self, stored: str) -> Path:
+        """The resolved path of a stored one (compare files by this, never by spelling)."""
+        return real_path(self.from_stored(stored))
 
     def from_stored(self, stored: str) -> Path:
         if is_absolute_anywhere(stored):
