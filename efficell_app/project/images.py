@@ -220,6 +220,15 @@ def _record(store: Store, r: Any) -> ImageRecord:
     )
 
 
+def image_entry(rec: ImageRecord) -> dict[str, Any]:
+    """An image's index row as JSON-able values (kept in its label files for ``project repair``)."""
+    return {"id": rec.id, "set": rec.set_name, "path": rec.stored_path, "size": rec.size,
+            "quick_hash": rec.quick_hash, "sha256": rec.sha256, "width": rec.width, "height": rec.height,
+            "channels": rec.channels, "channel_names": list(rec.channel_names), "pixel_size_um": rec.pixel_size_um,
+            "rgb": rec.rgb, "planes": {"z": rec.planes.z, "t": rec.planes.t}, "added": rec.added,
+            "copied": rec.copied}
+
+
 def list_images(store: Store, set_name: str | None = None, status: str | None = None) -> list[ImageRecord]:
     sql = f"SELECT {_IMAGE_COLUMNS} FROM images i JOIN sets s ON s.id = i.set_id"
     where: list[str] = []
@@ -413,30 +422,34 @@ def add_folder(store: Store, folder: str | Path, set_name: str, *, copy: bool = 
                      report=report)
 
 
-def own_copies_to_delete(store: Store, stored_paths: Iterable[str]) -> list[Path]:
-    """Of the paths of images just removed from the index, the files the project may delete now.
+def own_copies_to_delete(store: Store, stored_paths: Iterable[str]) -> list[str]:
+    """Of the paths of images just removed from the index, the files the project may delete now
+    (stored paths, journaled for deletion; their ``copies`` rows are gone).
 
     Only a file the project copied in itself (recorded in ``copies`` when it copied it), that no
     image left in the index still uses, and whose content is still that copy's (size and quick
-    hash): a file someone put at that place since is kept. Their ``copies`` rows go. Call after
-    the image rows are gone.
+    hash): a file someone put at that place since is kept. Call after the image rows are gone.
     """
-    out: list[Path] = []
+    out: list[str] = []
+    forget: list[str] = []
     for stored in dict.fromkeys(stored_paths):
         row = store.one("SELECT size, quick_hash FROM copies WHERE path = ?", (stored,))
         if row is None or store.one("SELECT 1 FROM images WHERE path = ?", (stored,)):
             continue
+        forget.append(stored)
         path = store.from_stored(stored)
         try:
             same = path.is_file() and path.stat().st_size == row["size"] and quick_hash(path) == row["quick_hash"]
         except OSError:
             same = False
         if same:
-            out.append(path)
+            out.append(stored)
         elif path.exists():
             log.info("%s: kept (no longer the copy the project made)", path)
+    if forget:
         with store.tx() as conn:
-            conn.execute("DELETE FROM copies WHERE path = ?", (stored,))
+            conn.executemany("DELETE FROM copies WHERE path = ?", [(s,) for s in forget])
+            store.journal(conn, out, "delete")
     return out
 
 
