@@ -114,8 +114,11 @@ def add_adapter(store: Store, file: str | Path, name: str | None = None, encoder
     Name, encoder, training images and metrics default to what the file's own EffiCell
     metadata says; an encoder must be known one way or the other.
     """
+    from ..core.model.adapter_io import check_adapter_file
+
     file = Path(file)
     header, _ = read_safetensors_header(file)  # refuse anything that is not a safetensors file
+    check_adapter_file(file)  # ... and one that is cut short, holds NaN, or fails its checksum
     core = core_metadata(header)
     name = clean_name(name or str(core.get("name") or "") or file.stem, "adapter")
     encoder = encoder or core.get("encoder")
