@@ -152,7 +152,7 @@ def _tensors(header: dict[str, Any], data: bytes, path: Path | None) -> dict[str
         if not 0 <= start <= end:
             raise AdapterError(path, f"adapter file is damaged (tensor '{name}' has bad offsets)")
         if end > len(data):
-            raise AdapterError(path, f"adapter file is truncated (tensor '{name}' ends past the end of the file)")
+            raise AdapterError(path, f"adapter file is truncated or damaged (tensor '{name}' ends past the end of the file)")
         out[name] = (dtype, shape, data[start:end])
         end_max = max(end_max, end)
     if end_max < len(data):
