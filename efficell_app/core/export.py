@@ -220,8 +220,31 @@ def _save_workbook(wb: Any, path: Path) -> None:
     from openpyxl.writer.excel import ExcelWriter
 
     wb.properties.modified = _dt.datetime.now(tz=_dt.timezone.utc).replace(tzinfo=None)
-    with ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True) as archive:
-        ExcelWriter(wb, archive).write_data()
+    try:
+        with ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True) as archive:
+            ExcelWriter(wb, archive).write_data()
+    except BaseException:
+        _discard_sheets(wb)
+        raise
+
+
+def _discard_sheets(wb: Any) -> None:
+    """After a failed save, quietly end what openpyxl's write-only sheets still hold (row
+    generators, temporary files): left to the garbage collector they print "Exception ignored
+    ... Traceback" blocks on the user's terminal (a full disk, for one)."""
+    import contextlib
+
+    for ws in wb.worksheets:
+        rows, writer = getattr(ws, "_rows", None), getattr(ws, "_writer", None)
+        if rows is not None:
+            with contextlib.suppress(Exception):
+                rows.close()
+            ws._rows = None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.xf.close()
+            with contextlib.suppress(Exception):
+                writer.cleanup()
 
 
 def _cells_sheet(i: int) -> str:
@@ -320,6 +343,27 @@ def write_label_tiff(labels: np.ndarray, path: str | Path, pixel_size_um: float 
                              extratags=[(SETTINGS_TAG, "s", 0, info, True)], **kwargs)
 
     return _write(path, writer)
+
+
+def read_label_settings(path: str | Path) -> dict[str, Any] | None:
+    """The settings :func:`write_label_tiff` recorded in a label TIFF; None when it holds none
+    (a file from another program) or cannot be read."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tag = page.tags.get(SETTINGS_TAG)
+            text = tag.value if tag is not None else (tif.imagej_metadata or {}).get("Info")
+    except Exception:  # noqa: BLE001 - unreadable or not a TIFF: no record
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        record = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def write_overlay_png(image: ImageData, labels: np.ndarray, path: str | Path,
@@ -476,4 +520,5 @@ def _json_number(v: Any) -> float | int | None:
 __all__ = [
     "EXCEL_MAX_DATA_ROWS", "FORMULA_START", "cell_polygons", "companion_paths", "settings_record", "write_csv", "write_geojson",
     "write_imagej_rois", "write_label_tiff", "write_overlay_png", "write_xlsx", "neutralise_formula",
+    "read_label_settings",
 ]

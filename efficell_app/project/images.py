@@ -17,7 +17,7 @@ from typing import Any
 
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
-from ..core.fileio import atomic_path, real_path
+from ..core.fileio import atomic_path, quick_hash, real_path
 from ..core.images import ImageData, PlaneChoice, find_images, read_image
 from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
@@ -26,7 +26,6 @@ from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
 log = logging.getLogger(__name__)
 
 STATUSES = ("new", "segmented", "annotated", "reviewed")
-QUICK_HASH_BLOCK = 1 << 20  # quick hash: size + first and last MiB
 FULL_HASH_LIMIT = 256 << 20  # files up to this size get their full SHA-256 when added
 _COMMIT_EVERY = 50  # images per transaction while adding (a crash loses at most these)
 _PROJECT_OWN = ("annotations", "results", "adapters", "exports")
@@ -119,22 +118,6 @@ class RelinkReport:
 
 
 # ----------------------------------------------------------------------------- hashes
-
-
-def quick_hash(path: Path, size: int | None = None) -> str:
-    """SHA-256 of the size plus the first and last MiB: cheap even for multi-GB files.
-
-    It identifies a file for relinking (same size and same ends); ``sha256_file`` is the
-    full-content hash recorded for provenance.
-    """
-    size = path.stat().st_size if size is None else size
-    h = hashlib.sha256(size.to_bytes(8, "little"))
-    with open(path, "rb") as fh:
-        h.update(fh.read(QUICK_HASH_BLOCK))
-        if size > QUICK_HASH_BLOCK:
-            fh.seek(max(QUICK_HASH_BLOCK, size - QUICK_HASH_BLOCK))
-            h.update(fh.read(QUICK_HASH_BLOCK))
-    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
