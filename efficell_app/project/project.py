@@ -46,13 +46,15 @@ class Project:
     def open(cls, folder: str | Path) -> Project:
         """Open an existing project; raises ProjectLockedError / ProjectVersionError / NotAProjectError.
 
-        After a crash of the last session (its WAL file is still there), what its unfinished
-        writes left is removed (:meth:`tidy`).
+        After a crash of the last session (its WAL file is still there) or when the index
+        journaled a file write that did not finish, what those writes left is removed
+        (:meth:`tidy`); files the index does not know are never touched.
         """
         project = cls(Store.open(folder))
-        if project._store.unclean_shutdown:
+        store = project._store
+        if store.unclean_shutdown or store.one("SELECT 1 FROM file_journal LIMIT 1"):
             n = project.tidy()
-            log.info("%s: the last session did not close cleanly; %d unfinished file(s) removed", folder, n)
+            log.info("%s: the last session did not finish every file write; %d unfinished file(s) removed", folder, n)
         return project
 
     @staticmethod
