@@ -214,9 +214,8 @@ class Project:
         store = self._store
         with store.write_lock:
             recs = [_im.get_image(store, i) for i in ids]
-            marks = ",".join("?" * len(ids))
-            labels = [str(r["path"]) for table in ("annotations", "results")
-                      for r in store.query(f"SELECT path FROM {table} WHERE image_id IN ({marks})", ids)] if ids else []
+            labels = [str(r["path"]) for i in ids for table in ("annotations", "results")
+                      for r in store.query(f"SELECT path FROM {table} WHERE image_id = ?", (i,))]
             with store.tx() as conn:
                 conn.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])  # rows of labels cascade
                 store.journal(conn, labels, "delete")

@@ -139,6 +139,7 @@ def _v2(conn: sqlite3.Connection) -> None:
     # Files in flight: a label or adapter file about to be written, or one whose row is gone
     # and that is about to be deleted. After a crash, tidy() deletes exactly these (when no row
     # uses them): a file the index does not know is never deleted.
+    conn.execute("CREATE INDEX images_by_path ON images(path)")  # "does any image still use this file?"
     conn.execute("""CREATE TABLE file_journal (
         path TEXT PRIMARY KEY,
         action TEXT NOT NULL CHECK (action IN ('write', 'delete')),
