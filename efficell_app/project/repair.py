@@ -290,7 +290,7 @@ def _set_id(c: sqlite3.Connection, name: str) -> int:
     return int(c.execute("INSERT INTO sets(name, created) VALUES (?, ?)", (name, now_iso())).lastrowid)
 
 
-def _image_from_record(store: Store, c: sqlite3.Connection, entry: dict[str, Any]) -> int | None:
+def _image_from_record(c: sqlite3.Connection, entry: dict[str, Any]) -> int | None:
     """The image a label file's record names: its row again (same id), or the row already there."""
     try:
         image_id = int(entry["id"])
@@ -341,7 +341,7 @@ def _from_label_files(store: Store, c: sqlite3.Connection, report: RepairReport)
                 continue
             had_images = int(c.execute("SELECT count(*) FROM images").fetchone()[0])
             if rec is not None and isinstance(rec.get("image"), dict):
-                image_id = _image_from_record(store, c, rec["image"])
+                image_id = _image_from_record(c, rec["image"])
             else:
                 image_id = int(f.parent.name) if f.parent.name.isdigit() else None
                 if image_id is not None and not c.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
