@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-size", type=float, default=None, help="pixel size in µm (default: from the file's metadata)")
     p.add_argument("--channel-names", default=None, help="comma-separated channel names for the measurements")
     p.add_argument("--no-measure", action="store_true", help="do not write measurements.xlsx")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output masks")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment every image again, replacing existing masks (by default a re-run keeps the masks an "
+                        "earlier run with the same settings completed, and refuses to replace any other file)")
     p.add_argument("--project", type=Path, default=None, help="segment the images of an EffiCell project instead")
     p.add_argument("--set", dest="set_name", default=None, help="with --project: only this image set")
     p.set_defaults(func=run)
@@ -33,7 +35,7 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     tty = stream.isatty()
     bar_w = 24
     done = int(bar_w * ev.index / max(ev.total, 1))
-    status = f"{ev.n_cells} cells, {ev.seconds:.1f} s" if ev.ok else "failed"
+    status = ("kept from an earlier run" if ev.kept else f"{ev.n_cells} cells, {ev.seconds:.1f} s") if ev.ok else "failed"
     line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.name}: {status}"
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
 
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    failed = 0
+    failed = kept = 0
     total = len(images)
     cancel = CancelToken()
     try:
@@ -82,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
             _progress(ev, err)
             where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
             total = ev.total
+            kept += ev.kept
             if not ev.ok:
                 failed += 1
                 print(f"error: {where}: {ev.message}", file=err)
-            elif ev.message:
+            elif ev.message and not ev.kept:
                 print(f"warning: {where}: {ev.message}", file=err)
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
@@ -94,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         cancel.cancel()
         print("\ncancelled", file=err)
         return 130
-    print(f"{total - failed} of {total} image(s) segmented into {args.out}", file=err)
+    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
+          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
+          file=err)
     return 1 if failed else 0
 
 

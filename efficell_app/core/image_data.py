@@ -33,10 +33,19 @@ class PlaneChoice:
 
     @classmethod
     def parse(cls, z: str | None = None, t: str | None = None) -> PlaneChoice:
+        """From ``--z`` / ``--t``; ValueError with a message for the user when not a plane."""
         zz: int | str | None = None
         if z is not None:
-            zz = "max" if z.strip().lower() in ("max", "mip") else int(z)
-        return cls(z=zz, t=None if t is None else int(t))
+            zz = "max" if z.strip().lower() in ("max", "mip") else _plane(z, "--z", "or 'max' (maximum projection)")
+        return cls(z=zz, t=None if t is None else _plane(t, "--t", ""))
+
+
+def _plane(text: str, option: str, alternative: str) -> int:
+    value = text.strip()
+    if not value.isdigit():
+        raise ValueError(f"{option} must be a plane number (0, 1, 2, ...){' ' + alternative if alternative else ''}, "
+                         f"not '{text}'")
+    return int(value)
 
 
 @dataclass

@@ -68,22 +68,54 @@ def find_images(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[list[
     """Expand files and folders (recursively) into image files.
 
     Returns ``(images, skipped)``, where ``skipped`` lists ``(path, reason)`` for files in the
-    given folders that are not images, so the caller can say what was left out.
+    given folders that are not images, so the caller can say what was left out. An entry named
+    like an image that cannot be one (a broken link, a symlink loop, a folder named
+    ``x.tif`` holding no images) is kept in ``images``: its reader names the problem.
     """
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
+            found = len(images)
             for f in sorted(p.rglob("*")):
-                if not f.is_file() or f.name.startswith("."):
+                if f.name.startswith("."):
                     continue
-                if is_image_file(f):
-                    images.append(f)
-                else:
-                    skipped.append((f, f"not an image file ({f.suffix or 'no extension'})"))
+                if f.is_file():
+                    if is_image_file(f):
+                        images.append(f)
+                    else:
+                        skipped.append((f, f"not an image file ({f.suffix or 'no extension'})"))
+                elif is_image_file(f) and not (f.is_dir() and _holds_images(f)):
+                    images.append(f)  # named like an image but is not a readable file
+            if len(images) == found and is_image_file(p):
+                images.append(p)  # a folder named like an image, holding none
         else:
             images.append(p)  # named explicitly: let the reader say what is wrong with it
     return images, skipped
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(f.is_file() and is_image_file(f) for f in folder.rglob("*"))
+
+
+def _check_readable(path: Path, what: str) -> None:
+    """Name what is wrong with a path before decoding it: a missing file, a link to nothing, a
+    folder, an empty or unreadable file (permission denied is said as such, not as damage)."""
+    if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, "is a symbolic link to nothing (a broken link or a symlink loop)")
+        raise ImageReadError(path, f"{what}file not found")
+    if path.is_dir():
+        raise ImageReadError(path, f"is a folder, not {'a mask' if what else 'an image'} file")
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except PermissionError as exc:
+        raise ImageReadError(path, "cannot be read: permission denied (check the file's permissions)") from exc
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if empty:
+        raise ImageReadError(path, f"{what}file is empty (0 bytes)")
 
 
 # ----------------------------------------------------------------------------- readers
@@ -109,13 +141,7 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
     """
     path = Path(path)
     planes = planes or PlaneChoice()
-    if not path.exists():
-        raise ImageReadError(path, "file not found")
-    if path.is_dir():
-        raise ImageReadError(path, "is a folder, not an image file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ImageReadError(path, "file is empty (0 bytes)")
+    _check_readable(path, "")
     lower = path.name.lower()
     vendor = VENDOR_FORMATS.get(path.suffix.lower())
     kind = file_kind(path)  # read by content: a PNG named .tif is still a PNG
@@ -386,10 +412,7 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     Refuses negative or non-integer labels and, when ``shape`` is given, a different size.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "mask file not found")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "mask file is empty (0 bytes)")
+    _check_readable(path, "mask ")
     kind = file_kind(path)  # by content, as read_image
     try:
         if kind == "TIFF" or (kind is None and str(path).lower().endswith(TIFF_SUFFIXES)):
