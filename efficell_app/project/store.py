@@ -512,7 +512,8 @@ def quick_check(conn: sqlite3.Connection) -> str:
     """'' when SQLite's quick integrity check passes, else its first complaint."""
     rows = conn.execute("PRAGMA quick_check(3)").fetchall()
     first = str(rows[0][0]) if rows else "no answer"
-    return "" if first == "ok" else "; ".join(str(r[0]) for r in rows)
+    # SQLite's complaints span lines ("*** in database main ***\nPage 5: ..."): one line for messages
+    return "" if first == "ok" else "; ".join(" ".join(str(r[0]).split()) for r in rows)
 
 
 def index_error(root: Path, exc: sqlite3.Error) -> ProjectError:

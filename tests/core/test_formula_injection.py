@@ -18,7 +18,7 @@ from openpyxl import load_workbook
 
 from efficell_app.core import export
 from efficell_app.project import Project
-from efficell_app.project.export import export_project
+from efficell_app.tasks.export import export_project
 
 HOSTILE = ['=HYPERLINK("http://evil.example","click")', "+1+2", "-2+3", "@SUM(1,1)", "\t=1+1", "\r=1+1"]
 DANGEROUS_START = ("=", "+", "-", "@", "\t", "\r")

@@ -74,6 +74,8 @@ def test_format_1_project_is_migrated_and_keeps_its_annotations(tmp_path: Path, 
             planes TEXT, status TEXT NOT NULL DEFAULT 'new', added TEXT NOT NULL, UNIQUE (set_id, path));""")
     conn.execute(f"INSERT INTO images({cols}) SELECT {cols} FROM old")
     conn.execute("DROP TABLE old")
+    conn.execute("DROP TABLE copies")  # and the tables of later formats (schema 3)
+    conn.execute("DROP TABLE file_journal")
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
