@@ -105,7 +105,8 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
         records.append({"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
                         "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3)})
         yield ev
-    settings = {**segmenter.identity, "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
+    settings = {**segmenter.identity, "device_info": getattr(segmenter, "device_info", None),
+                "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
                 "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if opts.measure and image_rows:

@@ -72,7 +72,8 @@ class Segmenter:
     """A loaded model ready to segment images on one device."""
 
     def __init__(self, model, meta, adapter_sha256: str, adapter_path: Path | None = None,  # noqa: ANN001
-                 device: str = "cpu", instance_params: InstanceParams | None = None) -> None:
+                 device: str = "cpu", instance_params: InstanceParams | None = None, precision: str = "auto",
+                 batch_size: int | None = None) -> None:
         from .inference import DensePredictor
 
         self.model = model
@@ -83,15 +84,22 @@ class Segmenter:
         spec = model.encoder.spec
         self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
                                                            if k in InstanceParams.__dataclass_fields__})
-        self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size)
+        self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size,
+                                        precision=precision, batch_size=batch_size)
+        self._device_info: dict[str, Any] = {}
         from .strips import STRIP_PIXELS
 
         self.strip_pixels = STRIP_PIXELS  # larger model-scale images are segmented in strips (bounded memory)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = "auto") -> Segmenter:
-        """Load an adapter file (or the built-in one) with the encoder it was trained for."""
+    def load(cls, model: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = "auto",
+             precision: str = "auto", batch_size: int | None = None) -> Segmenter:
+        """Load an adapter file (or the built-in one) with the encoder it was trained for.
+
+        ``precision``: "auto" (bf16 on a GPU, fp32 elsewhere), "fp32", "bf16" or "fp16";
+        ``batch_size``: tiles per forward pass (None: 4 on a GPU, 1 on a CPU).
+        """
         from .encoders import build_encoder
         from .inference import choose_device
         from .model import EffiCellModel
@@ -101,12 +109,12 @@ class Segmenter:
         meta = read_adapter_meta(path)
         dev = choose_device(device)
         try:
-            encoder = build_encoder(meta.encoder, weights=encoder_weights)
+            encoder = build_encoder(meta.encoder, weights=encoder_weights, device=dev)
         except KeyError as exc:
             raise AdapterError(path, f"adapter needs encoder '{meta.encoder}', which this EffiCell does not know") from exc
         sha = encoder.weights_sha256 or RANDOM_WEIGHTS
         adapters, meta, adapter_sha = load_adapter(path, encoder.spec.name, sha)
-        return cls(EffiCellModel(encoder, adapters), meta, adapter_sha, path, dev)
+        return cls(EffiCellModel(encoder, adapters), meta, adapter_sha, path, dev, precision=precision, batch_size=batch_size)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -118,10 +126,32 @@ class Segmenter:
                 "adapter_sha256": self.adapter_sha256, "adapter_file": str(self.adapter_path) if self.adapter_path else None}
 
     @property
+    def device_info(self) -> dict[str, Any]:
+        """The device the model runs on now (name, memory; see :func:`.device.describe_device`)."""
+        from .device import describe_device
+
+        dev = self.predictor.device  # the CPU after a GPU out-of-memory fallback
+        if dev not in self._device_info:
+            self._device_info[dev] = describe_device(dev)
+        return self._device_info[dev]
+
+    @property
     def target_diameter(self) -> float:
         return float(self.meta.target_diameter)
 
     # ------------------------------------------------------------------ segmentation
+    def plan_scale(self, h: int, w: int, diameter: float | None, estimated: bool = False) -> tuple[float, str | None]:
+        """Model scale / input scale for cells of ``diameter`` px in an ``(h, w)`` image, and a note when it is capped.
+
+        An ``estimated`` diameter may rescale only within ``AUTO_SCALE_RANGE``.
+        """
+        lo, hi = AUTO_SCALE_RANGE if estimated else (0.1, 8.0)
+        scale = float(np.clip(self.target_diameter / diameter, lo, hi)) if diameter else 1.0
+        if h * w * scale * scale > MAX_MODEL_PIXELS:
+            scale = float(np.sqrt(MAX_MODEL_PIXELS / (h * w)))
+            return scale, f"cells are very small for this image size; rescaled by {scale:.2f} only"
+        return scale, None
+
     def segment(self, img: ImageData, diameter: float | None = None, channels: tuple[int, ...] | None = None,
                 cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
                 keep_uncertainty_map: bool = False) -> SegmentationResult:
@@ -142,11 +172,8 @@ class Segmenter:
         first = None
         if diameter is None:
             diameter, first = self._estimate_diameter(x, cancel, lambda f: report(0.5 * f))
-        lo, hi = AUTO_SCALE_RANGE if first is not None else (0.1, 8.0)
-        scale = float(np.clip(self.target_diameter / diameter, lo, hi)) if diameter else 1.0
-        if h * w * scale * scale > MAX_MODEL_PIXELS:
-            scale = float(np.sqrt(MAX_MODEL_PIXELS / (h * w)))
-            notes.append(f"cells are very small for this image size; rescaled by {scale:.2f} only")
+        scale, note = self.plan_scale(h, w, diameter, estimated=first is not None)
+        notes += [note] if note else []
         if first is not None and abs(np.log(scale)) >= np.log(1.15) and needs_strips(h, w, scale, self.strip_pixels):
             del x, first
             return segment_in_strips(self, img, diameter, *strip_args, estimated=True)
@@ -158,29 +185,10 @@ class Segmenter:
             xs = resize_each_channel(x, scale)
             prob, geo = self.predictor.predict(xs, cancel, lambda d, n: report(base + (1 - base) * d / n))
             labels_s = dense_to_labels(prob, geo[0], self._scaled_params(1.0))
-        labels = resize_labels(labels_s, (h, w))
-        conf = _cell_confidence(labels_s, prob)
-        if labels_s.shape != (h, w):  # cells may vanish when shrinking: renumber, keep their confidences aligned
-            from skimage.segmentation import relabel_sequential
-
-            kept = np.unique(labels)
-            kept = kept[kept > 0]
-            labels = relabel_sequential(labels)[0].astype(np.int32)
-            conf = conf[kept - 1]
-        fg_sem = 1.0 - prob[0]
-        fg_geo = np.clip(geo[0] * 6.0, 0.0, 1.0)
-        disagreement = np.abs(fg_sem - fg_geo)
-        region = (fg_sem > 0.2) | (fg_geo > 0.2)
-        uncertainty = float(disagreement[region].mean()) if region.any() else 0.0
-        umap = None
-        if keep_uncertainty_map:
-            umap = resize_image(disagreement[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else disagreement
-            umap = _fit(umap, (h, w)).astype(np.float16)
+        labels, conf, uncertainty, umap = finish_labels(labels_s, prob, geo, (h, w), scale, is_blank(img),
+                                                        keep_uncertainty_map)
         notes.extend(self.predictor.notes)
         self.predictor.notes.clear()
-        if img.data.min() == img.data.max():
-            labels[:] = 0
-            conf = np.zeros(0, np.float32)
         report(1.0)
         settings = self._settings(diameter, first is not None, scale, channels)
         return SegmentationResult(labels=labels, diameter=float(diameter or 0.0), scale=scale, settings=settings,
@@ -189,11 +197,15 @@ class Segmenter:
 
     def _settings(self, diameter: float | None, estimated: bool, scale: float, channels: tuple[int, ...] | None) -> dict[str, Any]:
         """Everything needed to reproduce a result."""
+        from .device import precision_name
+
+        pred = self.predictor
         return {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
                 "diameter_estimated": estimated, "scale": round(scale, 5),
-                "channels": list(channels) if channels else None, "device": self.predictor.device,
+                "channels": list(channels) if channels else None, "device": pred.device,
+                "device_info": self.device_info, "precision": precision_name(pred.device, pred.precision),
                 "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
-                "normalisation": self.meta.normalisation, "tile": self.predictor.tile, "overlap": self.predictor.overlap}
+                "normalisation": self.meta.normalisation, "tile": pred.tile, "overlap": pred.overlap}
 
     def _scaled_params(self, scale: float) -> InstanceParams:
         p = self.params
@@ -230,6 +242,44 @@ class _NativePass:
             prob, geo = self.seg.predictor.predict(self.x, self.cancel, lambda d, n: self.report(1.0 + d / n))
             self._out = (prob, geo, dense_to_labels(prob, geo[0], self.seg._scaled_params(1.0)))
         return iter(self._out)
+
+
+def is_blank(img: ImageData) -> bool:
+    """An image of one value holds no cells, whatever the model says of it."""
+    return bool(img.data.min() == img.data.max())
+
+
+def finish_labels(labels_s: np.ndarray, prob: np.ndarray, geo: np.ndarray, shape: tuple[int, int], scale: float,
+                  blank: bool = False, keep_uncertainty_map: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
+    """From model-scale labels and dense maps to what a result holds at the input's ``shape``:
+    ``(labels, cell_confidence, uncertainty, uncertainty_map or None)``.
+
+    Torch-free, so that CPU worker processes run it (:mod:`.pipelined`) as :meth:`Segmenter.segment` does.
+    """
+    h, w = shape
+    labels = resize_labels(labels_s, (h, w))
+    conf = _cell_confidence(labels_s, prob)
+    if labels_s.shape != (h, w):  # cells may vanish when shrinking: renumber, keep their confidences aligned
+        from skimage.segmentation import relabel_sequential
+
+        kept = np.unique(labels)
+        kept = kept[kept > 0]
+        labels = relabel_sequential(labels)[0].astype(np.int32)
+        conf = conf[kept - 1]
+    fg_sem = 1.0 - prob[0]
+    fg_geo = np.clip(geo[0] * 6.0, 0.0, 1.0)
+    disagreement = np.abs(fg_sem - fg_geo)
+    region = (fg_sem > 0.2) | (fg_geo > 0.2)
+    uncertainty = float(disagreement[region].mean()) if region.any() else 0.0
+    umap = None
+    if keep_uncertainty_map:
+        umap = resize_image(disagreement[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else disagreement
+        umap = _fit(umap, (h, w)).astype(np.float16)
+    if blank:
+        labels[:] = 0
+        conf = np.zeros(0, np.float32)
+    return labels, conf, uncertainty, umap
 
 
 def _fit(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -521,7 +521,11 @@ class MainWindow(QMainWindow):
         device = self.prefs.device
 
         def job(_cancel: Any) -> Any:
-            yield jobs.device_description(device), jobs.gpu_names()
+            with jobs.loading_heavy_libraries(preload=False):
+                import torch  # noqa: F401 - imported under the import lock
+            from ..core.device import device_text, gpu_names
+
+            yield device_text(device), gpu_names()
 
         h = start_worker(job, parent=self, on_event=self._device_found)
         self._device_handle = h

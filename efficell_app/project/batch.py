@@ -102,7 +102,8 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
         cancel.raise_if_cancelled()
     identity = dict(segmenter.identity)
     run_id = project.start_run({"diameter": diameter, "channels": list(channels) if channels else None,
-                                "set": set_name, "only_new": only_new}, identity, set_name)
+                                "set": set_name, "only_new": only_new,
+                                "device_info": getattr(segmenter, "device_info", None)}, identity, set_name)
     try:
         yield from _segment_all(project, segmenter, todo, run_id, identity, cancel, diameter, channels)
     except Cancelled:
