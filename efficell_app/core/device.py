@@ -67,7 +67,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cuda_index(device: str) -> int:
+def cuda_index(device: str) -> int:
+    """The index of a CUDA device string ('cuda' is the current device). torch.cuda functions are given
+    this int: several of them (``set_per_process_memory_fraction``, ``mem_get_info`` in older torch)
+    reject ``torch.device('cuda')``, which has no index."""
     import torch
 
     return int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
@@ -91,7 +94,7 @@ def describe_device(device: str = "auto") -> dict[str, Any]:
     info: dict[str, Any] = {"device": dev, "type": dev.split(":")[0], "torch": torch.__version__,
                             "cpu_threads": torch.get_num_threads(), "cpu_cores": os.cpu_count()}
     if dev.startswith("cuda"):
-        idx = _cuda_index(dev)
+        idx = cuda_index(dev)
         p = torch.cuda.get_device_properties(idx)
         info.update(device=f"cuda:{idx}", name=p.name, memory_gib=round(p.total_memory / 2**30, 1),
                     capability=f"{p.major}.{p.minor}", cuda=torch.version.cuda,
@@ -162,7 +165,7 @@ def autocast_dtype(device: str, precision: str = "auto"):  # noqa: ANN201 - torc
         return torch.float16
     if kind == "cuda" and not torch.cuda.is_bf16_supported():
         if p == "bf16":
-            raise ValueError(f"precision bf16: {torch.cuda.get_device_name(_cuda_index(device))} does not support bfloat16")
+            raise ValueError(f"precision bf16: {torch.cuda.get_device_name(cuda_index(device))} does not support bfloat16")
         return torch.float16
     return torch.bfloat16
 
@@ -196,7 +199,7 @@ def synchronize(device: str) -> None:
     import torch
 
     if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(cuda_index(device))
     elif device == "mps":
         torch.mps.synchronize()
 
@@ -205,7 +208,7 @@ def reset_peak_memory(device: str) -> None:
     import torch
 
     if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.reset_peak_memory_stats(cuda_index(device))
 
 
 def peak_memory_gib(device: str) -> float | None:
@@ -214,7 +217,7 @@ def peak_memory_gib(device: str) -> float | None:
 
     if not device.startswith("cuda"):
         return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    return round(torch.cuda.max_memory_allocated(cuda_index(device)) / 2**30, 3)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

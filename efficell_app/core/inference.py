@@ -115,19 +115,21 @@ class DensePredictor:
         if len(batch) > 1:
             half = len(batch) // 2
             self.batch_size = max(1, half)
-            self.notes.append(f"GPU out of memory: batch reduced to {self.batch_size}")
-            log.warning("GPU out of memory; batch reduced to %d", self.batch_size)
+            self._note(f"GPU out of memory: batch reduced to {self.batch_size}")
             a, b = self.run_batch(batch[:half]), self.run_batch(batch[half:])
-            # the second half may have moved to the CPU: join where the model is now
-            return (torch.cat([a[0].to(self.device), b[0].to(self.device)]),
-                    torch.cat([a[1].to(self.device), b[1].to(self.device)]))
+            dev = b[0].device  # the second half may have ended on the CPU: join there
+            return torch.cat([a[0].to(dev), b[0]]), torch.cat([a[1].to(dev), b[1]])
         gpu = self.device
-        self.notes.append("GPU out of memory: continuing on the CPU")
-        log.warning("GPU out of memory; continuing on the CPU")
+        self._note("GPU out of memory: continuing on the CPU")
         self.device = "cpu"
         self.model.to("cpu")
         free_cached_memory(gpu)
         return self._forward(batch)
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:  # once per image, however many batches it hit
+            self.notes.append(text)
+            log.warning("%s", text)
 
     def _forward_safe(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`run_batch` for a numpy batch (what the strip code feeds): numpy float32 out."""
@@ -140,10 +142,32 @@ class DensePredictor:
         """Where the image and the accumulators of ``nbytes`` live: the GPU when they fit easily, else the host."""
         import torch
 
+        from .device import cuda_index
+
         if not self.device.startswith("cuda"):
             return "cpu"
-        free, _total = torch.cuda.mem_get_info(torch.device(self.device))
+        free, _total = torch.cuda.mem_get_info(cuda_index(self.device))
         return self.device if nbytes <= self.GPU_ACCUMULATOR_SHARE * free else "cpu"
+
+    def _stage(self, x: np.ndarray, win: np.ndarray, stage: str):  # noqa: ANN202 - (image, window, accumulators)
+        """The padded image, the blend window and zeroed accumulators (prob 3, geo 3, weight 1) on ``stage``;
+        on the host when the GPU has no room for them (its free memory does not show a per-process limit)."""
+        import torch
+
+        from .device import is_out_of_memory
+
+        def make(dev: str):  # noqa: ANN202
+            return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dev), torch.from_numpy(win).to(dev),
+                    torch.zeros((7, *x.shape[1:]), dtype=torch.float32, device=dev))
+
+        if stage == "cpu":
+            return make("cpu")
+        try:
+            return make(stage)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+        return make("cpu")
 
     def predict(self, x: np.ndarray, cancel: CancelToken | None = None,
                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -158,11 +182,10 @@ class DensePredictor:
         if (ph, pw) != (h, w):
             mode = "reflect" if (ph - h < h and pw - w < w) else "constant"
             x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode=mode)
-        stage = self._staging_device(10 * 4 * ph * pw)  # image (3) + prob, geo, weight (7), float32
+        win_np = blend_window(th, tw, self.overlap if plan.n_tiles > 1 else 0)
         with torch.inference_mode():
-            src = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(stage)
-            win = torch.from_numpy(blend_window(th, tw, self.overlap if plan.n_tiles > 1 else 0)).to(stage)
-            acc = torch.zeros((7, ph, pw), dtype=torch.float32, device=stage)  # prob (3), geo (3), weight
+            src, win, acc = self._stage(x, win_np, self._staging_device(10 * 4 * ph * pw))
+            stage = acc.device
             coords = [(y, x0) for y in plan.starts_y for x0 in plan.starts_x]
             done = 0
             while done < len(coords):  # not range(..., batch_size): an OOM retry shrinks the batch mid-way
