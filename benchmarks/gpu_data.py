@@ -1,5 +1,6 @@
 """The real images ``benchmarks/gpu.py`` runs on, packed small enough to travel to a GPU machine.
 
+    python3 benchmarks/gpu_data.py prepare     # pack (below) and fetch the wheels the GPU machine lacks into .whl/
     python3 benchmarks/gpu_data.py pack [--data ../shared/data] [--out .gpu_data]
 
 copies a fixed subset of ``../shared/data`` into ``.gpu_data/`` (ignored by git; about 22 MB, so
@@ -142,15 +143,36 @@ def fewshot_pairs(pack_dir: Path) -> list[tuple[Path, Path]]:
             for s in fewshot_stems()]
 
 
+# Pure-Python packages the GPU machine's image lacks (platformdirs) or may hold in another version
+# (timm: the encoders are built with the version tested here). Carried as wheels in .whl/.
+WHEELS = ("timm==1.0.31", "platformdirs==4.14.9")
+
+
+def fetch_wheels(dest: Path) -> None:
+    """Download :data:`WHEELS` for the GPU machine's Python 3.12 (see the device README's note on wheels)."""
+    import subprocess
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.whl"):
+        old.unlink()
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
+           "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+           "-d", str(dest), *WHEELS]
+    subprocess.run(cmd, check=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=["pack", "check"])
+    p.add_argument("command", choices=["prepare", "pack", "check"])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=DEFAULT_PACK)
     a = p.parse_args()
-    if a.command == "pack":
+    if a.command in ("pack", "prepare"):
         m = pack(a.data, a.out)
         print(f"{a.out}: {len(m['files'])} files, {m['bytes'] / 2**20:.1f} MiB")
+        if a.command == "prepare":
+            fetch_wheels(ROOT / ".whl")
+            print(f"{ROOT / '.whl'}: " + ", ".join(p.name for p in sorted((ROOT / ".whl").glob("*.whl"))))
     else:
         check(a.out)
         print(f"{a.out}: complete")
