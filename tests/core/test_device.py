@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from efficell_app.core import device as devmod
-from efficell_app.core.device import autocast_dtype, choose_device, describe_device, device_text, precision_name
+from efficell_app.core.device import (
+    autocast_dtype,
+    choose_device,
+    describe_device,
+    device_text,
+    precision_name,
+)
 
 
 def _fake_h200(monkeypatch: pytest.MonkeyPatch, bf16: bool = True) -> None:
