@@ -99,3 +99,14 @@ def test_results_record_the_device_and_precision(random_segmenter, dsb_pairs) ->
     res = random_segmenter.segment(read_image(dsb_pairs[0][0]), diameter=16.0)
     assert res.settings["device"] == "cpu" and res.settings["precision"] == "fp32"
     assert res.settings["device_info"]["type"] == "cpu" and res.settings["device_info"]["name"]
+
+
+def test_efficell_info_names_the_device_and_its_precision(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from efficell_app.cli.info import _print_text, device_info
+
+    _fake_h200(monkeypatch)
+    d = device_info()
+    assert d["name"] == "NVIDIA H200" and d["memory_gib"] == 141.0 and d["precision"] == "bf16"
+    _print_text({"app_version": "0", "python": "3", "torch": "t", "timm": "m", "device": d, "threads": 2,
+                 "weights_dir": "w", "encoders": []})
+    assert "device: cuda:0 (NVIDIA H200, 141.0 GiB, compute capability 9.0); inference precision bf16" in capsys.readouterr().out
