@@ -24,18 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def device_info() -> dict[str, Any]:
-    """The device EffiCell would pick with ``--device auto``: CUDA, else Apple MPS, else CPU."""
-    import torch
+    """The device EffiCell would pick with ``--device auto`` (CUDA, else Apple MPS, else CPU): name,
+    memory, and the precision inference runs in there."""
+    from ..core.device import describe_device, precision_name
 
-    if torch.cuda.is_available():
-        idx = torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(idx)
-        return {"type": "cuda", "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
-                "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return {"type": "mps", "name": "Apple GPU (Metal)"}
-    return {"type": "cpu", "name": platform.processor() or platform.machine()}
+    dev = describe_device("auto")
+    dev["precision"] = precision_name(dev["device"])
+    return dev
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,9 +117,10 @@ def collect() -> dict[str, Any]:
 
 def _print_text(info: dict[str, Any]) -> None:
     dev = info["device"]
-    mem = f", {dev['memory_gb']} GB" if "memory_gb" in dev else ""
+    mem = f", {dev['memory_gib']} GiB, compute capability {dev['capability']}" if "memory_gib" in dev else ""
     print(f"EffiCell {info['app_version']}  (Python {info['python']}, torch {info['torch']}, timm {info['timm']})")
-    print(f"device: {dev['type']} ({dev['name']}{mem}); CPU threads: {info['threads']}")
+    print(f"device: {dev['device']} ({dev['name']}{mem}); inference precision {dev['precision']}; "
+          f"CPU threads: {info['threads']}")
     print(f"weights folder: {info['weights_dir']}")
     print(f"{'encoder':<20} {'family':<8} {'tile':>5} {'stride':>6} {'encoder':>10} {'adapters':>10}  weights")
     for e in info["encoders"]:

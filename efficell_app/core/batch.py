@@ -222,7 +222,8 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
             record.update(scene=scene_name, scene_index=scene)
         records.append(record)
         yield ev
-    settings = {**segmenter.identity, "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
+    settings = {**segmenter.identity, "device_info": getattr(segmenter, "device_info", None),
+                "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
                 "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
                 "run_key": key, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     failure: OutputError | None = None

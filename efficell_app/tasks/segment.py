@@ -217,7 +217,8 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
     settings = SegmentSettings(diameter=diameter, channels=channels, measure=measure)
     identity = dict(segmenter.identity)
     run_id = project.start_run({"diameter": diameter, "channels": list(channels) if channels else None,
-                                "set": set_name, "only_new": only_new}, identity, set_name)
+                                "set": set_name, "only_new": only_new,
+                                "device_info": getattr(segmenter, "device_info", None)}, identity, set_name)
     try:
         yield from _segment_all(project, segmenter, todo, run_id, identity, settings, cancel)
     except Cancelled:
