@@ -269,8 +269,9 @@ class MainWindow(QMainWindow):
             self.add_paths([folder])
 
     def add_files_dialog(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "",
-                                                "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp);;All files (*)")
+        from ..core.images import IMAGE_FILE_FILTER
+
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "", IMAGE_FILE_FILTER)
         if files:
             self.add_paths(files)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,28 +67,20 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def device_description(device: str = "auto") -> str:
-    """'GPU: NVIDIA H200 (139 GB)' or 'CPU (16 threads)' for the status bar (imports torch)."""
+    """The status bar's words for ``device``: :func:`~efficell_app.core.device.device_text` (imports torch)."""
     with loading_heavy_libraries(preload=False):
-        import torch
+        import torch  # noqa: F401 - imported under the import lock
 
-    want = device or "auto"
-    if want != "cpu" and torch.cuda.is_available():
-        idx = int(want.split(":")[1]) if want.startswith("cuda:") else 0
-        if idx < torch.cuda.device_count():
-            p = torch.cuda.get_device_properties(idx)
-            return f"GPU: {p.name} ({p.total_memory / 2**30:.0f} GiB)"
-    if want in ("auto", "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "GPU: Apple (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    from ..core.device import device_text
+
+    return device_text(device)
 
 
 def gpu_names() -> list[str]:
     """The CUDA devices torch sees (for the settings dialog's device list)."""
-    import torch
+    from ..core.device import gpu_names as names
 
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return names()
 
 
 @dataclass(frozen=True)
