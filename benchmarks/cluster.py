@@ -94,22 +94,20 @@ def empty_tasks(client) -> dict:  # noqa: ANN001
 
 def bytes_per_image(paths: list[Path], diameter: float | None, out: Path) -> dict:
     """Input read, mask written and result returned per image (on a sample, in this process)."""
-    from efficell_app.core.images import PlaneChoice
-    from efficell_app.project.measuring import MeasureSettings
+    from efficell_app.core.batch import BatchOptions, run_key
     from efficell_app.tasks.cluster_worker import segment_file
-    from efficell_app.tasks.outputs import run_key
-    from efficell_app.tasks.segment import ImageJob, SegmentSettings, cached_segmenter
+    from efficell_app.tasks.segment import SegmentSettings, cached_segmenter
 
-    settings = SegmentSettings(diameter=diameter, device="cpu", measure=MeasureSettings())
-    key = run_key(cached_segmenter(None, "cpu", "auto").identity, diameter=diameter, channels=None,
-                  planes=PlaneChoice(), pixel_size_um=None)
+    settings = SegmentSettings(diameter=diameter, device="cpu", measure=None)
+    opts = BatchOptions(diameter=diameter, overwrite=True)
+    key = run_key(cached_segmenter(None, "cpu", "auto").identity, opts)
     sample = paths[:: max(1, len(paths) // 10)][:10]
     rows = []
     for p in sample:
         target = out / "bytes" / f"{p.stem}_masks.tif"
         target.parent.mkdir(parents=True, exist_ok=True)
-        res = segment_file(ImageJob(p, p.name), target, settings, key, overwrite=True, measure=True, run_id="bytes")
-        rows.append((p.stat().st_size, target.stat().st_size, len(pickle.dumps(res)), res.n_cells))
+        res = segment_file((p, None, None), target, settings, opts, key, run_id="bytes")
+        rows.append((p.stat().st_size, target.stat().st_size, len(pickle.dumps(res)), res[0].n_cells))
     return {k: statistics.mean(r[i] for r in rows) for i, k in enumerate(("input", "mask", "result", "cells"))}
 
 

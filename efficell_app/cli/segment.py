@@ -44,6 +44,16 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
 
 
+def _report(ev, err) -> None:  # noqa: ANN001
+    """The progress line of one image (one scene of a file), then its error or warning."""
+    _progress(ev, err)
+    where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
+    if not ev.ok:
+        print(f"error: {where}: {ev.message}", file=err)
+    elif ev.message and not ev.kept:
+        print(f"warning: {where}: {ev.message}", file=err)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.batch import BatchOptions, segment_files
     from ..core.cancel import CancelToken
@@ -97,15 +107,10 @@ def run(args: argparse.Namespace) -> int:
     cancel = CancelToken()
     try:
         for ev in segment_files(images, args.out, segmenter, opts, cancel):
-            _progress(ev, err)
-            where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
+            _report(ev, err)
             total = ev.total
             kept += ev.kept
-            if not ev.ok:
-                failed += 1
-                print(f"error: {where}: {ev.message}", file=err)
-            elif ev.message and not ev.kept:
-                print(f"warning: {where}: {ev.message}", file=err)
+            failed += not ev.ok
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -154,19 +159,17 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
     failed = kept = 0
+    total = len(images)
     try:
         with connect(args.cluster) as conn:
             _announce(conn, err)
             events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device)
             try:
                 for ev in events:
-                    _progress(ev, err)
+                    _report(ev, err)
+                    total = ev.total  # one per scene of a multi-scene file
                     kept += ev.kept
-                    if not ev.ok:
-                        failed += 1
-                        print(f"error: {ev.path}: {ev.message}", file=err)
-                    elif ev.message and not ev.kept:
-                        print(f"warning: {ev.path}: {ev.message}", file=err)
+                    failed += not ev.ok
             except KeyboardInterrupt:
                 print("\ncancelling: stopping the images in flight…", file=err, flush=True)
                 events.close()  # cancels every future, waits for the workers, removes half-written files
@@ -177,8 +180,9 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     except KeyboardInterrupt:
         print("cancelled (the masks written are complete; run the same command again to finish)", file=err)
         return 130
-    print(f"{len(images) - failed} of {len(images)} image(s) segmented into {args.out}"
-          + (f" ({kept} kept from an earlier run with the same settings)" if kept else ""), file=err)
+    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
+          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
+          file=err)
     return 1 if failed else 0
 
 

@@ -16,7 +16,7 @@ segment + measure   :func:`segment_images`                 ``Status``, ``RunStar
 ... on a cluster    :func:`segment_images_on_cluster`,     the same; ``core.batch.FileEvent`` for files
                     :func:`segment_files_on_cluster`
                     (:mod:`.cluster`: which cluster;
-                    :mod:`.outputs`: the resume check)
+                    the resume check: ``core.batch``)
 annotate            :func:`save_annotation`                ``AnnotationSaved``
                     (:func:`starting_labels`)
 train               :func:`train_project_adapter`,         ``TrainingStarted``, ``TrainProgress``,
@@ -62,7 +62,6 @@ from .export import (
     export_project,
 )
 from .measure import measure_images
-from .outputs import OutputCheck, check_output, run_key
 from .runtime import DeviceFound, describe_error, device_description, find_device, gpu_names, loading_heavy_libraries
 from .segment import (
     BatchEvent,
@@ -119,7 +118,6 @@ __all__ = [
     "ImageSegmented",
     "ImageStarted",
     "ImagesAdded",
-    "OutputCheck",
     "NotScored",
     "RunStarted",
     "Scored",
@@ -134,7 +132,6 @@ __all__ = [
     "TrainingStarted",
     "add_images",
     "cell_uncertainty",
-    "check_output",
     "cluster_extra_missing",
     "compare_models",
     "connect",
@@ -151,7 +148,6 @@ __all__ = [
     "measure_images",
     "parse_cluster",
     "rank_uncertainty",
-    "run_key",
     "save_annotation",
     "score_folders",
     "segment_files_on_cluster",

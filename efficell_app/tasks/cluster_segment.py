@@ -1,10 +1,12 @@
 """Segmentation on a Dask cluster: the same runs as on this computer, one task per image.
 
 * :func:`segment_files_on_cluster` is ``efficell segment IMAGES --out DIR --cluster SPEC``:
-  workers read each image from the path all of them share and write its mask there atomically
-  (``outputs`` decides what an earlier run left complete); the client assembles the
-  measurement table and the run record in input order, as ``core.batch.segment_files`` does,
-  and yields the same :class:`~efficell_app.core.batch.FileEvent` per image.
+  workers run ``core.batch.segment_item`` on each image (each scene of a multi-scene file),
+  reading it from the path all of them share and writing its mask there atomically
+  (``core.batch.resume_decision`` decides what an earlier run, local or not, left complete);
+  the client assembles the measurement table and the run record in input order with
+  ``core.batch``'s own functions, and yields the same :class:`~efficell_app.core.batch.FileEvent`
+  per image.
 * :func:`segment_images_on_cluster` is the window's "segment + measure" use case (and
   ``efficell segment --project DIR --cluster SPEC``): workers segment and measure, the client
   records each result in the project and yields the events of ``segment.segment_images``.
@@ -21,7 +23,6 @@ check and removes what they were writing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -29,12 +30,25 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.batch import RUN_FILE, BatchOptions, FileEvent, output_names
+from ..core.batch import (
+    RUN_FILE,
+    TABLE_FILE,
+    BatchOptions,
+    FileEvent,
+    expand_scenes,
+    file_record,
+    output_folder,
+    output_names,
+    run_key,
+    run_settings,
+    write_run_files,
+)
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, OutputError
+from ..core.fileio import remove_stale_parts
+from ..core.measure import ImageMeasurement
 from .cluster import ClusterError, ClusterSpec, Connection, connect
 from .events import ImageFailed, Status
-from .outputs import remove_part_files, run_key
 from .segment import (
     ImageJob,
     ImageSegmented,
@@ -64,46 +78,47 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connecti
                              options: BatchOptions | None = None, *, model: str | None = None, device: str = "auto",
                              encoder_weights: str | None = "auto",
                              cancel: CancelToken | None = None) -> Iterator[FileEvent]:
-    """Segment every path on ``cluster`` (``cluster.connect``'s connection, or a client) into
-    ``out_dir``; one event per file as it finishes.
+    """Segment every path (every scene of a multi-scene file) on ``cluster`` (``cluster.connect``'s
+    connection, or a client) into ``out_dir``; one event per image as it finishes.
 
-    At the end writes ``measurements.xlsx`` (unless ``options.measure`` is False) and
-    ``efficell_run.json`` (app version, model identity, settings, the run key and the cluster it
-    ran on), also after a cancel through ``cancel`` (for the images done); closing the generator
-    (Ctrl-C) stops the run and writes neither. A mask already in ``out_dir`` from an earlier
-    run with the same settings is kept (``FileEvent.kept``), any other is refused unless
-    ``options.overwrite``.
+    The images, mask names, masks, resume rule, table and run record are those of
+    ``core.batch.segment_files`` (its pieces run here and on the workers); the run record adds
+    the cluster it ran on. At the end writes ``measurements.xlsx`` (unless ``options.measure``
+    is False) and ``efficell_run.json``, in input order, also after a cancel through ``cancel``
+    (for the images done); closing the generator (Ctrl-C) stops the run and writes neither.
     """
-    from ..project.measuring import MeasureSettings
     from .cluster_worker import segment_file
 
     opts = options or BatchOptions()
-    out_dir = _output_folder(Path(out_dir))
-    names = output_names(paths)
-    remove_part_files(out_dir, names.values(), older_than=time.time())  # what a killed run was writing
-    settings = SegmentSettings(model, opts.diameter, opts.channels, device, encoder_weights,
-                               MeasureSettings(opts.pixel_size_um, tuple(opts.channel_names or ())))
+    out_dir = output_folder(Path(out_dir))
+    started = time.time()
+    items = expand_scenes(list(paths))
+    names = output_names(items)
+    run_files = [*names.values(), TABLE_FILE, RUN_FILE]
+    remove_stale_parts(out_dir, run_files, older_than=started)  # what a killed run was writing
+    settings = SegmentSettings(model, opts.diameter, opts.channels, device, encoder_weights, measure=None)
     conn = Connection.of(cluster)
     client = conn.client
-    identity, dev = prepare_workers(conn, settings, cancel)
-    key = run_key(identity, diameter=opts.diameter, channels=opts.channels, planes=opts.planes,
-                  pixel_size_um=opts.pixel_size_um)
+    identity, device_info = prepare_workers(conn, settings, cancel)
+    key = run_key(identity, opts)
     run_id = uuid.uuid4().hex[:12]
-    targets = [out_dir / names[p] for p in paths]
-    futures = _map(client, segment_file, run_id, [ImageJob(p, p.name, opts.planes) for p in paths], targets,
-                   settings=settings, settings_key=key, overwrite=opts.overwrite, measure=opts.measure, run_id=run_id)
-    total = len(paths)
+    targets = [out_dir / names[item] for item in items]
+    futures = _map(client, segment_file, run_id, items, targets, settings=settings, options=opts,
+                   settings_key=key, run_id=run_id)
+    total = len(items)
     records: dict[int, dict[str, Any]] = {}
-    tables: dict[int, tuple[Any, dict[str, Any]]] = {}
+    measurements: dict[int, ImageMeasurement] = {}
     finished = False
     try:
         for k, (i, value) in enumerate(_as_done(futures, cancel), start=1):
-            ev = _file_event(k, total, paths[i], targets[i], value)
-            if ev.ok and getattr(value, "summary", None) is not None:
-                tables[i] = (value.cells, value.summary)
-            records[i] = {"input": str(ev.path), "ok": ev.ok, "message": ev.message,
-                          "output": ev.output.name if ev.output else None, "n_cells": ev.n_cells,
-                          "seconds": round(ev.seconds, 3), "kept": ev.kept}
+            if isinstance(value, BaseException):  # the task itself failed (its worker died each time it was tried)
+                ev, measured = FileEvent(0, 0, items[i][0], False, task_failure(value), scene=items[i][2]), None
+            else:
+                ev, measured = value
+            ev.index, ev.total = k, total
+            if measured is not None:
+                measurements[i] = measured
+            records[i] = file_record(ev, items[i])
             yield ev
         finished = True
     except Cancelled:
@@ -112,14 +127,10 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connecti
         if not finished:
             stop_run(client, futures, run_id)
         # no task of the run is at work now: what a dead worker was writing goes
-        remove_part_files(out_dir, names.values())
-    run_settings = {**identity, "diameter_px": opts.diameter,
-                    "channels": list(opts.channels) if opts.channels else None,
-                    "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
-                    "run_key": key, "cluster": str(conn.spec), "device": dev,
-                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _write_run_files(out_dir, run_settings, [records[i] for i in sorted(records)],
-                     [tables[i] for i in sorted(tables)] if opts.measure else [])
+        remove_stale_parts(out_dir, run_files, older_than=time.time())
+    write_run_files(out_dir, run_settings(identity, device_info, opts, key, cluster=str(conn.spec)),
+                    [records[i] for i in sorted(records)],
+                    [measurements[i] for i in sorted(measurements)] if opts.measure else [])
 
 
 def _map(client: Client, fn: Any, run: str, *iterables: Sequence[Any], **kwargs: Any) -> list[Future | None]:
@@ -127,41 +138,6 @@ def _map(client: Client, fn: Any, run: str, *iterables: Sequence[Any], **kwargs:
     n = len(iterables[0])
     keys = [f"efficell-segment-{run}-{i}" for i in range(n)]
     return list(client.map(fn, *iterables, key=keys, pure=False, **kwargs))
-
-
-def _output_folder(out_dir: Path) -> Path:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file of that name, a read-only parent, ...
-        from ..core.fileio import _explain
-
-        reason = "is a file, not a folder" if out_dir.is_file() else _explain(out_dir / "x", exc)
-        raise OutputError(out_dir, f"cannot create the output folder: {reason}") from exc
-    return out_dir
-
-
-def _file_event(k: int, total: int, path: Path, target: Path, value: Any) -> FileEvent:
-    if isinstance(value, BaseException):
-        return FileEvent(k, total, path, False, task_failure(value))
-    if value.ok:
-        return FileEvent(k, total, path, True, value.message, target, value.n_cells, value.seconds, value.settings,
-                         kept=value.kept)
-    return FileEvent(k, total, path, False, value.message, seconds=value.seconds)
-
-
-def _write_run_files(out_dir: Path, settings: dict[str, Any], records: list[dict[str, Any]],
-                     tables: list[tuple[Any, dict[str, Any]]]) -> None:
-    """``measurements.xlsx`` (when there are measurements) and ``efficell_run.json``, as a local batch writes them."""
-    from ..core.fileio import atomic_write_text
-
-    if tables:
-        import pandas as pd
-
-        from ..core.export import write_xlsx
-
-        cells = pd.concat([c for c, _ in tables], ignore_index=True)
-        write_xlsx(cells, pd.DataFrame([s for _, s in tables]), settings, out_dir / "measurements.xlsx")
-    atomic_write_text(out_dir / RUN_FILE, json.dumps({"settings": settings, "files": records}, indent=1, default=str))
 
 
 # ----------------------------------------------------------------------------- a project's images
@@ -182,10 +158,10 @@ def segment_images_on_cluster(project: Project, image_ids: Sequence[int] | None,
         if conn.dashboard:
             yield Status(f"Dask dashboard: {conn.dashboard}")
         yield Status("Loading the model on the cluster's workers…")
-        identity, dev = prepare_workers(conn, settings, cancel)
+        identity, device_info = prepare_workers(conn, settings, cancel)
         todo = images_to_segment(project, set_name, image_ids, only_new)
         total = len(todo)
-        yield RunStarted(total, settings.model_name, f"{dev} on {conn.description}")
+        yield RunStarted(total, settings.model_name, f"{device_info.get('device', settings.device)} on {conn.description}")
         if not todo:
             return
         known = [(i, rec) for i, rec in todo if rec is not None]
@@ -198,7 +174,8 @@ def segment_images_on_cluster(project: Project, image_ids: Sequence[int] | None,
             return
         run_id = project.start_run({"diameter": settings.diameter,
                                     "channels": list(settings.channels) if settings.channels else None,
-                                    "set": set_name, "only_new": only_new, "cluster": conn.description},
+                                    "set": set_name, "only_new": only_new, "cluster": conn.description,
+                                    "device_info": device_info},
                                    identity, set_name)
         task_run = uuid.uuid4().hex[:12]
         futures = _map(client, segment_unit, task_run, [ImageJob.of(rec) for _, rec in known],
@@ -263,9 +240,10 @@ def _connection(cluster: str | ClusterSpec | Client) -> Iterator[Connection]:
 
 
 def prepare_workers(conn: Connection, settings: SegmentSettings,
-                    cancel: CancelToken | None = None) -> tuple[dict[str, Any], str]:
+                    cancel: CancelToken | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Have every worker (present and future) load the model once, and return its identity and
-    device as a worker sees them (waits for a first worker: a job queue may take a while)."""
+    device (``core.device.describe_device``'s record) as a first worker sees them (waits for
+    one: a job queue may take a while); each mask records its own worker's device."""
     from .cluster_worker import PLUGIN_NAME, SegmenterPlugin, worker_identity
 
     client = conn.client

@@ -1,8 +1,8 @@
 """What runs on a Dask worker: the plugin that loads the model once per worker process, the
 per-image tasks, and the run's cancel flag. Imports distributed (the ``cluster`` extra).
 
-A task never raises for a bad image: it returns the failure (:class:`FileOutcome` with
-``ok=False``), as a local batch reports it, so one bad file cannot cost the other images or
+A task never raises for a bad image: it returns the failure (a failed
+``core.batch.FileEvent``, or :class:`UnitFailed` for a project image), as a local run reports it, so one bad file cannot cost the other images or
 make the scheduler retry it. It raises only :class:`~efficell_app.core.errors.Cancelled`
 (the client cancelled the run) and what kills the process (out of memory), which the
 scheduler answers by running the image again on another worker.
@@ -17,20 +17,18 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from distributed import WorkerPlugin
 
+from ..core.batch import BatchOptions, FileEvent, Item, run_key, segment_item
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, EffiCellError
+from ..core.measure import ImageMeasurement
 from .cluster import ClusterError
-from .outputs import BATCH_KEY, batch_record, check_output, run_key
 from .segment import ImageJob, SegmentedImage, SegmentSettings, cached_segmenter, segment_image
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +88,12 @@ def _segmenter(model: str | None, device: str, encoder_weights: str | None, wher
         raise ClusterError(f"the model cannot be loaded on {where}: {exc}") from None
 
 
-def worker_identity(settings: SegmentSettings) -> tuple[dict[str, Any], str]:
-    """The identity of the model a worker loaded for ``settings`` and the device it runs on."""
+def worker_identity(settings: SegmentSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The identity of the model a worker loaded for ``settings`` and the device it runs on
+    (``core.device.describe_device``'s record, as a local run records it)."""
     seg = _segmenter(settings.model, settings.device, settings.encoder_weights)
-    return dict(seg.identity), str(getattr(seg, "device", settings.device))
+    info = getattr(seg, "device_info", None)
+    return dict(seg.identity), dict(info) if info else {"device": str(getattr(seg, "device", settings.device))}
 
 
 # ----------------------------------------------------------------------------- cancelling a run
@@ -141,84 +141,29 @@ class _Working:
 # ----------------------------------------------------------------------------- one image into a file
 
 
-@dataclass
-class FileOutcome:
-    """What a worker sends back for one image of a files batch (small: no pixels)."""
-
-    ok: bool
-    message: str = ""  # the reason when not ok; notes otherwise
-    n_cells: int = 0
-    seconds: float = 0.0
-    settings: dict[str, Any] | None = None
-    kept: bool = False  # complete from an earlier run with the same settings: not segmented again
-    cells: pd.DataFrame | None = field(default=None, repr=False)
-    summary: dict[str, Any] | None = field(default=None, repr=False)
-
-
-def segment_file(job: ImageJob, target: Path, settings: SegmentSettings, settings_key: str, *, overwrite: bool,
-                 measure: bool, run_id: str) -> FileOutcome:
-    """Segment one image into ``target`` (atomically), or keep the complete mask an earlier run
-    with ``settings_key`` (``outputs.run_key``) left there (``outputs.check_output``); measure it when ``measure``.
-
-    ``settings.measure`` holds the user's pixel size and channel names (the mask records the
-    pixel size also when nothing is measured).
-    """
-    t0 = time.perf_counter()
+def segment_file(item: Item, target: Path, settings: SegmentSettings, options: BatchOptions, settings_key: str,
+                 *, run_id: str) -> tuple[FileEvent, ImageMeasurement | None]:
+    """One image of a files batch on this worker: ``core.batch.segment_item``, the very code of a
+    local batch (the resume check, the mask and its record, the measurement), under the run's
+    cancel flag, with this worker's model (``settings``: model, device, weights), after checking
+    that the model makes the run's ``settings_key`` (``core.batch.run_key``)."""
+    t0 = time.time()
+    path, _scene, scene_name = item
     try:
         with _Working(run_id, str(target)) as token:
-            return _segment_file(job, target, settings, settings_key, overwrite, measure, token, t0)
+            seg = _segmenter(settings.model, settings.device, settings.encoder_weights)
+            if run_key(seg.identity, options) != settings_key:
+                raise ClusterError("this worker has another model or encoder than the run's (their hashes differ): "
+                                   "install the same EffiCell and model files wherever workers run")
+            return segment_item(item, target, seg, options, settings_key, token)
     except Cancelled:
         raise
     except EffiCellError as exc:  # as core.batch reports a file: the reason alone, the path goes beside it
-        return FileOutcome(False, getattr(exc, "reason", str(exc)), seconds=time.perf_counter() - t0)
-    except (ValueError, OSError, MemoryError) as exc:
-        return FileOutcome(False, str(exc) or type(exc).__name__, seconds=time.perf_counter() - t0)
+        reason = getattr(exc, "reason", str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken image must not end the batch
-        log.exception("segmenting %s failed", job.path)
-        return FileOutcome(False, f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
-
-
-def _segment_file(job: ImageJob, target: Path, settings: SegmentSettings, key: str, overwrite: bool,
-                  measure: bool, token: CancelToken, t0: float) -> FileOutcome:
-    from ..core.errors import OutputError
-    from ..core.export import write_label_tiff
-    from ..core.measure import measure_image
-    from ..project.images import read_recorded_image
-    from ..project.labelfile import read_labels
-    from ..project.measuring import MeasureSettings
-
-    choices = settings.measure or MeasureSettings()
-    seg = _segmenter(settings.model, settings.device, settings.encoder_weights)
-    if run_key(seg.identity, diameter=settings.diameter, channels=settings.channels, planes=job.planes,
-               pixel_size_um=choices.pixel_size_um) != key:
-        raise ClusterError("this worker has another model or encoder than the run's (their hashes differ): "
-                           "install the same EffiCell and model files wherever workers run")
-    check = check_output(target, Path(job.path), key, overwrite)
-    if check.action == "refuse":
-        raise OutputError(target, check.reason)
-    if check.action == "keep":
-        labels = read_labels(target)
-        cells = summary = None
-        if measure:
-            img = read_recorded_image(Path(job.path), job.planes)
-            cal = choices.calibration(img.n_channels, job.pixel_size_um, job.channel_names, img)
-            m = measure_image(labels, img, cal, job.name)
-            cells, summary = m.cells, m.summary
-        return FileOutcome(True, check.reason, int(labels.max(initial=0)), time.perf_counter() - t0, kept=True,
-                           cells=cells, summary=summary)
-    out: SegmentedImage = segment_image(job, settings if measure else replace(settings, measure=None), seg,
-                                        cancel=token, keep_image=not measure)
-    res, m = out.result, out.measurement
-    token.raise_if_cancelled()  # the image finished after the run was cancelled: write nothing
-    if m is not None:
-        cal = m.calibration
-    else:
-        assert out.image is not None
-        cal = choices.calibration(out.image.n_channels, job.pixel_size_um, job.channel_names, out.image)
-    write_label_tiff(res.labels, target, cal.pixel_size_um,
-                     metadata={"source": str(job.path), **res.settings, BATCH_KEY: batch_record(key, Path(job.path))})
-    return FileOutcome(True, "; ".join(res.notes), res.n_cells, time.perf_counter() - t0, dict(res.settings),
-                       cells=m.cells if m is not None else None, summary=m.summary if m is not None else None)
+        log.exception("segmenting %s failed", path)
+        reason = f"{type(exc).__name__}: {exc}"
+    return FileEvent(0, 0, path, False, reason, seconds=time.time() - t0, scene=scene_name), None
 
 
 # ----------------------------------------------------------------------------- one image of a project

@@ -1,5 +1,6 @@
 """Segmentation on a real Dask ``LocalCluster`` of 2 worker processes (``tasks.cluster_segment``):
-the same labels as a local run, a worker killed mid-image, cancelling, resuming, a project."""
+the same labels as a local run, a worker killed mid-image, cancelling, resuming (also a batch
+begun by the other route), multi-scene files, a project."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ import tifffile
 
 pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install 'efficell[cluster]'")
 
-from efficell_app.core.batch import RUN_FILE, BatchOptions, segment_files  # noqa: E402
+from efficell_app.core.batch import BATCH_KEY, RUN_FILE, BatchOptions, segment_files  # noqa: E402
 from efficell_app.core.cancel import CancelToken  # noqa: E402
+from efficell_app.core.export import read_label_settings  # noqa: E402
 from efficell_app.tasks.cluster_segment import segment_files_on_cluster  # noqa: E402
-from efficell_app.tasks.outputs import BATCH_KEY, read_mask_record  # noqa: E402
 
 pytestmark = pytest.mark.slow
 OPTIONS = BatchOptions(diameter=20.0)  # a given diameter: the built-in model without the size probes (fast)
@@ -53,7 +54,7 @@ def _stamp(p: Path) -> tuple[int, int]:
 
 
 def _complete(mask: Path) -> bool:
-    record = read_mask_record(mask) or {}
+    record = read_label_settings(mask) or {}
     return isinstance(record.get(BATCH_KEY), dict) and tifffile.imread(mask).ndim == 2
 
 
@@ -87,6 +88,13 @@ def test_the_cluster_makes_the_local_labels_and_measurements(tmp_path: Path, das
     assert [f["input"] for f in record["files"]] == [str(p) for p in paths]
     assert record["settings"]["adapter_sha256"] == builtin.identity["adapter_sha256"]
     assert record["settings"]["run_key"] and record["settings"]["cluster"].startswith("tcp://")
+    local_record = json.loads((tmp_path / "local" / RUN_FILE).read_text())
+    assert record["settings"]["run_key"] == local_record["settings"]["run_key"]
+    here, there = local_record["settings"]["device_info"], record["settings"]["device_info"]  # the device, as locally
+    assert {k: there[k] for k in ("device", "type", "name")} == {k: here[k] for k in ("device", "type", "name")}
+    for f in record["files"]:  # each entry as a local run writes it (but the seconds)
+        same = next(g for g in local_record["files"] if g["input"] == f["input"])
+        assert {k: v for k, v in f.items() if k != "seconds"} == {k: v for k, v in same.items() if k != "seconds"}
 
 
 def test_a_worker_killed_mid_image_is_replaced_and_every_image_done_once(tmp_path: Path, dask_client,
@@ -176,6 +184,71 @@ def test_a_rerun_keeps_the_complete_masks_and_segments_the_rest(tmp_path: Path, 
     assert all(e.ok and not e.kept for e in redone)
 
 
+@pytest.mark.parametrize("first", ["local", "cluster"])
+def test_a_batch_begun_on_one_route_is_finished_on_the_other(tmp_path: Path, dask_client, builtin, dsb_pairs,
+                                                               first: str) -> None:
+    """One resume rule (``core.batch.resume_decision``): the masks a local run completed are kept by a
+    cluster run with the same settings, and the other way round; only the rest is segmented."""
+    import json
+
+    paths = [p for p, _ in dsb_pairs]
+    out = tmp_path / "out"
+
+    def local(ps: list[Path]) -> list:
+        return list(segment_files(ps, out, builtin, OPTIONS))
+
+    def cluster(ps: list[Path]) -> list:
+        return list(_run(ps, out, dask_client))
+
+    begin, finish = (local, cluster) if first == "local" else (cluster, local)
+    done = begin(paths[:2])
+    assert all(e.ok and not e.kept for e in done)
+    before = {e.path: _stamp(e.output) for e in done}
+    key = json.loads((out / RUN_FILE).read_text())["settings"]["run_key"]
+
+    again = {e.path: e for e in finish(paths)}
+    assert all(e.ok for e in again.values()), [e.message for e in again.values()]
+    assert {p for p, e in again.items() if e.kept} == set(paths[:2])  # kept, not segmented again ...
+    assert {p: _stamp(again[p].output) for p in paths[:2]} == before  # ... nor rewritten
+    assert json.loads((out / RUN_FILE).read_text())["settings"]["run_key"] == key
+    assert all(_complete(m) for m in out.glob("*_masks.tif")) and len(list(out.glob("*_masks.tif"))) == len(paths)
+
+
+def test_a_multi_scene_file_gives_the_local_masks_per_scene(tmp_path: Path, dask_client, builtin, phase_pairs,
+                                                           formats_dir: Path) -> None:
+    """Each scene of a multi-scene CZI is a task of its own: the same ``<stem>_s<k>_masks.tif``,
+    labels, table rows and run-record entries as a local run."""
+    import json
+
+    import pandas as pd
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = [folder / "plate.czi", folder / phase_pairs[0][0].name]
+    shutil.copy(formats_dir / "czi/S3_1Pos_2Mosaic_T1_Z1_CH1.czi", paths[0])  # 3 small scenes: TR1, P1, TR2
+    shutil.copy(phase_pairs[0][0], paths[1])
+    local = list(segment_files(paths, tmp_path / "local", builtin, OPTIONS))
+    events = list(_run(paths, tmp_path / "cluster", dask_client))
+
+    assert len(local) == len(events) == 4 and all(e.ok for e in local), [e.message for e in local]
+    assert sorted((e.name, e.ok, e.output.name if e.output else None, e.n_cells) for e in events) == \
+        sorted((e.name, e.ok, e.output.name, e.n_cells) for e in local)
+    assert {"plate_s0_masks.tif", "plate_s1_masks.tif", "plate_s2_masks.tif"} <= {e.output.name for e in local}
+    for ev in local:
+        theirs = tmp_path / "cluster" / ev.output.name
+        assert tifffile.imread(ev.output).tobytes() == tifffile.imread(theirs).tobytes(), ev.name
+        assert (read_label_settings(theirs) or {}).get("scene") == ev.scene
+    records = [json.loads((tmp_path / where / RUN_FILE).read_text())["files"] for where in ("local", "cluster")]
+    timeless = [[{k: v for k, v in f.items() if k != "seconds"} for f in r] for r in records]
+    assert timeless[0] == timeless[1]  # the same entries, in input order
+    assert [(f.get("scene"), f.get("scene_index")) for f in records[1]] == [("TR1", 0), ("P1", 1), ("TR2", 2),
+                                                                            (None, None)]
+    tables = [pd.read_excel(tmp_path / where / "measurements.xlsx", sheet_name=None) for where in ("local", "cluster")]
+    for sheet in ("Cells", "Images"):
+        pd.testing.assert_frame_equal(tables[0][sheet], tables[1][sheet])
+    assert "plate.czi [P1]" in tables[1]["Images"].astype(str).to_numpy().ravel()
+
+
 def test_a_project_on_the_cluster_records_the_local_results(tmp_path: Path, dask_client, builtin, dsb_pairs) -> None:
     from efficell_app.project import MeasureSettings, Project
     from efficell_app.tasks import (
@@ -207,6 +280,7 @@ def test_a_project_on_the_cluster_records_the_local_results(tmp_path: Path, dask
             assert there[i].measured.origin != local[i].measured.origin  # each names its own recorded result
             assert len(p.list_results(i)) == 2  # one per run: recorded once by the cluster run
         assert "tcp://" in str(run.settings.get("cluster")) and run.n_results == len(ids)
+        assert run.settings.get("device_info", {}).get("device") == "cpu"  # as a local run records it
 
 
 def test_workers_reuse_freed_memory_despite_the_nannys_trim_setting(dask_client) -> None:
