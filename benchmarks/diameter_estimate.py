@@ -41,7 +41,7 @@ def old_estimate(seg, x: np.ndarray, cancel=None, report=lambda f: None):  # noq
     from efficell_app.core.training_data import object_diameter, resize_image
 
     prob, geo = seg.predictor.predict(x, cancel, lambda d, n: report(d / n))
-    labels = dense_to_labels(prob, geo[0], seg._scaled_params(1.0))
+    labels = dense_to_labels(prob, geo[0], seg.scaled_params(1.0))
     d = object_diameter(labels)
     if d <= 0:
         return None, (prob, geo, labels)
@@ -50,7 +50,7 @@ def old_estimate(seg, x: np.ndarray, cancel=None, report=lambda f: None):  # noq
         s = float(np.clip(s, *AUTO_SCALE_RANGE))
         xs = resize_image(x, s)
         p2, g2 = seg.predictor.predict(xs, cancel)
-        d2 = object_diameter(dense_to_labels(p2, g2[0], seg._scaled_params(1.0)))
+        d2 = object_diameter(dense_to_labels(p2, g2[0], seg.scaled_params(1.0)))
         if d2 > 0:
             d = d2 / s
     return d, (prob, geo, labels)
@@ -84,7 +84,7 @@ def main() -> int:
                   else "Validation part of split v2 (`resources/models/data_split_v2.json`)")
     seg = Segmenter.load(None, device="cpu")
     old = copy.copy(seg)
-    old._estimate_diameter = types.MethodType(old_estimate, old)
+    old.estimate_diameter = types.MethodType(old_estimate, old)
     counter: list[int] = []  # model pixels of every dense prediction (both segmenters share the predictor)
     real_predict = seg.predictor.predict
 
@@ -109,7 +109,7 @@ def main() -> int:
                 counter.clear()
                 t = time.perf_counter()
                 if a.no_ap:  # the estimate alone
-                    d, _ = s._estimate_diameter(model_input(img, seg.meta.channels), None, lambda f: None)
+                    d, _ = s.estimate_diameter(model_input(img, seg.meta.channels), None, lambda f: None)
                 else:  # the whole auto-diameter segmentation (estimate + final pass)
                     res = s.segment(img)
                     d = res.diameter or None
