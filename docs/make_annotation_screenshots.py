@@ -58,11 +58,6 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(["efficell"])
     from efficell_app.core.pipeline import default_adapter_path
-    from efficell_app.gui.annotation import (
-        install_annotation,
-        open_suggestions,
-        open_training,
-    )
     from efficell_app.gui.main_window import MainWindow
     from efficell_app.gui.settings import Preferences
     from efficell_app.project import Project
@@ -90,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         win.session.encoder_weights = None
         win.seg_panel.auto_diameter.setChecked(False)  # a random model cannot estimate cell size
         win.seg_panel.diameter.setValue(20.0)
-    ctl = install_annotation(win)
+    tools = win.annotation
+    ctl = tools.controller
     win.resize(1500, 940)
     win.show()
     assert win.open_project(folder)
@@ -122,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ctl.stop()
 
     # Train through the dialog (a real run in its own process).
-    dlg = open_training(win, ctl)
+    dlg = tools.open_training()
     dlg.minutes.setValue(args.minutes)
     dlg.name.setText("nuclei lab v1")
     dlg.threads = 2
@@ -137,12 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     if dlg.new_adapter is None:
         log.error("training did not finish: %s", dlg.phase.text())
         return 1
-    ctl.adapters_panel.refresh()
+    tools.adapters_panel.refresh()
     win.seg_panel.set_adapters(project.list_adapters())
-    box = win.seg_panel.model_box
-    box.setCurrentIndex(box.findData(str(dlg.new_adapter.path)))
+    win.seg_panel.select_model(str(dlg.new_adapter.path))
     win.docks["Adapters"].raise_()
-    ctl.adapters_panel.select(dlg.new_adapter.id)
+    tools.adapters_panel.select(dlg.new_adapter.id)
     adock = win.docks["Adapters"]
     adock.setFloating(True)
     adock.resize(640, 280)
@@ -157,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     dlg.close()
 
     # Annotate next: rank the images not annotated yet.
-    sug = open_suggestions(win, ctl)
-    _pump(app, lambda: sug.handle is None or not sug.handle.is_running(), timeout=600)
+    sug = tools.open_suggestions()
+    _pump(app, lambda: sug.handle is None or not sug.handle.active, timeout=600)
     _save(sug, args.out / "annotate_next.png")
     sug.close()
     win.close()

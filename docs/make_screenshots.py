@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             project.record_result(rec.id, labels, {"source": "reference mask"}, {"adapter": "reference"})
             win.project_panel.set_status(rec.id, "segmented", f"{int(labels.max())} cells")
     nuclei = project.list_images(folder.name)
-    first = max(nuclei, key=lambda r: int(project.labels_for(r.id)[0].max()) if project.labels_for(r.id) else 0)
+    first = max(nuclei, key=lambda r: int(project.labels_for(r.id).labels.max()) if project.labels_for(r.id) else 0)
     win.project_panel.select_image(first.id)
     win.show_image(first.id)
     _pump(app, lambda: first.id in win.session.cells and not win.session.helpers_running()

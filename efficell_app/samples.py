@@ -94,7 +94,7 @@ def create_sample_project(dest: str | Path, segmenter: Any | None = None, annota
                         if mask is not None:
                             project.save_annotation(image_id, read_mask(mask, (rec.height, rec.width)), note=ANNOTATION_NOTE)
             if segmenter is not None:
-                from .project import segment_project
+                from .tasks.segment import segment_project
 
                 for event in segment_project(project, segmenter, diameter=diameter):
                     say(f"segmented {event.path.name}: {event.n_cells} cells" if event.ok else f"error: {event.error}")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.pairing import mask_files_by_stem, mask_stem, shared_stems
+from ..core.pairing import mask_stem
 from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 __all__ = ["collect", "format_table", "mask_stem", "parse_thresholds", "run"]
@@ -37,10 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def collect(folder: Path) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
-    """Mask files directly in ``folder`` by stem; duplicates of a stem are reported, not guessed."""
-    found = mask_files_by_stem(folder)
-    files = {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
-    return files, list(shared_stems(found))
+    """Mask files directly in ``folder`` by stem (``tasks.evaluate.collect_masks``)."""
+    from ..tasks.evaluate import collect_masks
+
+    return collect_masks(folder)
 
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
@@ -54,10 +54,6 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import InputError
-    from ..core.images import read_mask
-    from ..core.metrics import MatchStats, match_stats, pool
-
     try:
         thresholds = parse_thresholds(args.thresholds)
     except ValueError as exc:
@@ -68,38 +64,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"efficell eval: error: {flag} {folder}: not a folder", file=sys.stderr)
             return EXIT_USAGE
 
-    gt_files, problems = collect(args.gt)
-    pred_files, pred_problems = collect(args.pred)
-    problems += pred_problems
-    for stem, path in gt_files.items():
-        if stem not in pred_files:
-            problems.append((path, f"no prediction for '{stem}' in {args.pred}"))
-    for stem, path in pred_files.items():
-        if stem not in gt_files:
-            problems.append((path, f"no ground truth for '{stem}' in {args.gt}"))
-    for path, reason in problems:
-        print(f"error: {path}: {reason}", file=sys.stderr)
+    from ..tasks.evaluate import NotScored, score_folders
 
     rows: list[dict[str, Any]] = []
-    per_image: list[dict[float, MatchStats]] = []
-    failed = len(problems)
-    for stem in sorted(set(gt_files) & set(pred_files)):
+    problems: list[tuple[Path, str]] = []
+    events = score_folders(args.gt, args.pred, thresholds)
+    while True:
         try:
-            gt = read_mask(gt_files[stem])
-            pred = read_mask(pred_files[stem], shape=gt.shape)
-        except InputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            problems.append((exc.path or gt_files[stem], exc.reason))
-            failed += 1
-            continue
-        scores = match_stats(gt, pred, thresholds)
-        per_image.append(scores)
-        rows.append({"stem": stem, "gt": str(gt_files[stem]), "pred": str(pred_files[stem]), "scores": scores})
+            ev = next(events)
+        except StopIteration as stop:
+            pooled = stop.value
+            break
+        if isinstance(ev, NotScored):
+            print(f"error: {ev.path}: {ev.reason}", file=sys.stderr)
+            problems.append((ev.path, ev.reason))
+        else:
+            rows.append({"stem": ev.stem, "gt": str(ev.gt), "pred": str(ev.pred), "scores": ev.scores})
+    failed = len(problems)
 
     if not rows:
         print(f"error: {args.gt}: no ground-truth / prediction pairs could be scored", file=sys.stderr)
         return EXIT_PARTIAL
-    pooled = pool(per_image)
     if args.json:
         doc = {
             "gt_dir": str(args.gt), "pred_dir": str(args.pred), "thresholds": list(thresholds),

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..project import Project
-    from ..project.export import FILE_FORMATS, export_project
+    from ..tasks.export import FILE_FORMATS, export_project
 
     out = Path(args.out)
     if out.suffix.lower() != ".xlsx":

@@ -9,7 +9,8 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment images into label masks (<stem>_masks.tif)",
-                       description="Segment every cell. Writes DIR/<stem>_masks.tif (uint16; uint32 above 65,535 cells) "
+                       description="Segment every cell. Writes DIR/<stem>_masks.tif (uint16; uint32 above 65,535 cells; "
+                                   "DIR/<stem>_s<k>_masks.tif for scene k, from 0, of a file with several scenes) "
                                    "and DIR/measurements.xlsx.")
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", type=Path, help="output folder")
@@ -23,9 +24,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-size", type=float, default=None, help="pixel size in µm (default: from the file's metadata)")
     p.add_argument("--channel-names", default=None, help="comma-separated channel names for the measurements")
     p.add_argument("--no-measure", action="store_true", help="do not write measurements.xlsx")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output masks")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment every image again, replacing existing masks (by default a re-run keeps the masks an "
+                        "earlier run with the same settings completed, and refuses to replace any other file)")
     p.add_argument("--project", type=Path, default=None, help="segment the images of an EffiCell project instead")
     p.add_argument("--set", dest="set_name", default=None, help="with --project: only this image set")
+    p.add_argument("--cluster", default=None, metavar="SPEC",
+                   help="run on a Dask cluster: local[:N] (N worker processes here), tcp://host:port (a running "
+                        "scheduler), or slurm|pbs|sge|lsf[:JOBS] (dask-jobqueue, configured in the Dask config); "
+                        "needs pip install 'efficell[cluster]' and folders every worker sees (docs/cluster.md)")
     p.set_defaults(func=run)
 
 
@@ -33,20 +40,19 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     tty = stream.isatty()
     bar_w = 24
     done = int(bar_w * ev.index / max(ev.total, 1))
-    status = f"{ev.n_cells} cells, {ev.seconds:.1f} s" if ev.ok else "failed"
-    line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.path.name}: {status}"
+    status = ("kept from an earlier run" if ev.kept else f"{ev.n_cells} cells, {ev.seconds:.1f} s") if ev.ok else "failed"
+    line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.name}: {status}"
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
 
 
-def load_segmenter(model: str | None, device: str):  # noqa: ANN201 - Segmenter
-    """``Segmenter.load``; missing weights of the adapter's encoder are reported against the adapter file."""
-    from ..core.errors import AdapterError, WeightsError
-    from ..core.pipeline import Segmenter, resolve_model
-
-    try:
-        return Segmenter.load(model, device=device)
-    except WeightsError as exc:
-        raise AdapterError(resolve_model(model), f"the encoder this adapter needs cannot be loaded: {exc}") from exc
+def _report(ev, err) -> None:  # noqa: ANN001
+    """The progress line of one image (one scene of a file), then its error or warning."""
+    _progress(ev, err)
+    where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
+    if not ev.ok:
+        print(f"error: {where}: {ev.message}", file=err)
+    elif ev.message and not ev.kept:
+        print(f"warning: {where}: {ev.message}", file=err)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.cancel import CancelToken
     from ..core.errors import EffiCellError
     from ..core.images import PlaneChoice, find_images, parse_channels
+    from ..tasks.segment import load_segmenter
 
     err = sys.stderr
     try:
@@ -66,6 +73,16 @@ def run(args: argparse.Namespace) -> int:
         print("efficell segment: error: --diameter must be a positive number of pixels", file=err)
         return 2
     names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+    if args.cluster is not None:
+        from ..tasks.cluster import parse_cluster
+
+        try:
+            parse_cluster(args.cluster)
+        except ValueError as exc:
+            print(f"efficell segment: error: {exc}", file=err)
+            return 2
+        if args.project is not None:
+            return _project_on_cluster(args, channels)
     if args.project is not None:
         return _run_project(args, channels)
     if not args.paths or args.out is None:
@@ -77,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         print("efficell segment: error: no image files found in " + ", ".join(map(str, args.paths)), file=err)
         return 1
+    if args.cluster is not None:
+        return _files_on_cluster(args, images, channels, planes, names)
     try:
         segmenter = load_segmenter(args.model, args.device)
     except (EffiCellError, ValueError) as exc:
@@ -84,16 +103,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    failed = 0
+    failed = kept = 0
+    total = len(images)
     cancel = CancelToken()
     try:
         for ev in segment_files(images, args.out, segmenter, opts, cancel):
-            _progress(ev, err)
-            if not ev.ok:
-                failed += 1
-                print(f"error: {ev.path}: {ev.message}", file=err)
-            elif ev.message:
-                print(f"warning: {ev.path}: {ev.message}", file=err)
+            _report(ev, err)
+            total = ev.total
+            kept += ev.kept
+            failed += not ev.ok
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -101,24 +119,115 @@ def run(args: argparse.Namespace) -> int:
         cancel.cancel()
         print("\ncancelled", file=err)
         return 130
-    print(f"{len(images) - failed} of {len(images)} image(s) segmented into {args.out}", file=err)
+    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
+          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
+          file=err)
     return 1 if failed else 0
 
 
 def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
+    """The window's segment use case (``tasks.segment_images``) on a project, printing its events."""
     from ..project import open_project
-    from ..project.batch import segment_project
+    from ..tasks import ImageFailed, ImageSegmented, SegmentSettings, load_segmenter, segment_images
 
     err = sys.stderr
+    settings = SegmentSettings(model=args.model, diameter=args.diameter, channels=channels, device=args.device,
+                               measure=None)
     segmenter = load_segmenter(args.model, args.device)
     failed = n = 0
     with open_project(args.project) as project:
-        for ev in segment_project(project, segmenter, set_name=args.set_name, diameter=args.diameter, channels=channels):
-            n += 1
-            if not getattr(ev, "ok", True):
+        for ev in segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter):
+            if isinstance(ev, ImageFailed):
+                n += 1
                 failed += 1
-                print(f"error: {ev.path}: {ev.message}", file=err)
-            else:
-                print(f"{ev.path}: {getattr(ev, 'n_cells', 0)} cells", file=err)
+                print(f"error: {ev.message}", file=err)
+            elif isinstance(ev, ImageSegmented):
+                n += 1
+                print(f"{ev.path}: {ev.n_cells} cells", file=err)
+    print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
+    return 1 if failed else 0
+
+
+def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, planes, names) -> int:  # noqa: ANN001
+    """``efficell segment IMAGES --out DIR --cluster SPEC``: the same lines as a local run, plus
+    the cluster and its dashboard; Ctrl-C stops every worker's image and leaves complete masks only."""
+    from ..core.batch import BatchOptions
+    from ..core.errors import EffiCellError
+    from ..tasks.cluster import connect
+    from ..tasks.cluster_segment import segment_files_on_cluster
+
+    err = sys.stderr
+    opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
+                        measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
+    failed = kept = 0
+    total = len(images)
+    try:
+        with connect(args.cluster) as conn:
+            _announce(conn, err)
+            events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device)
+            try:
+                for ev in events:
+                    _report(ev, err)
+                    total = ev.total  # one per scene of a multi-scene file
+                    kept += ev.kept
+                    failed += not ev.ok
+            except KeyboardInterrupt:
+                print("\ncancelling: stopping the images in flight…", file=err, flush=True)
+                events.close()  # cancels every future, waits for the workers, removes half-written files
+                raise
+    except EffiCellError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("cancelled (the masks written are complete; run the same command again to finish)", file=err)
+        return 130
+    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
+          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
+          file=err)
+    return 1 if failed else 0
+
+
+def _announce(conn, err) -> None:  # noqa: ANN001
+    print(f"cluster: {conn.description}", file=err)
+    if conn.dashboard:
+        print(f"dashboard: {conn.dashboard}", file=err, flush=True)
+    print("loading the model on the workers (a job queue may take a while to start them)…", file=err, flush=True)
+
+
+def _project_on_cluster(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
+    """``efficell segment --project DIR --cluster SPEC``: the window's use case on a cluster, printing its events."""
+    from ..core.errors import EffiCellError
+    from ..project import open_project
+    from ..tasks import ImageFailed, ImageSegmented, SegmentSettings, Status
+    from ..tasks.cluster_segment import segment_images_on_cluster
+
+    err = sys.stderr
+    settings = SegmentSettings(model=args.model, diameter=args.diameter, channels=channels, device=args.device,
+                               measure=None)
+    failed = n = 0
+    try:
+        with open_project(args.project) as project:
+            events = segment_images_on_cluster(project, None, settings, cluster=args.cluster, set_name=args.set_name)
+            try:
+                for ev in events:
+                    if isinstance(ev, ImageFailed):
+                        n += 1
+                        failed += 1
+                        print(f"error: {ev.message}", file=err)
+                    elif isinstance(ev, ImageSegmented):
+                        n += 1
+                        print(f"{ev.path}: {ev.n_cells} cells", file=err)
+                    elif isinstance(ev, Status):  # connecting, the dashboard's address, loading the model
+                        print(ev.message, file=err, flush=True)
+            except KeyboardInterrupt:
+                print("\ncancelling: stopping the images in flight…", file=err, flush=True)
+                events.close()
+                raise
+    except EffiCellError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("cancelled (the results recorded stay in the project)", file=err)
+        return 130
     print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
     return 1 if failed else 0

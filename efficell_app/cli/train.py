@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="store the masks' cell diameter in the adapter, used when segmenting without --diameter: "
                         "'auto' where it beats estimating it per image on your images (default), 'yes', 'no'")
     p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--batch-size", type=int, default=None, help="crops per step (default 4 on a CPU, 8 on a GPU)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 fine-tuning, 2e-3 fresh)")
@@ -92,7 +95,7 @@ def pair_files(images: Path, masks: Path) -> tuple[list[tuple[Path, Path | None]
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     """Build the TrainConfig; ValueError / FileNotFoundError for usage errors."""
-    from ..core.images import parse_channels
+    from ..core.images import PlaneChoice, parse_channels
     from ..core.training import TrainConfig
 
     if args.minutes is not None and args.minutes <= 0:
@@ -106,6 +109,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     if (args.val_images is None) != (args.val_masks is None):
         raise ValueError("give both --val-images and --val-masks, or neither")
     channels = parse_channels(args.channels)
+    planes = PlaneChoice.parse(getattr(args, "z", None), getattr(args, "t", None))
     from ..core.encoders import get_spec
     from ..core.inference import choose_device
 
@@ -121,6 +125,12 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     if args.val_images is not None:
         val, vp = pair_files(args.val_images, args.val_masks)
         problems += vp
+    if planes != PlaneChoice():  # stacks: each image is read here with the plane choice
+        pairs, pp = _read_planes(pairs, planes)
+        problems += pp
+        if val is not None:
+            val, vp = _read_planes(val, planes)
+            problems += vp
     init = None if str(args.init).lower() == "none" else args.init
     weights = None if str(args.encoder_weights).lower() == "none" else args.encoder_weights
     cfg = TrainConfig(train=pairs, out=args.out, val=val, encoder=args.encoder, encoder_weights=weights,
@@ -128,6 +138,35 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
                       epochs=args.epochs, steps=args.steps, store_diameter=args.store_diameter, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, cache_dir=args.cache_dir, name=args.name)
     return cfg, problems
+
+
+def _read_planes(pairs: list[tuple[Path, Path | None]], planes: Any) -> tuple[list[tuple[Any, Path | None]], list[str]]:
+    """Images of ``pairs`` read with the ``--z``/``--t`` choice; unreadable ones named and left out."""
+    from ..core.errors import EffiCellError
+    from ..core.images import read_image
+
+    out, problems = [], []
+    for image, mask in pairs:
+        try:
+            out.append((read_image(image, planes), mask))
+        except EffiCellError as exc:
+            problems.append(f"{exc}; skipped")
+    return out, problems
+
+
+def check_output(path: Path) -> None:
+    """Fail now, not after the training budget, when the adapter could not be written there."""
+    import tempfile
+
+    from ..core.errors import OutputError
+    from ..core.fileio import _explain
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".check.part", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(path, _explain(path, exc)) from exc
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _fmt_eta(s: float | None) -> str:
@@ -139,9 +178,10 @@ def _fmt_eta(s: float | None) -> str:
 
 def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, cancel=None,  # noqa: ANN001
                  problems: list[str] | None = None) -> int:
-    """Run ``train_adapter`` printing progress to ``err`` and the result as one JSON line to ``out``."""
+    """Run the train use case (``tasks.train``, in this process) printing progress to ``err`` and the
+    result as one JSON line to ``out``."""
     from ..core.model.adapter_io import read_adapter_meta
-    from ..core.training import train_adapter
+    from ..tasks.train import TrainingJob, TrainingStarted, train
 
     warned = list(problems or [])
     for w in warned:
@@ -149,7 +189,9 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
     last_print = 0.0
     final = None
     phase = ""
-    for p in train_adapter(config, cancel):
+    for p in train(TrainingJob(config), separate_process=False, cancel=cancel):
+        if isinstance(p, TrainingStarted):
+            continue
         for w in p.warnings:
             warned.append(w)
             print(f"warning: {w}", file=err)
@@ -207,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL
     cancel = CancelToken()
     try:
+        check_output(Path(args.out))
         return run_training(config, err, sys.stdout, cancel, problems)
     except EffiCellError as exc:
         print(f"error: {exc}", file=err)

@@ -2,12 +2,20 @@
 
 One bad file never stops the batch: its event carries the reason and the others go on.
 Outputs are written atomically, never over an existing file unless asked.
+
+Resuming: every mask records (in its TIFF settings, under ``efficell_batch``) a digest of the
+run settings that shape it (:func:`run_key`) and a quick hash of its input. Running the same
+batch again keeps each mask whose record matches (:func:`resume_decision`) instead of
+segmenting the image again, so a batch stopped by a kill, a crash or a full disk is finished by
+running it again; the measurement table is always written for every image of the batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,13 +26,17 @@ import numpy as np
 
 from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
-from .images import PlaneChoice, read_image
+from .fileio import quick_hash, real_path, remove_stale_parts
+from .images import PlaneChoice, display_name, read_image, scene_names
+from .measure import ImageMeasurement, file_calibration, measure_image
 from .pairing import image_stem
 
 log = logging.getLogger(__name__)
 
 MASK_SUFFIX = "_masks.tif"
 RUN_FILE = "efficell_run.json"
+TABLE_FILE = "measurements.xlsx"
+BATCH_KEY = "efficell_batch"  # the record in each mask that makes a batch resumable
 
 
 @dataclass
@@ -49,28 +61,141 @@ class FileEvent:
     n_cells: int = 0
     seconds: float = 0.0
     settings: dict[str, Any] | None = None
+    kept: bool = False  # the output of an earlier run with the same settings was kept
+    scene: str | None = None  # the scene's name for one scene of a multi-scene file
+
+    @property
+    def name(self) -> str:
+        """``file`` or ``file [scene]``."""
+        return display_name(self.path, self.scene)
 
 
-def output_names(paths: list[Path]) -> dict[Path, str]:
-    """``<stem>_masks.tif`` per input; inputs sharing a stem get their parent folder prefixed."""
-    stems: dict[str, int] = {}
+@dataclass(frozen=True)
+class ResumeDecision:
+    """What to do with one output: ``segment`` it, ``keep`` an earlier run's, or ``refuse``."""
+
+    action: str
+    reason: str = ""
+
+
+def run_key(identity: dict[str, Any], options: BatchOptions) -> str:
+    """A digest of what shapes a batch's masks: the model (encoder and adapter hashes) and the
+    options (diameter, channels, planes, pixel size). Two runs with the same key make the same
+    masks; the app version and the date do not enter it."""
+    key = {k: identity.get(k) for k in ("encoder", "encoder_sha256", "adapter_sha256")}
+    key.update({"diameter": options.diameter, "channels": list(options.channels) if options.channels else None,
+                "planes": {"z": options.planes.z, "t": options.planes.t}, "pixel_size_um": options.pixel_size_um})
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _input_stamp(source: Path) -> dict[str, Any]:
+    st = source.stat()
+    return {"source": str(real_path(source)), "size": st.st_size, "quick_hash": quick_hash(source, st.st_size)}
+
+
+def resume_decision(target: Path, source: Path, key: str | dict[str, Any], overwrite: bool) -> ResumeDecision:
+    """Whether ``target`` (the mask of ``source``) is segmented, kept from an earlier run, or
+    refused: kept only when it records this run's ``key`` (:func:`run_key`) and the input it was
+    made from is unchanged (size and quick hash). Anything else already there is not
+    overwritten unless ``overwrite``. Self-contained, so any runner of batches can share it."""
+    key = key if isinstance(key, str) else hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    if not os.path.lexists(target) or overwrite:
+        return ResumeDecision("segment")
+    if target.is_dir():
+        return ResumeDecision("refuse", "already exists as a folder; not overwritten")
+    from .export import read_label_settings
+
+    record = (read_label_settings(target) or {}).get(BATCH_KEY)
+    again = "not overwritten (use --overwrite to replace it)"
+    if not isinstance(record, dict):
+        return ResumeDecision("refuse", f"already exists and was not written by EffiCell segment; {again}")
+    if record.get("run_key") != key:
+        return ResumeDecision("refuse", f"already exists from a run with other settings; {again}")
+    try:
+        same = {k: v for k, v in _input_stamp(source).items() if k != "source"} == \
+            {"size": record.get("size"), "quick_hash": record.get("quick_hash")}
+    except OSError:
+        same = False
+    if not same:
+        return ResumeDecision("refuse", f"already exists, but its input {source.name} changed since; {again}")
+    return ResumeDecision("keep", "segmented by an earlier run with the same settings; kept")
+
+
+Item = tuple[Path, int | None, str | None]  # (file, scene index or None for a single-scene file, scene name)
+
+
+def expand_scenes(paths: list[Path]) -> list[Item]:
+    """One item per image: a multi-scene file (CZI scenes, ND2 positions, OME-TIFF images) gives one per scene.
+
+    A file whose scenes cannot be listed stays one item; reading it then reports why."""
+    items: list[Item] = []
     for p in paths:
+        try:
+            names = scene_names(p)
+        except EffiCellError:
+            names = [p.name]
+        items += [(p, None, None)] if len(names) == 1 else [(p, k, n) for k, n in enumerate(names)]
+    return items
+
+
+def output_names(paths: list[Path] | list[Item]) -> dict[Any, str]:
+    """``<stem>_masks.tif`` per input (``<stem>_s<k>_masks.tif`` for scene k of a multi-scene file);
+    inputs sharing a stem get their parent folder prefixed. Keyed by path, or by item when given items."""
+    items = [p if isinstance(p, tuple) else (p, None, None) for p in paths]
+    stems: dict[str, int] = {}
+    for p in {i[0] for i in items}:
         stems[image_stem(p)] = stems.get(image_stem(p), 0) + 1
-    return {p: (f"{p.parent.name}_{image_stem(p)}" if stems[image_stem(p)] > 1 else image_stem(p)) + MASK_SUFFIX
-            for p in paths}
+    out: dict[Any, str] = {}
+    for item, given in zip(items, paths):
+        p, k = item[0], item[1]
+        stem = f"{p.parent.name}_{image_stem(p)}" if stems[image_stem(p)] > 1 else image_stem(p)
+        out[given] = stem + (f"_s{k}" if k is not None else "") + MASK_SUFFIX
+    return out
 
 
 def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOptions | None = None,  # noqa: ANN001
                   cancel: CancelToken | None = None) -> Iterator[FileEvent]:
-    """Segment every path; yields one event per file (after it is written or has failed).
+    """Segment every path (every scene of a multi-scene file); yields one event per image (after
+    it is written, kept or has failed).
 
-    At the end writes ``measurements.xlsx`` (unless ``options.measure`` is False) and
-    ``efficell_run.json`` recording the app version, model identity and settings.
+    Masks an earlier run with the same settings completed are kept (:func:`resume_decision`).
+    At the end writes ``measurements.xlsx`` for every image of the batch (unless
+    ``options.measure`` is False) and ``efficell_run.json`` recording the app version, model
+    identity and settings, also when the table could not be written (its error is raised then).
     """
-    from .export import write_label_tiff
-
     opts = options or BatchOptions()
-    out_dir = Path(out_dir)
+    out_dir = output_folder(Path(out_dir))
+    started = time.time()
+    items = expand_scenes(list(paths))
+    names = output_names(items)
+    # what a killed run was writing (its temporary files) goes; its complete masks are kept
+    remove_stale_parts(out_dir, [*names.values(), TABLE_FILE, RUN_FILE], older_than=started)
+    key = run_key(segmenter.identity, opts)
+    measurements: list[ImageMeasurement] = []
+    records = []
+    total = len(items)
+    for i, item in enumerate(items, start=1):
+        if cancel is not None and cancel.cancelled:
+            break
+        try:
+            ev, measured = segment_item(item, out_dir / names[item], segmenter, opts, key, cancel)
+        except Cancelled:
+            break
+        ev.index, ev.total = i, total
+        if measured is not None:
+            measurements.append(measured)
+        records.append(file_record(ev, item))
+        yield ev
+    write_run_files(out_dir, run_settings(segmenter.identity, getattr(segmenter, "device_info", None), opts, key),
+                    records, measurements if opts.measure else [])
+
+
+# ----------------------------------------------------------------------------- the pieces every batch runner shares
+# (core.batch.segment_files here, the Dask workers and client of tasks.cluster_segment there)
+
+
+def output_folder(out_dir: Path) -> Path:
+    """``out_dir``, created; an :class:`OutputError` saying why it cannot be."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only parent, ...
@@ -78,51 +203,115 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
 
         reason = "is a file, not a folder" if out_dir.is_file() else _explain(out_dir / "x", exc)
         raise OutputError(out_dir, f"cannot create the output folder: {reason}") from exc
-    names = output_names(paths)
-    cells_tables, image_rows, records = [], [], []
-    total = len(paths)
-    for i, path in enumerate(paths, start=1):
-        if cancel is not None and cancel.cancelled:
-            break
-        t0 = time.time()
-        target = out_dir / names[path]
-        try:
-            if target.exists() and not opts.overwrite:
-                raise OutputError(target, "already exists; not overwritten (use --overwrite to replace it)")
-            img = read_image(path, opts.planes)
-            res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
-            px = opts.pixel_size_um or img.pixel_size_um
-            write_label_tiff(res.labels, target, px, metadata={"source": str(path), **res.settings})
-            if opts.measure:
-                _measure_into(cells_tables, image_rows, res.labels, img, px, opts.channel_names, path.name)
-            ev = FileEvent(i, total, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0, res.settings)
-        except Cancelled:
-            break
-        except EffiCellError as exc:
-            ev = FileEvent(i, total, path, False, getattr(exc, "reason", str(exc)), seconds=time.time() - t0)
-        except (ValueError, OSError, MemoryError) as exc:
-            ev = FileEvent(i, total, path, False, str(exc) or type(exc).__name__, seconds=time.time() - t0)
-        records.append({"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
-                        "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3)})
-        yield ev
-    settings = {**segmenter.identity, "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
-                "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if opts.measure and image_rows:
+    return out_dir
+
+
+def segment_item(item: Item, target: Path, segmenter, opts: BatchOptions, key: str,  # noqa: ANN001
+                 cancel: CancelToken | None = None) -> tuple[FileEvent, ImageMeasurement | None]:
+    """One image of a batch into ``target``: kept (:func:`resume_decision`), refused, or segmented
+    and written atomically with its record; measured when ``opts.measure``. A bad image is a
+    failed event (the reason alone: the path goes beside it); only :class:`Cancelled` is raised,
+    also when the run was cancelled after the image was segmented (nothing is written then).
+    The event's ``index``/``total`` are the caller's to set."""
+    path, scene, scene_name = item
+    t0 = time.time()
+    try:
+        decision = resume_decision(target, path, key, opts.overwrite)
+        if decision.action == "refuse":
+            raise OutputError(target, decision.reason)
+        if decision.action == "keep":
+            return _kept(item, target, opts, decision.reason, t0)
+        img = read_image(path, opts.planes, scene=scene)
+        res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
+        if cancel is not None:
+            cancel.raise_if_cancelled()  # it finished after the run was cancelled: write nothing
+        cal = file_calibration(img, opts.pixel_size_um, opts.channel_names)
+        write_mask(res.labels, target, cal.pixel_size_um, item, res.settings, key)
+        measured = measure_image(res.labels, img, cal, display_name(path, scene_name)) if opts.measure else None
+        return (FileEvent(0, 0, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0,
+                          res.settings, scene=scene_name), measured)
+    except Cancelled:
+        raise
+    except EffiCellError as exc:
+        return FileEvent(0, 0, path, False, getattr(exc, "reason", str(exc)), seconds=time.time() - t0,
+                         scene=scene_name), None
+    except (ValueError, OSError, MemoryError) as exc:
+        return FileEvent(0, 0, path, False, str(exc) or type(exc).__name__, seconds=time.time() - t0,
+                         scene=scene_name), None
+
+
+def batch_record(key: str, source: Path) -> dict[str, Any]:
+    """What a mask records under :data:`BATCH_KEY`: the run's key and its input's stamp (:func:`resume_decision` reads it)."""
+    return {"run_key": key, **_input_stamp(source)}
+
+
+def write_mask(labels: np.ndarray, target: Path, pixel_size_um: float | None, item: Item,
+               settings: dict[str, Any], key: str) -> Path:
+    """Write a batch's mask atomically with everything it records: its source (and scene), the
+    result's settings and the :func:`batch_record` that makes the batch resumable."""
+    from .export import write_label_tiff
+
+    path, scene, scene_name = item
+    source = {"source": str(path), **({"scene": scene_name, "scene_index": scene} if scene is not None else {})}
+    return write_label_tiff(labels, target, pixel_size_um,
+                            metadata={**source, **settings, BATCH_KEY: batch_record(key, path)})
+
+
+def file_record(ev: FileEvent, item: Item) -> dict[str, Any]:
+    """The entry of one image in ``efficell_run.json``."""
+    record = {"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
+              "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3), "kept": ev.kept}
+    if item[1] is not None:
+        record.update(scene=item[2], scene_index=item[1])
+    return record
+
+
+def run_settings(identity: dict[str, Any], device_info: dict[str, Any] | None, opts: BatchOptions, key: str,
+                 **extra: Any) -> dict[str, Any]:
+    """The ``settings`` of a batch's run record (and of its table): model identity, device, options, run key."""
+    return {**identity, "device_info": device_info,
+            "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
+            "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
+            "run_key": key, **extra, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_run_files(out_dir: Path, settings: dict[str, Any], records: list[dict[str, Any]],
+                    measurements: list[ImageMeasurement]) -> None:
+    """``measurements.xlsx`` (when there are measurements, in the order given) and
+    ``efficell_run.json``; the run record is written also when the table cannot be (its error is raised then)."""
+    from .fileio import atomic_write_text
+
+    failure: OutputError | None = None
+    if measurements:
         from .export import write_xlsx
 
         import pandas as pd
 
-        cells = pd.concat(cells_tables, ignore_index=True) if cells_tables else pd.DataFrame()
-        write_xlsx(cells, pd.DataFrame(image_rows), settings, out_dir / "measurements.xlsx")
-    from .fileio import atomic_write_text
+        cells = pd.concat([m.cells for m in measurements], ignore_index=True)
+        try:
+            write_xlsx(cells, pd.DataFrame([m.summary for m in measurements]), settings, out_dir / TABLE_FILE)
+        except OutputError as exc:  # the run record is still written (it is small), then the error goes up
+            failure = exc
+    record = {"settings": settings, "files": records, "errors": [str(failure)] if failure else []}
+    atomic_write_text(out_dir / RUN_FILE, json.dumps(record, indent=1, default=str))
+    if failure is not None:
+        raise failure
 
-    atomic_write_text(out_dir / RUN_FILE, json.dumps({"settings": settings, "files": records}, indent=1, default=str))
 
+def _kept(item: Item, target: Path, opts: BatchOptions, note: str,
+          t0: float) -> tuple[FileEvent, ImageMeasurement | None]:
+    """The event of a mask kept from an earlier run; its cells are measured for the table."""
+    from .export import read_label_settings
+    from .images import read_mask
 
-def _measure_into(cells_tables: list, image_rows: list, labels: np.ndarray, img, px, names, image_name: str) -> None:  # noqa: ANN001
-    from .measure import measure_cells, summarize_image
-
-    df = measure_cells(labels, img, pixel_size_um=px, channel_names=names, image_name=image_name)
-    cells_tables.append(df)
-    image_rows.append(summarize_image(df, int(labels.max()), px, names or list(img.channel_names), image_name))
+    path, scene, scene_name = item
+    labels = read_mask(target)
+    settings = read_label_settings(target) or {}
+    measured = None
+    if opts.measure:
+        img = read_image(path, opts.planes, scene=scene)
+        measured = measure_image(labels, img, file_calibration(img, opts.pixel_size_um, opts.channel_names),
+                                 display_name(path, scene_name))
+    n = int(len(np.unique(labels[labels > 0])))
+    return (FileEvent(0, 0, path, True, note, target, n, time.time() - t0, settings, kept=True, scene=scene_name),
+            measured)

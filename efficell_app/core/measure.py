@@ -29,8 +29,9 @@ import logging
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -413,6 +414,9 @@ def _sort_key(values: np.ndarray) -> tuple[np.ndarray, Any] | None:
     return None
 
 
+_SCALE_ABOVE = 1e150  # |values| above this are scaled before sums and squares (see _intensity_stats)
+
+
 def _intensity_stats(values: np.ndarray, group: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """mean, median, min, max, std (ddof=0) and sum of ``values`` per group, vectorised.
 
@@ -420,10 +424,20 @@ def _intensity_stats(values: np.ndarray, group: np.ndarray, n: int) -> dict[str,
     """
     count = np.bincount(group, minlength=n).astype(np.float64)
     vf = values.astype(np.float64, copy=False)
-    total = np.bincount(group, weights=vf, minlength=n)
-    mean = total / count
-    dev = vf - mean[group]
+    # Values near the float64 limit (1e303...) would overflow the sums: compute on values
+    # scaled to at most 1 and scale back. Ordinary values are not scaled (same results).
+    top = float(np.abs(vf).max(initial=0.0))
+    scale = top if math.isfinite(top) and top > _SCALE_ABOVE else 1.0
+    vs = vf / scale if scale != 1.0 else vf
+    total_s = np.bincount(group, weights=vs, minlength=n)
+    mean = total_s / count
+    dev = vs - mean[group]
     std = np.sqrt(np.bincount(group, weights=dev * dev, minlength=n) / count)
+    if scale != 1.0:
+        with np.errstate(over="ignore"):  # a sum beyond float64 is infinite, written as empty
+            mean, std, total = mean * scale, std * scale, total_s * scale
+    else:
+        total = total_s
     keyed = _sort_key(values)
     if keyed is not None:
         key, undo = keyed
@@ -468,3 +482,75 @@ def summarize_image(
         row[f"mean_intensity_{name}"] = float(cells_df[col].mean()) if has and col in cells_df else math.nan
     row["pixel_size_um"] = float(pixel_size) if pixel_size else math.nan
     return row
+
+
+# ----------------------------------------------------------------------------- one image, one rule
+
+#: Where a measurement's pixel size and channel names come from, first found wins:
+#: the user's override (a command-line option, the export dialog), the image's record in a
+#: project (what was read when it was added), the file's own metadata, then a default (the
+#: window's "default pixel size" preference). Without any, lengths are in pixels.
+CALIBRATION_ORDER = ("override", "record", "file", "default")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The pixel size and channel names an image is measured with, and where each came from."""
+
+    pixel_size_um: float | None
+    channel_names: tuple[str, ...]
+    pixel_size_from: str  # one of CALIBRATION_ORDER, or "none"
+    channel_names_from: str  # "override" | "record" | "file"
+
+
+def choose_calibration(n_channels: int, *, file_pixel_size: float | None = None,
+                       file_channel_names: tuple[str, ...] | list[str] = (),
+                       override_pixel_size: float | None = None,
+                       override_channel_names: tuple[str, ...] | list[str] | None = None,
+                       recorded_pixel_size: float | None = None,
+                       recorded_channel_names: tuple[str, ...] | list[str] | None = None,
+                       default_pixel_size: float | None = None) -> Calibration:
+    """THE pixel-size / channel-name rule (:data:`CALIBRATION_ORDER`), for every measuring path.
+
+    A recorded list of channel names counts only when it has one name per channel; an
+    override is taken as given (:func:`measure_cells` names the file when its count is wrong).
+    """
+    px_from, px = "none", None
+    for source, value in zip(CALIBRATION_ORDER, (override_pixel_size, recorded_pixel_size, file_pixel_size,
+                                                 default_pixel_size)):
+        if value:
+            px_from, px = source, float(value)
+            break
+    if override_channel_names:
+        names, names_from = tuple(override_channel_names), "override"
+    elif recorded_channel_names and len(recorded_channel_names) == n_channels:
+        names, names_from = tuple(recorded_channel_names), "record"
+    else:
+        names, names_from = tuple(file_channel_names), "file"
+    return Calibration(px, names, px_from, names_from)
+
+
+def file_calibration(img: ImageData, pixel_size_um: float | None = None,
+                     channel_names: list[str] | tuple[str, ...] | None = None) -> Calibration:
+    """The calibration of a plain file (no project record): the user's values, else the file's metadata."""
+    return choose_calibration(img.n_channels, file_pixel_size=img.pixel_size_um, file_channel_names=img.channel_names,
+                              override_pixel_size=pixel_size_um, override_channel_names=channel_names)
+
+
+class ImageMeasurement(NamedTuple):
+    """One image measured: a row per cell and the image's row of the summary."""
+
+    cells: pd.DataFrame
+    summary: dict[str, Any]
+    calibration: Calibration
+
+
+def measure_image(labels: np.ndarray, image: ImageData, calibration: Calibration, image_name: str,
+                  *, mask_path: str | Path | None = None) -> ImageMeasurement:
+    """The one measuring path: :func:`measure_cells` and :func:`summarize_image` of an image with
+    its labels, at ``calibration`` (from :func:`choose_calibration`)."""
+    names = list(calibration.channel_names) or None
+    cells = measure_cells(labels, image, calibration.pixel_size_um, names, image_name, mask_path=mask_path)
+    summary = summarize_image(cells, len(cells), calibration.pixel_size_um, names or list(image.channel_names),
+                              image_name)
+    return ImageMeasurement(cells, summary, calibration)

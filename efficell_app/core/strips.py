@@ -51,14 +51,22 @@ import numpy as np
 
 from .cancel import CancelToken
 from .errors import ImageReadError
-from .images import ImageData, _work_dtype, percentile_range
+from .images import ImageData, percentile_range, work_dtype
 from .inference import blend_window, plan_tiles
 from .instances import InstanceParams, dense_to_labels, seed_mask
+from .segment_plan import (
+    PlannedSegmenter,
+    SegmentationResult,
+    check_diameter,
+    disagreement,
+    fit_shape,
+    is_blank,
+    plan_scale,
+)
 from .training_data import resize_image
 
 if TYPE_CHECKING:
     from .inference import DensePredictor
-    from .pipeline import SegmentationResult, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +121,7 @@ class ModelInput:
         self.data = img.data
         self.chans = chans
         self.shape = img.shape
-        self._work = _work_dtype(self.data.dtype)
+        self._work = work_dtype(self.data.dtype)
         self._ranges = [self._range(self.data[c], low, high) for c in chans]
 
     @staticmethod
@@ -421,39 +429,33 @@ def needs_strips(h: int, w: int, scale: float, limit: int = STRIP_PIXELS) -> boo
     return h * w * scale * scale > limit
 
 
-def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = None, channels: tuple[int, ...] | None = None,
-                      cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
-                      keep_uncertainty_map: bool = False, plan: StripPlan | None = None,
-                      estimated: bool = False) -> SegmentationResult:
+def segment_in_strips(seg: PlannedSegmenter, img: ImageData, diameter: float | None = None,
+                      channels: tuple[int, ...] | None = None, cancel: CancelToken | None = None,
+                      progress: Callable[[float], None] | None = None, keep_uncertainty_map: bool = False,
+                      plan: StripPlan | None = None, estimated: bool = False) -> SegmentationResult:
     """:meth:`Segmenter.segment` for images too large to hold their dense maps: same result, bounded memory.
 
     ``estimated``: ``diameter`` came from an estimate (it may then rescale only within
-    AUTO_SCALE_RANGE). Without a diameter it is estimated on a central crop.
+    AUTO_SCALE_RANGE). Without a diameter it is estimated on a central crop. The scale plan,
+    the uncertainty and the blank-image rule are :mod:`.segment_plan`'s, as for the whole image.
     """
-    from .pipeline import AUTO_SCALE_RANGE, MAX_MODEL_PIXELS, SegmentationResult
-
     t0 = time.time()
     notes = list(img.notes)
     channels = channels if channels is not None else seg.meta.channels
     h, w = img.shape
     report = (lambda f: progress(min(max(f, 0.0), 1.0))) if progress else (lambda f: None)  # noqa: E731
-    if diameter is not None and diameter <= 0:
-        raise ValueError("diameter must be positive")
+    check_diameter(diameter)
     src = ModelInput(img, channels)
     if diameter is None:
         diameter = _estimate_on_crop(seg, src, cancel, lambda f: report(0.5 * f))
         estimated = True
     base = 0.5 if estimated else 0.0  # the estimate took the first half of the progress bar
-    lo, hi = AUTO_SCALE_RANGE if estimated else (0.1, 8.0)
-    scale = float(np.clip(seg.target_diameter / diameter, lo, hi)) if diameter else 1.0
-    if h * w * scale * scale > MAX_MODEL_PIXELS:
-        scale = float(np.sqrt(MAX_MODEL_PIXELS / (h * w)))
-        notes.append(f"cells are very small for this image size; rescaled by {scale:.2f} only")
-    if estimated and abs(np.log(scale)) < np.log(1.15):
-        scale = 1.0  # as Segmenter.segment: the native scale is close enough
+    scale_plan = plan_scale(h, w, seg.target_diameter, diameter, estimated)
+    notes.extend(scale_plan.notes)
+    scale = scale_plan.scale
     source, (hs, ws) = src.at_scale(scale)
     sp = plan or plan_strips(hs, ws, seg.target_diameter)
-    labeller = StripLabeller(hs, ws, seg._scaled_params(1.0), sp)
+    labeller = StripLabeller(hs, ws, seg.scaled_params(1.0), sp)
     labels = np.zeros((h, w), np.int32)
     ys = np.minimum((np.arange(h) + 0.5) * hs / h, hs - 1).astype(np.intp)  # as training_data.resize_labels
     xs = np.minimum((np.arange(w) + 0.5) * ws / w, ws - 1).astype(np.intp)
@@ -467,9 +469,7 @@ def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = N
         del prob, geo  # copied into the labeller's buffer
         for c0, rows, dense in labeller.ready():
             c1 = c0 + rows.shape[0]
-            fg_sem = 1.0 - dense[0]
-            dis = np.abs(fg_sem - np.clip(dense[3] * 6.0, 0.0, 1.0))
-            region = (fg_sem > 0.2) | (dense[3] * 6.0 > 0.2)
+            fg_sem, dis, region = disagreement(dense[0], dense[3])
             dis_sum += float(dis[region].sum(dtype=np.float64))
             dis_n += int(region.sum())
             if umap_s is not None:
@@ -495,19 +495,17 @@ def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = N
     labels, kept = _relabel_inplace(labels, n, drop)
     # Per-cell confidence in the final numbering (cells lost to the rescale or dropped are left out).
     conf = (conf_s[kept] / np.maximum(conf_n[kept], 1)).astype(np.float32)
-    if img.data.min() == img.data.max():
+    if is_blank(img):
         labels[:] = 0
         conf = np.zeros(0, np.float32)
     umap = None
     if umap_s is not None:
         u = resize_image(umap_s[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else umap_s
-        from .pipeline import _fit
-
-        umap = _fit(u, (h, w)).astype(np.float16)
+        umap = fit_shape(u, (h, w)).astype(np.float16)
     notes.extend(seg.predictor.notes)
     seg.predictor.notes.clear()
     report(1.0)
-    settings = seg._settings(diameter, estimated, scale, channels)
+    settings = seg.result_settings(diameter, estimated, scale, channels)
     settings["strips"] = {"core_rows": sp.core_rows, "margin": sp.margin}
     log.info("segmented %dx%d in strips of %d+2x%d rows: %d cells", h, w, sp.core_rows, sp.margin, int(labels.max()))
     return SegmentationResult(labels=labels, diameter=float(diameter or 0.0), scale=scale, settings=settings,
@@ -515,10 +513,10 @@ def segment_in_strips(seg: Segmenter, img: ImageData, diameter: float | None = N
                               cell_confidence=conf, uncertainty_map=umap)
 
 
-def _estimate_on_crop(seg: Segmenter, src: ModelInput, cancel: CancelToken | None, report: Callable[[float], None]) -> float | None:
+def _estimate_on_crop(seg: PlannedSegmenter, src: ModelInput, cancel: CancelToken | None, report: Callable[[float], None]) -> float | None:
     h, w = src.shape
     ch, cw = min(h, ESTIMATE_CROP), min(w, ESTIMATE_CROP)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
     x = np.ascontiguousarray(src.rows(y0, y0 + ch, x0, x0 + cw))
-    d, _ = seg._estimate_diameter(x, cancel, report)
+    d, _ = seg.estimate_diameter(x, cancel, report)
     return d

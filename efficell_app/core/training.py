@@ -565,6 +565,7 @@ def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, tar
                vals: list[ValImage], outcome: dict[str, Any], diameter: dict[str, Any], recipe: Recipe, run: dict[str, Any]):
     import torch
 
+    from .device import describe_device
     from .model.adapter_io import AdapterMeta
 
     metrics: dict[str, Any] = {}
@@ -584,6 +585,7 @@ def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, tar
                 "outcome": {k: v for k, v in outcome.items() if k != "kept_scores"},
                 "diameter": diameter,
                 "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads, {run['device']}",
+                "device_info": describe_device(run["device"]),
                 "torch": torch.__version__, **run}
     name = cfg.name or Path(cfg.out).stem
     kept = "starting adapter kept: training did not improve on it" if outcome["kept"] == "start" else \

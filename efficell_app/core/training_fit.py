@@ -186,6 +186,10 @@ class Fit:
             self.step += 1
             self.seconds += time.perf_counter() - t0
             terms["total"] = float(loss.detach())
+            if not math.isfinite(terms["total"]):  # diverged: the weights are no longer finite numbers
+                from .errors import EffiCellError
+
+                raise EffiCellError(f"training diverged at step {self.step} (the loss is not finite); try a lower --lr")
             yield self.step, terms
 
     def weights(self):  # noqa: ANN201 - the adapters to score and keep (EMA weights when the recipe averages)

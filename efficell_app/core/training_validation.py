@@ -163,7 +163,8 @@ class Validator:
 
         idx = list(range(len(self.vals))) if idx is None else list(idx)
         model = CachedFeatureModel(self.cache, adapters, features_only=features_only)
-        pred = DensePredictor(model, device=self.device, tile=self.tile, patch=self.stride)
+        # no CPU fallback: the adapters being trained stay on the training device
+        pred = DensePredictor(model, device=self.device, tile=self.tile, patch=self.stride, cpu_fallback=False)
         t0 = time.time()
         try:
             out = []

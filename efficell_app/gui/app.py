@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
-from .settings import APP, ORG, Preferences
+from .settings import APP, ORG, Preferences, apply_environment
 
 log = logging.getLogger(__name__)
-
-
-def apply_environment(prefs: Preferences) -> None:
-    """Preferences the core reads from the environment (the weights cache folder)."""
-    if prefs.cache_dir:
-        os.environ["EFFICELL_WEIGHTS_DIR"] = prefs.cache_dir
 
 
 def main(argv: list[str] | None = None) -> int:
     """Create the application and the main window; a folder argument opens that project."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    from .display_check import display_problem
+
+    problem = display_problem()
+    if problem is not None:  # Qt would abort the process (exit 134) with a line about plugins
+        print(problem, file=sys.stderr)
+        return 1
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "efficell", *argv])
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             break
     from .workers import stop_all
 
-    app.aboutToQuit.connect(stop_all)  # no QThread may outlive the application object
+    app.aboutToQuit.connect(stop_all)  # no worker may outlive the application object
     rc = int(app.exec())
     stop_all()
     return rc

@@ -1,4 +1,4 @@
-"""Small icons drawn in code (status dots, thumbnails) so the app needs no image files."""
+"""Small icons drawn in code (status dots, thumbnails from ``core.overlay.thumbnail_array``) so the app needs no image files."""
 
 from __future__ import annotations
 
@@ -33,25 +33,6 @@ def status_icon(status: str, size: int = 12) -> QIcon:
         p.end()
         _cache[key] = QIcon(pm)
     return _cache[key]
-
-
-def thumbnail_array(data: np.ndarray, size: int = 48) -> np.ndarray:
-    """``(C, H, W)`` raw image -> ``(s, s, 3)`` uint8 thumbnail (contrast-stretched, letterboxed).
-
-    Pure numpy, so it can run in a worker thread.
-    """
-    from .overlay import composite, default_displays
-
-    c, h, w = data.shape
-    step = max(1, int(np.ceil(max(h, w) / size)))
-    small = np.ascontiguousarray(data[:, ::step, ::step])
-    rgb = composite(small, default_displays(small, tuple(f"ch{i}" for i in range(c)), c == 3))
-    out = np.full((size, size, 3), 20, dtype=np.uint8)
-    sh, sw = rgb.shape[:2]
-    sh, sw = min(sh, size), min(sw, size)
-    r0, c0 = (size - sh) // 2, (size - sw) // 2
-    out[r0 : r0 + sh, c0 : c0 + sw] = rgb[:sh, :sw]
-    return out
 
 
 def array_to_icon(rgb: np.ndarray) -> QIcon:

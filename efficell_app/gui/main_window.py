@@ -1,7 +1,8 @@
 """The main window: builds the panels, menus and status bar, and wires them to the session.
 
 Wiring only: state and background work live in :class:`~efficell_app.gui.session.Session`,
-drawing in the viewer and panels, long work in the core's generators.
+drawing in the viewer and panels, annotation in :class:`~efficell_app.gui.annotation.AnnotationTools`,
+long work in the use cases of :mod:`efficell_app.tasks`.
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .. import __version__
+from .. import __version__, tasks
 from ..core.errors import EffiCellError
+from .annotation import AnnotationTools
+from .dialogs.welcome_dialog import SampleProjectMaker
 from .panels.measurements_panel import MeasurementsPanel
 from .panels.project_panel import ProjectPanel
 from .panels.settings_panel import SegmentationPanel
 from .session import Session
-from .settings import Preferences, qsettings, recent_projects
+from .settings import Preferences, apply_environment, qsettings, recent_projects
 from .viewer import ImageViewer
-from .workers import launch, start_worker
+from .workers import TaskWorker, start_task, stop_all
 
 log = logging.getLogger(__name__)
 SUMMARY_TAB = 2  # index of "Per image" in the measurements panel
@@ -62,6 +65,9 @@ class MainWindow(QMainWindow):
         self.current_image: int | None = None
         self._refresh_pending = False
         self._summary_ids: list[int] = []
+        self._gpus: tuple[str, ...] = ()
+        self._device_worker: TaskWorker | None = None
+        self.selftest_dialog: Any = None
 
         self.viewer = ImageViewer()
         self.setCentralWidget(self.viewer)
@@ -83,19 +89,23 @@ class MainWindow(QMainWindow):
         self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
 
+        self.annotation = AnnotationTools(self.viewer, self.session, lambda: self.current_image, parent=self)
+        self._dock("Annotate", self.annotation.panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Adapters", self.annotation.adapters_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.splitDockWidget(self.docks["Project"], self.docks["Adapters"], Qt.Orientation.Vertical)
+        self.samples = SampleProjectMaker(self)
+
         self._build_status_bar()
         self._build_menus()
         self._wire()
         self.resize(1400, 900)
         self.resizeDocks([self.docks["Project"], self.docks["Segmentation"]], [300, 290], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Measurements"]], [270], Qt.Orientation.Vertical)
-        from .annotation import install_annotation  # annotation tools, adapters library, training
-
-        self.annotation = install_annotation(self)
+        # Tabified once the window is up: tabifying before show() leaves a stray tab bar (Qt 6.11 offscreen).
+        QTimer.singleShot(0, self._tabify_annotation)
         if restore_state:
             self._restore_state()
         QTimer.singleShot(0, self._detect_device)
-        self.sample_handle: Any = None  # the worker making the sample project
         self.welcome_dialog: Any = None
         QTimer.singleShot(0, self.show_welcome_if_first_run)
 
@@ -107,6 +117,11 @@ class MainWindow(QMainWindow):
         self.addDockWidget(area, dock)
         self.docks[title] = dock
         return dock
+
+    def _tabify_annotation(self) -> None:
+        self.tabifyDockWidget(self.docks["Segmentation"], self.docks["Annotate"])
+        self.docks["Segmentation"].raise_()
+        self.resizeDocks([self.docks["Project"], self.docks["Adapters"]], [3, 1], Qt.Orientation.Vertical)
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -165,6 +180,10 @@ class MainWindow(QMainWindow):
         t = mb.addMenu("&Tools")
         self.add_menu_action(t, "&Models…", self.open_models_dialog)
         self.add_menu_action(t, "&Settings…", self.open_settings_dialog, QKeySequence.StandardKey.Preferences)
+        a = mb.addMenu("&Annotate")
+        self.annotation.fill_menu(a)
+        a.addAction(self.docks["Annotate"].toggleViewAction())
+        a.addAction(self.docks["Adapters"].toggleViewAction())
         h = mb.addMenu("&Help")
         self.add_menu_action(h, "Open &sample project", self.open_sample_project,
                              tip="Example images with annotations, segmented by the built-in model")
@@ -185,8 +204,17 @@ class MainWindow(QMainWindow):
         s.run_started.connect(self._run_started)
         s.run_progress.connect(self._run_progress)
         s.run_finished.connect(self._run_finished)
-        s.problem.connect(self._problem)
+        s.problem.connect(self.show_problem)
         s.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
+        ann = self.annotation
+        ann.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
+        ann.panel_wanted.connect(lambda: (self.docks["Annotate"].show(), self.docks["Annotate"].raise_()))
+        ann.adapters_changed.connect(self._adapters_changed)
+        ann.segment_with.connect(self._segment_with)
+        ann.image_requested.connect(self._show_requested)
+        self.samples.ready.connect(self._sample_ready)
+        self.samples.message.connect(lambda m: self.statusBar().showMessage(m, 15000))
+        self.samples.problem.connect(self.show_problem)
         self.project_panel.image_activated.connect(self.show_image)
         self.project_panel.segment_requested.connect(self.segment_scope)
         self.project_panel.remove_requested.connect(self._remove_images)
@@ -241,8 +269,9 @@ class MainWindow(QMainWindow):
             self.add_paths([folder])
 
     def add_files_dialog(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "",
-                                                "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp);;All files (*)")
+        from ..core.images import IMAGE_FILE_FILTER
+
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "", IMAGE_FILE_FILTER)
         if files:
             self.add_paths(files)
 
@@ -284,7 +313,7 @@ class MainWindow(QMainWindow):
         for i in ids:
             self._guard(lambda i=i: project.remove_image(i))
             self.project_panel.remove_image(i)
-            self.session.cells.pop(i, None)
+            self.session.forget_measurements(i)
         if self.current_image in ids:
             self.current_image = None
             self.viewer.clear()
@@ -298,13 +327,13 @@ class MainWindow(QMainWindow):
         try:
             img = project.read_image(image_id)
         except EffiCellError as exc:
-            self._problem(str(exc))
+            self.show_problem(str(exc))
             return
         self.current_image = image_id
         self.viewer.set_image(img.data, img.channel_names, img.rgb)
         self.seg_panel.set_channel_names(img.channel_names)
         found = project.labels_for(image_id)
-        self.viewer.set_labels(found[0] if found else None)
+        self.viewer.set_labels(found.labels if found else None)
         if found is not None:
             self.session.request_cells([image_id])
         self._refresh_measurements()
@@ -351,9 +380,10 @@ class MainWindow(QMainWindow):
             self.measurements.select_cell(sel, self.current_image)
 
     def _describe_cell(self, label: int) -> str:
-        df = self.session.cells.get(self.current_image) if self.current_image is not None else None
-        if df is None:
+        measured = self.session.measured.get(self.current_image) if self.current_image is not None else None
+        if measured is None:
             return ""
+        df = measured.cells
         rows = df.index[df["cell_id"].to_numpy() == label]
         if len(rows) == 0:
             return ""
@@ -419,7 +449,22 @@ class MainWindow(QMainWindow):
         self.seg_panel.set_busy(False)
         self.statusBar().showMessage(text, 15000)
 
-    def _problem(self, text: str) -> None:
+    def _show_requested(self, image_id: int) -> None:
+        self.project_panel.select_image(image_id)
+        self.show_image(image_id)
+
+    def _adapters_changed(self) -> None:
+        if self.session.project is not None:
+            self.seg_panel.set_adapters(self.session.project.list_adapters())
+
+    def _segment_with(self, adapter_path: str) -> None:
+        """Segment the current image with this adapter (chosen in the segmentation panel)."""
+        self._adapters_changed()
+        self.seg_panel.select_model(adapter_path)
+        self.segment_scope("image")
+
+    def show_problem(self, text: str) -> None:
+        """List a problem (a file and what is wrong with it) in the Problems dock and show the dock."""
         self.problems.addItem(text)
         self.problems.scrollToBottom()
         self.docks["Problems"].setWindowTitle(f"Problems ({self.problems.count()})")
@@ -437,17 +482,13 @@ class MainWindow(QMainWindow):
         if project is None:
             self.statusBar().showMessage("Nothing to export: no project is open", 5000)
             return None
-        names: tuple[str, ...] = ()
-        px = self.prefs.pixel_size_um
-        if self.current_image is not None:
-            rec = project.get_image(self.current_image)
-            names, px = tuple(rec.channel_names), rec.pixel_size_um or px
 
-        def make_job(opts: Any) -> Any:
-            return self.session.export_job(opts, self._export_ids(opts.scope))
+        def make_task(opts: Any) -> tuple[Any, ...]:
+            return self.session.export_task(opts, self._export_ids(opts.scope))
 
-        dlg = ExportDialog(make_job, project.exports_dir, names, px or 0.0,
-                           "image" if self.current_image is not None else "set", parent=self)
+        # No pixel size or channel names filled in: each image's own, as the table measures them.
+        dlg = ExportDialog(make_task, project.exports_dir, scope="image" if self.current_image is not None else "set",
+                           parent=self)
         dlg.show()
         return dlg
 
@@ -469,14 +510,12 @@ class MainWindow(QMainWindow):
     def open_settings_dialog(self) -> Any:
         from .dialogs.settings_dialog import SettingsDialog
 
-        dlg = SettingsDialog(self.prefs, getattr(self, "_gpus", []), self)
+        dlg = SettingsDialog(self.prefs, list(self._gpus), self)
         dlg.accepted.connect(lambda: self.apply_preferences(dlg.preferences()))
         dlg.show()
         return dlg
 
     def apply_preferences(self, prefs: Preferences) -> None:
-        from .app import apply_environment
-
         device_changed = prefs.device != self.prefs.device
         self.prefs.__dict__.update(prefs.__dict__)
         self.prefs.save()
@@ -489,19 +528,25 @@ class MainWindow(QMainWindow):
         """Help → Self-test: show the dialog and (re)run the self-test in the background."""
         from .dialogs.selftest_dialog import SelftestDialog
 
-        dlg = getattr(self, "_selftest_dialog", None)
+        dlg = self.selftest_dialog
         if dlg is None:
-            dlg = self._selftest_dialog = SelftestDialog(self)
+            dlg = self.selftest_dialog = SelftestDialog(self)
         dlg.device, dlg.threads = self.prefs.device, self.prefs.effective_threads()
         dlg.show()
         dlg.raise_()
         dlg.start()
         return dlg
 
-    def open_sample_project(self) -> Any:
-        from .dialogs.welcome_dialog import open_sample_project
+    def open_sample_project(self, dest: str | Path | None = None) -> Any:
+        """Open the sample project, making it first when needed; returns the worker making it, or None."""
+        return self.samples.open(dest)
 
-        return open_sample_project(self)
+    def _sample_ready(self, root: Path) -> None:
+        if not self.open_project(root):
+            return
+        self.statusBar().showMessage(f"Sample project opened from {root}", 15000)
+        if self.seg_panel.auto_segment.isChecked():
+            self.segment_scope("project")
 
     def show_welcome_if_first_run(self) -> Any:
         from .dialogs.welcome_dialog import show_welcome
@@ -516,21 +561,11 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ device
     def _detect_device(self) -> None:
         """Find the device in the background (importing torch takes a second)."""
-        from . import jobs
+        self._device_worker = start_task(tasks.find_device, self.prefs.device, on_event=self._device_found)
 
-        device = self.prefs.device
-
-        def job(_cancel: Any) -> Any:
-            yield jobs.device_description(device), jobs.gpu_names()
-
-        h = start_worker(job, parent=self, on_event=self._device_found)
-        self._device_handle = h
-        launch(h)
-
-    def _device_found(self, ev: Any) -> None:
-        text, gpus = ev
-        self._gpus = gpus
-        self.device_label.setText(text)
+    def _device_found(self, ev: tasks.DeviceFound) -> None:
+        self._gpus = ev.gpus
+        self.device_label.setText(ev.description)
 
     # ------------------------------------------------------------------ helpers / state
     def _guard(self, fn: Any) -> bool:
@@ -540,7 +575,7 @@ class MainWindow(QMainWindow):
             return True
         except EffiCellError as exc:
             QMessageBox.warning(self, "EffiCell", str(exc))
-            self._problem(str(exc))
+            self.show_problem(str(exc))
             return False
 
     def _restore_state(self) -> None:
@@ -558,14 +593,18 @@ class MainWindow(QMainWindow):
         s.setValue("window/state", self.saveState())
         s.sync()
 
+    def stop_background_work(self, timeout_ms: int = 20_000) -> None:
+        """Wait for the window's own helpers (device detection, the sample project) to end."""
+        for worker in (self._device_worker, self.samples.worker):
+            if worker is not None:
+                worker.cancel()
+                worker.wait(timeout_ms)
+
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_state()
+        self.annotation.shutdown()
         self.session.close_project(emit=False)
-        h = getattr(self, "_device_handle", None)
-        if h is not None:
-            h.wait(10_000)
-        from .workers import stop_all
-
+        self.stop_background_work(10_000)
         stop_all()
         super().closeEvent(event)
         self.closed.emit()

@@ -1,8 +1,10 @@
 """The window's state, apart from any widget: the open project, per-image measurements, runs.
 
-``Session`` owns the :class:`~efficell_app.project.Project`, caches measurement tables, and
-runs the background jobs (one segmentation run at a time, plus light helper jobs such as
-thumbnails). Panels and the viewer subscribe to its signals; ``main_window`` only wires.
+``Session`` owns the :class:`~efficell_app.project.Project`, keeps each image's measurements
+(``project.measuring.MeasuredImage``: what the table and the plot show, and what an export
+reuses), and runs the use cases of :mod:`efficell_app.tasks` in workers (one segmentation run
+at a time, plus light helpers such as thumbnails). Panels and the viewer subscribe to its
+signals; ``main_window`` only wires.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
-from . import jobs
+from .. import tasks
+from ..project.measuring import MeasuredImage, MeasureSettings
 from .settings import Preferences, add_recent_project
-from .workers import EtaTracker, Job, WorkerHandle, launch, start_worker
+from .workers import EtaTracker, TaskWorker, start_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +57,7 @@ class Session(QObject):
     image_status = Signal(int, str, str)  # image id, status, detail
     thumbnail = Signal(int, object)  # image id, (h, w, 3) uint8
     labels_ready = Signal(int, object)  # image id, labels (H, W) -- a new result
-    cells_ready = Signal(int, object)  # image id, DataFrame
+    cells_ready = Signal(int, object)  # image id, MeasuredImage
     run_started = Signal(int, str)  # total images, description
     run_progress = Signal(int, int, str)  # done, total, text (with ETA)
     run_finished = Signal(str)  # summary
@@ -65,9 +68,10 @@ class Session(QObject):
         super().__init__(parent)
         self.prefs = prefs
         self.project: Project | None = None
-        self.cells: dict[int, pd.DataFrame] = {}
-        self._run: WorkerHandle | None = None
-        self._helpers: list[WorkerHandle] = []
+        self.measured: dict[int, MeasuredImage] = {}  # what the table shows, per image
+        self._run: TaskWorker | None = None
+        self._run_ids: list[int] = []
+        self._helpers: list[TaskWorker] = []
         self._eta: EtaTracker | None = None
         self._run_stats = {"ok": 0, "failed": 0}
         self.pending_segment: list[int] = []
@@ -111,7 +115,7 @@ class Session(QObject):
         if self.project is not None:
             self.project.close()
         self.project = None
-        self.cells.clear()
+        self.measured.clear()
         self.label_colours.clear()
         if emit:
             self.project_changed.emit(None)
@@ -128,74 +132,83 @@ class Session(QObject):
 
     # ------------------------------------------------------------------ adding images
     def add_paths(self, paths: Sequence[str | Path], set_name: str | None = None,
-                  segment: bool | None = None) -> WorkerHandle:
+                  segment: bool | None = None) -> TaskWorker:
         """Add dropped files/folders as one set (named after the first folder) in the background."""
         paths = [Path(p) for p in paths]
         project = self.ensure_project()
-        if set_name is None:
-            first = paths[0]
-            set_name = first.name if first.is_dir() else first.parent.name or "images"
+        set_name = set_name or tasks.set_name_for(paths)
         segment = self.prefs.auto_segment if segment is None else segment
-        handle = self._helper(jobs.add_folder_job(project, paths, set_name))
 
         def on_added(ev: Any) -> None:
-            if not isinstance(ev, jobs.FolderAdded):
+            if not isinstance(ev, tasks.ImagesAdded):
                 return
             report = ev.report
             for path, reason in report.skipped:
                 self.problem.emit(f"{path}: {reason}")
             self.images_added.emit(report)
             self.load_thumbnails(report.added)
-            self.message.emit(report.summary() if hasattr(report, "summary") else f"added {len(report.added)} images")
+            self.message.emit(report.summary())
             if segment and report.added:
                 self.segment(report.added, set_name=ev.set_name)
 
-        handle.yielded.connect(on_added)
-        launch(handle)
-        return handle
+        return self._helper(tasks.add_images, project, paths, set_name, on_event=on_added)
 
     def load_thumbnails(self, image_ids: Sequence[int]) -> None:
         if self.project is None or not image_ids:
             return
-        h = self._helper(jobs.thumbnail_job(self.project, list(image_ids)))
-        h.yielded.connect(lambda ev: self.thumbnail.emit(ev.image_id, ev.rgb))
-        launch(h)
+        self._helper(tasks.thumbnails, self.project, list(image_ids),
+                     on_event=lambda ev: self.thumbnail.emit(ev.image_id, ev.rgb))
 
-    def _helper(self, job: Job) -> WorkerHandle:
-        h = start_worker(job, parent=self, on_event=self._helper_event)
-        h.failed.connect(self.problem)
-        h.done.connect(lambda: self._helper_done(h))
-        self._helpers.append(h)
-        return h
+    def _helper(self, task: Any, *args: Any, on_event: Any = None) -> TaskWorker:
+        """Run a light use case; its status lines, failures and measurements reach the window."""
+        def event(ev: Any) -> None:
+            self._helper_event(ev)
+            if on_event is not None:
+                on_event(ev)
+
+        holder: list[TaskWorker] = []
+        w = start_task(task, *args, on_event=event, on_error=lambda exc: self.problem.emit(tasks.describe_error(exc)),
+                       on_finished=lambda: self._helper_done(holder[0]))
+        holder.append(w)
+        self._helpers.append(w)
+        return w
 
     def _helper_event(self, ev: Any) -> None:
-        if isinstance(ev, jobs.Status):
+        if isinstance(ev, tasks.Status):
             self.message.emit(ev.message)
-        elif isinstance(ev, jobs.ImageFailed):
+        elif isinstance(ev, tasks.ImageFailed):
             self.problem.emit(ev.message)
-        elif isinstance(ev, jobs.Measured):
-            self.cells[ev.image_id] = ev.cells
-            self.cells_ready.emit(ev.image_id, ev.cells)
+        elif isinstance(ev, MeasuredImage):
+            self.measured[ev.image_id] = ev
+            self.cells_ready.emit(ev.image_id, ev)
 
-    def _helper_done(self, h: WorkerHandle) -> None:
-        h.wait(2000)
-        if h in self._helpers:
-            self._helpers.remove(h)
+    def _helper_done(self, w: TaskWorker) -> None:
+        if w in self._helpers:
+            self._helpers.remove(w)
 
     def helpers_running(self) -> bool:
         return bool(self._helpers)
 
     # ------------------------------------------------------------------ measurements
+    def measure_settings(self) -> MeasureSettings:
+        """How the window measures: each image's own pixel size, else the default of the preferences."""
+        return MeasureSettings(default_pixel_size_um=self.prefs.pixel_size_um or None)
+
+    def forget_measurements(self, image_id: int) -> None:
+        """The image's labels changed (annotation saved, image removed): measure again when asked."""
+        self.measured.pop(image_id, None)
+
     def request_cells(self, image_ids: Sequence[int]) -> None:
-        """Make sure measurements of these images are (or will be) in ``cells``."""
+        """Make sure measurements of these images are (or will be) in ``measured``."""
         if self.project is None:
             return
-        todo = [i for i in image_ids if i not in self.cells]
+        todo = [i for i in image_ids if i not in self.measured]
         if todo:
-            launch(self._helper(jobs.measure_job(self.project, todo, self.prefs.pixel_size_um or None)))
+            self._helper(tasks.measure_images, self.project, todo, self.measure_settings())
 
     def cells_of(self, image_ids: Sequence[int]) -> pd.DataFrame | None:
-        frames = [self.cells[i] for i in image_ids if i in self.cells]
+        """The per-cell table of these images, as shown (an ``image_id`` column first)."""
+        frames = [_with_image_id(self.measured[i].cells, i) for i in image_ids if i in self.measured]
         if not frames:
             return None
         if len(frames) == 1:
@@ -205,31 +218,20 @@ class Session(QObject):
         return pd.concat(frames, ignore_index=True)
 
     def summary_of(self, image_ids: Sequence[int]) -> pd.DataFrame | None:
-        if self.project is None:
+        """One row per image, as shown (the export's per-image sheet holds the same rows)."""
+        rows = [{"image_id": i, **self.measured[i].summary} for i in image_ids if i in self.measured]
+        if not rows:
             return None
         import pandas as pd
 
-        from ..core.measure import summarize_image
-
-        rows = []
-        for i in image_ids:
-            df = self.cells.get(i)
-            if df is None:
-                continue
-            rec = self.project.get_image(i)
-            names = list(rec.channel_names) or [f"ch{c}" for c in range(rec.channels)]
-            px = rec.pixel_size_um or self.prefs.pixel_size_um or None
-            row = {"image_id": i, "set": rec.set_name}
-            row.update(summarize_image(df, len(df), px, names, rec.name))
-            rows.append(row)
-        return pd.DataFrame(rows) if rows else None
+        return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ segmentation runs
     def is_running(self) -> bool:
         return self._run is not None
 
-    def segment(self, image_ids: Sequence[int], options: jobs.SegmentOptions | None = None,
-                set_name: str | None = None) -> WorkerHandle | None:
+    def segment(self, image_ids: Sequence[int], options: tasks.SegmentSettings | None = None,
+                set_name: str | None = None) -> TaskWorker | None:
         """Start a run, or queue the images when one is already going."""
         if self.project is None or not image_ids:
             return None
@@ -237,34 +239,34 @@ class Session(QObject):
             self.pending_segment.extend(i for i in image_ids if i not in self.pending_segment)
             self.message.emit(f"{len(image_ids)} image(s) queued after the current run")
             return None
-        opts = options or self.segment_options()
+        settings = options or self.segment_options()
         ids = list(dict.fromkeys(image_ids))
         for i in ids:
             self.image_status.emit(i, "queued", "")
-        handle = start_worker(jobs.segment_job(self.project, ids, opts, set_name), parent=self,
-                              threads=self.prefs.effective_threads(), on_event=self._run_event)
-        handle.finished.connect(lambda: self._run_done("finished"))
-        handle.cancelled.connect(lambda: self._run_done("cancelled"))
-        handle.failed.connect(lambda msg: self._run_done(f"stopped: {msg}"))
-        self._run = handle
         self._run_ids = ids
         self._run_stats = {"ok": 0, "failed": 0}
         self._eta = EtaTracker(len(ids))
         self.run_started.emit(len(ids), "Starting…")
-        launch(handle)
-        return handle
+        use_case, where = tasks.segment_images, {}
+        if self.prefs.run_on:  # Settings > Run on: a Dask cluster (the same events)
+            use_case, where = tasks.segment_images_on_cluster, {"cluster": self.prefs.run_on}
+        self._run = start_task(use_case, self.project, ids, settings, set_name=set_name, with_colours=True, **where,
+                               threads=self.prefs.effective_threads(), on_event=self._run_event,
+                               on_returned=lambda _v: self._run_done("finished"),
+                               on_aborted=lambda: self._run_done("cancelled"),
+                               on_error=lambda exc: self._run_done(f"stopped: {tasks.describe_error(exc)}"))
+        return self._run
 
     #: options for the next run; the main window points this at the settings panel
     segment_options_provider: Any = None
     #: encoder weights for runs: "auto" (the installed ones); None = random (tests)
     encoder_weights: str | None = "auto"
 
-    def segment_options(self) -> jobs.SegmentOptions:
+    def segment_options(self) -> tasks.SegmentSettings:
         base: dict[str, Any] = self.segment_options_provider() if self.segment_options_provider else {}
-        return jobs.SegmentOptions(model=base.get("model"), diameter=base.get("diameter"),
-                                   channels=base.get("channels"), device=self.prefs.device,
-                                   pixel_size_um=self.prefs.pixel_size_um or None,
-                                   encoder_weights=self.encoder_weights)
+        return tasks.SegmentSettings(model=base.get("model"), diameter=base.get("diameter"),
+                                     channels=base.get("channels"), device=self.prefs.device,
+                                     encoder_weights=self.encoder_weights, measure=self.measure_settings())
 
     def cancel_run(self, wait: bool = False) -> None:
         self.pending_segment.clear()
@@ -275,40 +277,39 @@ class Session(QObject):
 
     def _run_event(self, ev: Any) -> None:
         eta = self._eta
-        if isinstance(ev, jobs.Status):
+        if isinstance(ev, tasks.Status):
             self.run_progress.emit(0, len(self._run_ids), ev.message)
-        elif isinstance(ev, jobs.RunStarted):
+        elif isinstance(ev, tasks.RunStarted):
             self.message.emit(f"Segmenting {ev.total} image(s) with the {ev.model} model on {ev.device}")
             if eta is not None:
                 eta.t0 = time.monotonic()
-        elif isinstance(ev, jobs.ImageStarted):
+        elif isinstance(ev, tasks.ImageStarted):
             self.image_status.emit(ev.image_id, "running", "")
-            self.run_progress.emit(ev.index, ev.total, f"Segmenting {ev.name} ({ev.index + 1}/{ev.total}) "
+            self.run_progress.emit(ev.index - 1, ev.total, f"Segmenting {ev.name} ({ev.index}/{ev.total}) "
                                    + (eta.text() if eta else ""))
-        elif isinstance(ev, jobs.ImageSegmented):
+        elif isinstance(ev, tasks.ImageSegmented):
             self._run_stats["ok"] += 1
-            self.cells[ev.image_id] = ev.cells
+            if ev.measured is not None:
+                self.measured[ev.image_id] = ev.measured
             if ev.colours is not None:
                 self.label_colours[ev.image_id] = ev.colours
-            self.image_status.emit(ev.image_id, "segmented", f"{len(ev.cells)} cells")
+            self.image_status.emit(ev.image_id, "segmented", f"{ev.n_cells} cells")
             self.labels_ready.emit(ev.image_id, ev.labels)
-            self.cells_ready.emit(ev.image_id, ev.cells)
+            if ev.measured is not None:
+                self.cells_ready.emit(ev.image_id, ev.measured)
             if eta is not None:
-                eta.update(ev.index + 1)
-            self.run_progress.emit(ev.index + 1, ev.total, eta.text() if eta else "")
-        elif isinstance(ev, jobs.ImageFailed):
+                eta.update(ev.index)
+            self.run_progress.emit(ev.index, ev.total, eta.text() if eta else "")
+        elif isinstance(ev, tasks.ImageFailed):
             self._run_stats["failed"] += 1
             self.image_status.emit(ev.image_id, "failed", "")
             self.problem.emit(ev.message)
             if eta is not None:
-                eta.update(ev.index + 1)
-            self.run_progress.emit(ev.index + 1, ev.total, eta.text() if eta else "")
+                eta.update(ev.index)
+            self.run_progress.emit(ev.index, ev.total, eta.text() if eta else "")
 
     def _run_done(self, how: str) -> None:
-        handle = self._run
         self._run = None
-        if handle is not None:
-            handle.wait(10_000)
         # images queued but never reached go back to their recorded status
         if self.project is not None:
             for i in self._run_ids:
@@ -316,9 +317,9 @@ class Session(QObject):
                     rec = self.project.get_image(i)
                 except KeyError:
                     continue
-                if i not in self.cells or how != "finished":
-                    detail = f"{len(self.cells[i])} cells" if i in self.cells else ""
-                    self.image_status.emit(i, rec.status, detail)
+                if i not in self.measured or how != "finished":
+                    m = self.measured.get(i)
+                    self.image_status.emit(i, rec.status, f"{len(m.cells)} cells" if m is not None else "")
         ok, failed = self._run_stats["ok"], self._run_stats["failed"]
         text = f"Segmentation {how}: {ok} image(s) done" + (f", {failed} failed (see Problems)" if failed else "")
         self.run_finished.emit(text)
@@ -327,6 +328,22 @@ class Session(QObject):
             self.segment(todo)
 
     # ------------------------------------------------------------------ export
-    def export_job(self, options: jobs.ExportOptions, image_ids: Sequence[int]) -> Job:
+    def export_task(self, options: tasks.ExportOptions, image_ids: Sequence[int]) -> tuple[Any, ...]:
+        """The export use case and its arguments for ``options``: reuses what the table shows."""
         assert self.project is not None
-        return jobs.export_job(self.project, list(image_ids), options)
+        opts = options if options.default_pixel_size_um else _with_default(options, self.prefs.pixel_size_um or None)
+        return tasks.export_images, self.project, list(image_ids), opts, dict(self.measured)
+
+
+def _with_image_id(cells: pd.DataFrame, image_id: int) -> pd.DataFrame:
+    import numpy as np
+
+    df = cells.copy()
+    df.insert(0, "image_id", np.full(len(df), int(image_id), dtype=np.int64))
+    return df
+
+
+def _with_default(options: tasks.ExportOptions, px: float | None) -> tasks.ExportOptions:
+    from dataclasses import replace
+
+    return replace(options, default_pixel_size_um=px)

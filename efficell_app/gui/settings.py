@@ -26,6 +26,7 @@ class Preferences:
     """User preferences shown in the settings dialog."""
 
     device: str = "auto"  # "auto" | "cpu" | "cuda:N" | "mps"
+    run_on: str = ""  # "" = this computer, else a Dask cluster spec (tasks.cluster: local[:N], tcp://..., slurm[:N])
     threads: int = 0  # 0 = automatic (all cores but one, so the window stays responsive)
     pixel_size_um: float = 0.0  # 0 = unknown (measurements in pixels)
     cache_dir: str = ""  # "" = the default weights cache
@@ -37,6 +38,7 @@ class Preferences:
         d = cls()
         return cls(
             device=str(s.value("prefs/device", d.device)),
+            run_on=str(s.value("prefs/run_on", d.run_on) or ""),
             threads=_int(s.value("prefs/threads", d.threads)),
             pixel_size_um=_float(s.value("prefs/pixel_size_um", d.pixel_size_um)),
             cache_dir=str(s.value("prefs/cache_dir", d.cache_dir) or ""),
@@ -46,6 +48,7 @@ class Preferences:
     def save(self) -> None:
         s = qsettings()
         s.setValue("prefs/device", self.device)
+        s.setValue("prefs/run_on", self.run_on)
         s.setValue("prefs/threads", int(self.threads))
         s.setValue("prefs/pixel_size_um", float(self.pixel_size_um))
         s.setValue("prefs/cache_dir", self.cache_dir)
@@ -57,6 +60,12 @@ class Preferences:
         if self.threads > 0:
             return self.threads
         return max(1, (os.cpu_count() or 2) - 1)
+
+
+def apply_environment(prefs: Preferences) -> None:
+    """Preferences the core reads from the environment (the weights cache folder)."""
+    if prefs.cache_dir:
+        os.environ["EFFICELL_WEIGHTS_DIR"] = prefs.cache_dir
 
 
 def recent_projects() -> list[str]:

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from . import overlay as ov
+from ..core import overlay as ov
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 

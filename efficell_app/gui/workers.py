@@ -1,97 +1,245 @@
-"""Run the core's generators in a background thread and report to the window with signals.
+"""The window's one worker mechanism: superqt's thread workers running the tasks layer.
 
-A *job* is a callable ``job(cancel: CancelToken) -> Iterator[event]``. The worker runs it
-in a ``QThread``, emits each yielded event (queued to the GUI thread), stops at the next
-``yield`` once cancelled, and always ends with exactly one of ``finished``, ``cancelled``
-or ``failed``. Widgets never call a model from a slot (ARCHITECTURE rule 2).
+:func:`start_task` runs a use case of :mod:`efficell_app.tasks` (a generator function taking
+``cancel=``) in a :class:`TaskWorker`, superqt's ``GeneratorWorker`` in Qt's thread pool. Its
+signals (superqt's) reach the window's thread, so any slot, lambdas included, may touch widgets:
+
+    yielded(event)      each event the generator yields
+    returned(value)     it ended normally (its return value)
+    errored(exception)  it raised: the exception object; ``tasks.describe_error`` words it
+    aborted()           it stopped because it was cancelled (``worker.cancel()``: the token)
+    finished()          after any of the three above
+
+:func:`start_call` does the same for a core function that reports through a callback,
+``fn(report, cancel)`` (weights download, the sample project): a superqt ``FunctionWorker``
+whose reports arrive as ``progressed(value)``. Training runs in its own process, driven by the
+generator ``tasks.train_project_adapter`` in a :class:`TaskWorker` like everything else.
+Widgets never call a model from a slot (ARCHITECTURE rule 2).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QThreadPool, Signal
+from superqt.utils import FunctionWorker, GeneratorWorker, WorkerBase
 
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, EffiCellError
 
 log = logging.getLogger(__name__)
+MIN_POOL_THREADS = 16  # a run, thumbnails, measuring, autosave and a dialog's work must not queue behind each other
+Slot = Callable[..., Any]
 
-Job = Callable[[CancelToken], Iterator[Any]]
-_RUNNING: set[WorkerHandle] = set()  # handles whose thread has not finished yet
 
+class _TaskState:
+    """What both worker kinds add to superqt's: the cancel token, the outcome, waiting for the end."""
 
-class GeneratorWorker(QObject):
-    """Runs one job; lives in its own thread (see :func:`start_worker`)."""
+    token: CancelToken
+    outcome: str | None  # "finished" | "cancelled" | "failed" (set in the worker thread as it ends)
+    threads: int | None
 
-    yielded = Signal(object)
-    finished = Signal()
-    cancelled = Signal()
-    failed = Signal(str)
-    done = Signal()  # after any of the three above
-
-    def __init__(self, job: Job, threads: int | None = None) -> None:
-        super().__init__()
-        self._job = job
-        self._threads = threads
+    def _init_state(self, threads: int | None) -> CancelToken:
         self.token = CancelToken()
+        self.outcome = None
+        self.threads = threads
+        self._launched = False
+        self._ended = threading.Event()
+        return self.token
 
     def cancel(self) -> None:
-        """Ask the job to stop at its next check (thread-safe)."""
+        """Ask the work to stop at its next check of the token (thread-safe)."""
         self.token.cancel()
 
-    @Slot()
+    def quit(self) -> None:  # superqt's abort request (``WorkerBase.await_workers``) is a cancel
+        self.cancel()
+
+    @property
+    def active(self) -> bool:
+        """Started and not yet ended."""
+        return self._launched and not self._ended.is_set()
+
+    def wait(self, ms: int = 30_000) -> bool:
+        """Block until the work has ended (its signals may still be on their way); False on timeout."""
+        return not self._launched or self._ended.wait(ms / 1000)
+
+    def start(self) -> None:
+        """Start in Qt's thread pool now (superqt defers the start by a timer when an event loop
+        runs; a caller that waits for the work, such as a save before switching image, must not)."""
+        if self in WorkerBase._worker_set:
+            raise RuntimeError("This worker is already started!")
+        self._launched = True
+        WorkerBase._worker_set.add(self)  # superqt's set: ``await_workers`` cancels and waits for it
+        self._finished.connect(WorkerBase._set_discard)
+        QThreadPool.globalInstance().start(self)
+
     def run(self) -> None:
-        _lower_thread_priority()
-        if self._threads:
-            _set_torch_threads(self._threads)
+        """Qt's pool calls this in a worker thread: superqt's ``WorkerBase.run`` minus its redirection
+        of ``warnings.showwarning``, a process-wide setting that concurrent workers would leave
+        pointing at one of them (warnings go to the log as everywhere else)."""
+        self.started.emit()
+        self._running = True
         try:
-            for event in self._job(self.token):
+            result = self.work()
+            if not self.abort_requested:
+                self.returned.emit(result)
+        except Exception as exc:  # noqa: BLE001 - the exception object goes to ``errored``
+            self.errored.emit(exc)
+        finally:
+            self._running = False
+            self._ended.set()
+            self.finished.emit()
+            self._finished.emit(self)
+
+    def _prepare_thread(self) -> None:
+        _lower_thread_priority()
+        if self.threads:
+            _set_torch_threads(self.threads)
+
+    def _ended_with(self, how: str) -> None:
+        self.outcome = how
+
+
+class TaskWorker(_TaskState, GeneratorWorker):
+    """superqt's ``GeneratorWorker`` for one use case of the tasks layer (see the module docstring).
+
+    ``task(*args, cancel=token, **kwargs)`` must be a generator function. Cancelling sets the
+    token: the task raises ``Cancelled`` at its next check (or the worker stops after the
+    event it was yielding), its generator is closed in the worker thread, and ``aborted`` follows.
+    """
+
+    def __init__(self, task: Callable[..., Any], *args: Any, threads: int | None = None, **kwargs: Any) -> None:
+        token = self._init_state(threads)
+        super().__init__(task, *args, cancel=token, **kwargs)
+
+    def work(self) -> Any:
+        self._prepare_thread()
+        gen = self._gen
+        try:
+            while True:
+                try:
+                    event = next(gen)
+                except StopIteration as stop:
+                    self._ended_with("finished")
+                    return stop.value
                 self.yielded.emit(event)
                 if self.token.cancelled:
-                    break
-            if self.token.cancelled:
-                self.cancelled.emit()
-            else:
-                self.finished.emit()
+                    gen.close()
+                    raise Cancelled("cancelled by the user")
         except Cancelled:
-            self.cancelled.emit()
-        except EffiCellError as exc:
-            self.failed.emit(str(exc))
-        except MemoryError:
-            self.failed.emit("out of memory: try a smaller image, fewer images at once, or the CPU device")
-        except Exception as exc:  # noqa: BLE001 - every worker error reaches the user in words
-            log.error("background job failed:\n%s", traceback.format_exc())
-            self.failed.emit(f"unexpected error: {type(exc).__name__}: {exc}")
-        finally:
-            # End the thread's event loop as soon as run() returns, so wait() never blocks long.
-            thread = QThread.currentThread()
-            if thread is not None:
-                thread.quit()
-            self.done.emit()
+            return self._aborted()
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+    def _aborted(self) -> None:
+        self._ended_with("cancelled")
+        self._abort_requested = True  # superqt then emits no ``returned``
+        self.aborted.emit()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._ended_with("failed")
+        if not isinstance(exc, EffiCellError):
+            log.error("background task failed", exc_info=exc)
+
+
+class _Progress(QObject):
+    """Carries a callback's reports from the worker thread to the window's (it lives in the latter)."""
+
+    progressed = Signal(object)
+
+
+class CallWorker(_TaskState, FunctionWorker):
+    """superqt's ``FunctionWorker`` for a core function ``fn(report, cancel)`` that reports through a callback."""
+
+    def __init__(self, fn: Callable[[Callable[[Any], None], CancelToken], Any], threads: int | None = None) -> None:
+        token = self._init_state(threads)
+        self._progress = _Progress()
+        super().__init__(fn, self._progress.progressed.emit, token)
+
+    @property
+    def progressed(self) -> Any:
+        return self._progress.progressed
+
+    def work(self) -> Any:
+        self._prepare_thread()
+        try:
+            value = super().work()
+        except Cancelled:
+            self._ended_with("cancelled")
+            self._abort_requested = True  # no ``returned``; ``finished`` follows and ``outcome`` says why
+            return None
+        except Exception as exc:
+            self._ended_with("failed")
+            if not isinstance(exc, EffiCellError):
+                log.error("background call failed", exc_info=exc)
+            raise
+        self._ended_with("finished")
+        return value
+
+
+def _connect(worker: WorkerBase, on_event: Slot | None, on_returned: Slot | None, on_error: Slot | None,
+             on_aborted: Slot | None, on_finished: Slot | None) -> None:
+    for signal, slot in (("yielded", on_event), ("returned", on_returned), ("errored", on_error),
+                         ("aborted", on_aborted), ("finished", on_finished)):
+        if slot is not None:
+            getattr(worker, signal).connect(slot)
+
+
+def _pool_ready() -> None:
+    pool = QThreadPool.globalInstance()
+    if pool.maxThreadCount() < MIN_POOL_THREADS:
+        pool.setMaxThreadCount(MIN_POOL_THREADS)
+
+
+def start_task(task: Callable[..., Any], *args: Any, on_event: Slot | None = None, on_returned: Slot | None = None,
+               on_error: Slot | None = None, on_aborted: Slot | None = None, on_finished: Slot | None = None,
+               threads: int | None = None, **kwargs: Any) -> TaskWorker:
+    """Run ``task(*args, cancel=token, **kwargs)`` in a worker; the slots are connected before it starts.
+
+    ``threads``: torch threads for the work (None: torch's default).
+    """
+    worker = TaskWorker(task, *args, threads=threads, **kwargs)
+    _connect(worker, on_event, on_returned, on_error, on_aborted, on_finished)
+    _pool_ready()
+    worker.start()
+    return worker
+
+
+def start_call(fn: Callable[[Callable[[Any], None], CancelToken], Any], *, on_progress: Slot | None = None,
+               on_returned: Slot | None = None, on_error: Slot | None = None, on_finished: Slot | None = None,
+               threads: int | None = None) -> CallWorker:
+    """Run ``fn(report, cancel)`` in a worker; each ``report(value)`` arrives as ``progressed(value)``."""
+    worker = CallWorker(fn, threads=threads)
+    if on_progress is not None:
+        worker.progressed.connect(on_progress)
+    _connect(worker, None, on_returned, on_error, None, on_finished)
+    _pool_ready()
+    worker.start()
+    return worker
+
+
+def stop_all(timeout_ms: int = 30_000) -> None:
+    """Cancel every running worker and wait for them (the window closing, the application quitting)."""
+    try:
+        WorkerBase.await_workers(timeout_ms)
+    except RuntimeError as exc:  # a task that never checks its token; Qt's pool still ends it at exit
+        log.warning("background work did not stop in time: %s", exc)
 
 
 def _lower_thread_priority(nice: int = 10) -> None:
-    """Background work yields the CPU to the window's thread (Linux: nice of this thread only).
-
-    On Windows ``QThread.LowPriority`` (see :func:`launch`) does the same.
-    """
+    """Background work yields the CPU to the window's thread (Linux: nice of this pool thread only)."""
     import os
     import sys
 
     if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
-        import threading
-
         try:
             tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
         except OSError as exc:
             log.debug("cannot lower the worker's priority: %s", exc)
 
@@ -105,143 +253,6 @@ def _set_torch_threads(n: int) -> None:
         torch.set_num_threads(int(n))
     except RuntimeError as exc:  # already running parallel work
         log.debug("cannot change torch threads: %s", exc)
-
-
-class WorkerHandle(QObject):
-    """The GUI-thread side of a worker: owns it and its thread, and re-emits its signals.
-
-    Connect to the handle's signals, not the worker's: they are delivered in the GUI thread
-    (the handle lives there), so any slot, lambdas included, may touch widgets.
-    """
-
-    yielded = Signal(object)
-    finished = Signal()
-    cancelled = Signal()
-    failed = Signal(str)
-    done = Signal()
-
-    def __init__(self, worker: GeneratorWorker, thread: QThread, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.worker = worker
-        self.thread = thread
-        self.started_at = time.monotonic()
-        self.outcome: str | None = None  # "finished" | "cancelled" | "failed"
-        worker.yielded.connect(self._on_yielded)
-        worker.finished.connect(self._on_finished)
-        worker.cancelled.connect(self._on_cancelled)
-        worker.failed.connect(self._on_failed)
-        worker.done.connect(self._on_done)
-
-    @Slot(object)
-    def _on_yielded(self, ev: object) -> None:
-        self.yielded.emit(ev)
-
-    @Slot()
-    def _on_finished(self) -> None:
-        self.outcome = "finished"
-        self.finished.emit()
-
-    @Slot()
-    def _on_cancelled(self) -> None:
-        self.outcome = "cancelled"
-        self.cancelled.emit()
-
-    @Slot(str)
-    def _on_failed(self, msg: str) -> None:
-        self.outcome = "failed"
-        self.failed.emit(msg)
-
-    @Slot()
-    def _on_done(self) -> None:
-        self.thread.quit()
-        self.thread.wait(5000)
-        _RUNNING.discard(self)
-        self.done.emit()
-
-    def cancel(self) -> None:
-        self.worker.cancel()
-
-    def is_running(self) -> bool:
-        return self.thread.isRunning()
-
-    def wait(self, ms: int = 30_000) -> bool:
-        return self.thread.wait(ms)
-
-
-def start_worker(job: Job, parent: QObject | None = None, threads: int | None = None,
-                 on_event: Callable[[Any], None] | None = None) -> WorkerHandle:
-    """Start ``job`` in a new thread; connect signals *before* events can arrive via ``on_event``."""
-    thread = QThread()
-    worker = GeneratorWorker(job, threads=threads)
-    worker.moveToThread(thread)
-    handle = WorkerHandle(worker, thread, parent)
-    if on_event is not None:
-        handle.yielded.connect(on_event)
-    thread.started.connect(worker.run)
-    worker.done.connect(thread.quit)
-    thread.finished.connect(worker.deleteLater)
-    return handle
-
-
-def launch(handle: WorkerHandle) -> None:
-    """Start a handle returned by :func:`start_worker` once all its signals are connected."""
-    handle.started_at = time.monotonic()
-    _RUNNING.add(handle)  # a running thread must outlive whoever dropped the handle
-    handle.thread.start(QThread.Priority.LowPriority)
-
-
-def stop_all(timeout_ms: int = 30_000) -> None:
-    """Cancel every running worker and wait for its thread to end.
-
-    Qt aborts the process when a ``QThread`` object is destroyed while its thread still runs, so
-    the window calls this before it goes away (e.g. when closed during a background import).
-    """
-    handles = list(_RUNNING)
-    for h in handles:
-        h.cancel()
-    deadline = time.monotonic() + timeout_ms / 1000
-    for h in handles:
-        h.thread.quit()
-        h.thread.wait(max(0, int((deadline - time.monotonic()) * 1000)))
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """Last event of a :func:`callback_job`: the function's return value."""
-
-    value: Any
-
-
-def callback_job(fn: Callable[[Callable[[Any], None], CancelToken], Any]) -> Job:
-    """Adapt ``fn(report, cancel)`` (a core function taking a progress callback) into a job.
-
-    ``fn`` runs in a helper thread; whatever it passes to ``report`` is yielded in order,
-    then a :class:`JobResult` with its return value. Its exceptions propagate.
-    """
-
-    def job(cancel: CancelToken) -> Iterator[Any]:
-        q: queue.Queue[Any] = queue.Queue()
-        end = object()
-        out: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                out["value"] = fn(q.put, cancel)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the worker below
-                out["error"] = exc
-            finally:
-                q.put(end)
-
-        t = threading.Thread(target=target, name="efficell-job", daemon=True)
-        t.start()
-        while (item := q.get()) is not end:
-            yield item
-        t.join()
-        if "error" in out:
-            raise out["error"]
-        yield JobResult(out.get("value"))
-
-    return job
 
 
 class EtaTracker:

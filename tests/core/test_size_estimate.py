@@ -1,4 +1,4 @@
-"""Automatic object-size estimation (core/size_estimate.py and Segmenter._estimate_diameter)."""
+"""Automatic object-size estimation (core/size_estimate.py and Segmenter.estimate_diameter)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def builtin():  # noqa: ANN201
 @pytest.mark.parametrize("diameter", [12, 24, 48, 96])
 def test_builtin_model_estimates_disk_size_within_25_percent(builtin, diameter: int) -> None:  # noqa: ANN001
     img = ImageData(disks(diameter, seed=diameter)[None])
-    d, _ = builtin._estimate_diameter(model_input(img, builtin.meta.channels), None, lambda f: None)
+    d, _ = builtin.estimate_diameter(model_input(img, builtin.meta.channels), None, lambda f: None)
     assert d is not None
     assert abs(np.log(d / diameter)) <= np.log(1.25), f"estimated {d:.1f} px for disks of {diameter} px"
 
@@ -78,7 +78,7 @@ def test_cost_is_bounded_and_accounted(random_segmenter) -> None:  # noqa: ANN00
     x = model_input(img)
     predict = CountingPredict(random_segmenter.predictor)
     seen: list[float] = []
-    est = estimate_diameter(predict, x, random_segmenter._scaled_params(1.0), report=seen.append)
+    est = estimate_diameter(predict, x, random_segmenter.scaled_params(1.0), report=seen.append)
     assert est.model_pixels == sum(h * w for h, w in predict.shapes)
     assert len(predict.shapes) == len(est.probes) <= 6
     assert est.passes(img.shape) <= probe_cost(img.shape) + 1e-9
@@ -123,7 +123,7 @@ def test_objects_cut_by_the_window_are_left_out_when_enough_remain() -> None:
 
 def test_blank_image_gives_no_diameter_and_segment_still_works(random_segmenter) -> None:  # noqa: ANN001
     img = ImageData(np.full((1, 96, 96), 7, np.uint16))
-    d, _ = random_segmenter._estimate_diameter(model_input(img), None, lambda f: None)
+    d, _ = random_segmenter.estimate_diameter(model_input(img), None, lambda f: None)
     res = random_segmenter.segment(img)
     assert res.n_cells == 0 and res.settings["diameter_estimated"]
     assert d is None or d > 0
@@ -142,7 +142,7 @@ def test_native_pass_is_computed_only_when_unpacked(random_segmenter) -> None:  
     try:
         # Larger than one probe window: the probe at scale 1 saw a window, so the native pass is extra.
         x = model_input(ImageData(disks(48, seed=2)[None]))  # 336 x 336
-        _, native = seg._estimate_diameter(x, None, lambda f: None)
+        _, native = seg.estimate_diameter(x, None, lambda f: None)
         n = len(calls)
         assert x.shape not in calls
         prob, geo, labels = native
@@ -153,7 +153,7 @@ def test_native_pass_is_computed_only_when_unpacked(random_segmenter) -> None:  
         # Small enough for the probe at scale 1 to cover it whole: that probe is the native pass.
         calls.clear()
         x = model_input(ImageData(disks(24, seed=2)[:200, :200][None]))
-        _, native = seg._estimate_diameter(x, None, lambda f: None)
+        _, native = seg.estimate_diameter(x, None, lambda f: None)
         assert calls.count(x.shape) == 1
         prob, geo, labels = native
         assert calls.count(x.shape) == 1 and labels.shape == x.shape[1:]
@@ -167,7 +167,7 @@ def test_estimate_can_be_cancelled(random_segmenter) -> None:  # noqa: ANN001
     tok.cancel()
     x = model_input(ImageData(disks(24, seed=3)[None]))
     with pytest.raises(Cancelled):
-        random_segmenter._estimate_diameter(x, tok, lambda f: None)
+        random_segmenter.estimate_diameter(x, tok, lambda f: None)
 
 
 def _p(scale: float, diameter: float, inconsistency: float, n: int = 10) -> Probe:

@@ -237,6 +237,6 @@ def test_budget_too_short_for_any_step_is_refused(tiny_pairs, small_encoder, tmp
     from efficell_app.core.errors import EffiCellError
 
     out = tmp_path / "short.safetensors"
-    with pytest.raises(EffiCellError, match="before the first training step"):
+    with pytest.raises(EffiCellError, match="the time budget ran out before"):
         _run(_cfg(tiny_pairs[:1], out, small_encoder, epochs=None, minutes=0.0005))
     assert not out.exists()

@@ -76,6 +76,4 @@ def window(qtbot, small_adapter: Path):
     win.show()
     yield win
     win.session.close_project(emit=False)
-    h = getattr(win, "_device_handle", None)
-    if h is not None:
-        h.wait(20_000)
+    win.stop_background_work()

@@ -61,9 +61,7 @@ def test_adapters_panel_library_operations(qtbot, tmp_path: Path, small_adapter:
 
 
 def test_annotate_next_ranks_unannotated_images(window, qtbot, image_folder: Path) -> None:
-    from efficell_app.gui.annotation import install_annotation, open_suggestions
-
-    ctl = install_annotation(window)
+    tools = window.annotation
     window.seg_panel.auto_segment.setChecked(False)
     from efficell_app.project import Project
 
@@ -74,10 +72,10 @@ def test_annotate_next_ranks_unannotated_images(window, qtbot, image_folder: Pat
 
         p.save_annotation(ids[0], np.zeros((p.get_image(ids[0]).height, p.get_image(ids[0]).width), np.int32))
     assert window.open_project(folder)
-    dlg = open_suggestions(window, ctl)
+    dlg = tools.open_suggestions()
     qtbot.addWidget(dlg)
-    # outcome is set by a queued signal that arrives after every result event (the thread may end earlier)
-    qtbot.waitUntil(lambda: dlg.handle is not None and dlg.handle.outcome is not None, timeout=60_000)
+    # the outcome is set as the work ends; the events are delivered by then once the dialog saw "finished"
+    qtbot.waitUntil(lambda: dlg.handle is not None and not dlg.cancel_button.isEnabled(), timeout=60_000)
     assert dlg.handle.outcome == "finished"
     assert [int(s.key) for s in dlg.results] == ids[1:]  # the annotated image is not a candidate
     assert dlg.table.rowCount() == len(ids) - 1

@@ -80,9 +80,7 @@ def _every_mouse_move():
 
 @pytest.fixture()
 def annotating(window, qtbot, project_folder):
-    from efficell_app.gui.annotation import install_annotation
-
-    ctl = install_annotation(window)
+    ctl = window.annotation.controller
     folder, mask = project_folder
     assert window.open_project(folder)
     qtbot.waitUntil(lambda: window.current_image is not None and window.viewer.has_image(), timeout=10_000)
@@ -229,7 +227,6 @@ def test_large_image_stroke_updates_one_tile(window, qtbot, tmp_path) -> None:
 
     import tifffile
 
-    from efficell_app.gui.annotation import install_annotation
     from efficell_app.project import Project
 
     h = w = 4096
@@ -246,7 +243,7 @@ def test_large_image_stroke_updates_one_tile(window, qtbot, tmp_path) -> None:
     with Project.create(tmp_path / "bigproj") as p:
         iid = p.add_folder(path.parent, "big").added[0]
         p.record_result(iid, labels, {}, {})
-    ctl = install_annotation(window)
+    ctl = window.annotation.controller
     window.session.request_cells = lambda ids: None  # measuring 28,000 cells is not what this test is about
     assert window.open_project(tmp_path / "bigproj")
     qtbot.waitUntil(lambda: window.viewer.has_image(), timeout=20_000)

@@ -48,9 +48,7 @@ def new_window(qtbot):
     yield make
     for win in made:
         win.session.close_project(emit=False)
-        for h in (getattr(win, "_device_handle", None), win.sample_handle):
-            if h is not None:
-                h.wait(20_000)
+        win.stop_background_work()
 
 
 def _listed(window) -> list[str]:
@@ -145,9 +143,9 @@ def test_a_failure_is_reported_in_words(qtbot, new_window, tmp_path: Path) -> No
     blocker = tmp_path / "file"
     blocker.write_text("x", encoding="utf-8")
     win = new_window()
-    handle = welcome_dialog.open_sample_project(win, blocker / "Sample project")  # a file where a folder must go
+    handle = win.open_sample_project(blocker / "Sample project")  # a file where a folder must go
     assert handle is not None
-    qtbot.waitUntil(lambda: win.sample_handle is None, timeout=30_000)
+    qtbot.waitUntil(lambda: win.samples.worker is None, timeout=30_000)
     assert win.session.project is None
     problems = [win.problems.item(i).text() for i in range(win.problems.count())]
     assert len(problems) == 1 and "Traceback" not in problems[0]

@@ -30,7 +30,7 @@ def test_drop_folder_segments_and_shows_overlay(qtbot, window, image_folder: Pat
     labels = window.viewer.labels()
     assert labels is not None and labels.shape == (recs[0].height, recs[0].width)
     assert labels.max() > 0
-    np.testing.assert_array_equal(labels, project.labels_for(recs[0].id)[0])
+    np.testing.assert_array_equal(labels, project.labels_for(recs[0].id).labels)
     overlay = window.viewer.overlay_item.image
     assert overlay is not None and overlay.shape[:2] == labels.shape
     assert (overlay[..., 3][labels > 0] > 0).all() and (overlay[..., 3][labels == 0] == 0).all()

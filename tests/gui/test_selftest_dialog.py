@@ -27,7 +27,7 @@ def _help_action(window, text: str):
 @pytest.mark.slow
 def test_selftest_from_the_help_menu_passes(qtbot, window, tmp_path: Path) -> None:
     _help_action(window, "Self-test…").trigger()
-    dlg = window._selftest_dialog
+    dlg = window.selftest_dialog
     qtbot.addWidget(dlg)
     assert dlg.isVisible() and dlg.is_running() and dlg.busy.isVisible()
     assert not dlg.copy_button.isEnabled() and not dlg.rerun_button.isEnabled()

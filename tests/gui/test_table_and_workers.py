@@ -1,4 +1,4 @@
-"""The DataFrame table model and the generator worker (progress, cancel, errors)."""
+"""The DataFrame table model and the workers (superqt's: progress, cancel, errors as exception objects)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,8 @@ from PySide6.QtCore import Qt
 
 from efficell_app.core.errors import ImageReadError
 from efficell_app.gui.table_model import DataFrameModel, format_value
-from efficell_app.gui.workers import (
-    EtaTracker,
-    JobResult,
-    callback_job,
-    launch,
-    start_worker,
-)
+from efficell_app.gui.workers import EtaTracker, start_call, start_task
+from efficell_app.tasks import describe_error
 
 pytestmark = pytest.mark.gui
 
@@ -56,56 +51,64 @@ def test_large_table_is_cheap() -> None:
     assert m.row_for_id(n) is not None
 
 
-def _counting_job(n: int, delay: float = 0.0, fail_at: int | None = None):
-    def job(cancel):
-        for i in range(n):
-            cancel.raise_if_cancelled()
-            if i == fail_at:
-                raise ImageReadError("/data/x.tif", "file is damaged")
-            time.sleep(delay)
-            yield i
-
-    return job
+def _counting(n: int, delay: float = 0.0, fail_at: int | None = None, *, cancel):
+    for i in range(n):
+        cancel.raise_if_cancelled()
+        if i == fail_at:
+            raise ImageReadError("/data/x.tif", "file is damaged")
+        time.sleep(delay)
+        yield i
+    return "all counted"
 
 
-def test_worker_emits_events_then_finished(qtbot) -> None:
+def test_worker_emits_events_then_returns(qtbot) -> None:
     got: list[int] = []
-    h = start_worker(_counting_job(5), on_event=got.append)
-    with qtbot.waitSignal(h.finished, timeout=5000):
-        launch(h)
-    qtbot.waitUntil(lambda: not h.is_running(), timeout=5000)
-    assert got == [0, 1, 2, 3, 4] and h.outcome == "finished"
+    returned: list[str] = []
+    w = start_task(_counting, 5, on_event=got.append, on_returned=returned.append)
+    qtbot.waitUntil(lambda: returned == ["all counted"], timeout=5000)
+    assert got == [0, 1, 2, 3, 4] and w.outcome == "finished" and w.wait(1000) and not w.active
 
 
 def test_worker_cancel_stops_early(qtbot) -> None:
     got: list[int] = []
-    h = start_worker(_counting_job(1000, delay=0.005), on_event=got.append)
-    launch(h)
+    w = start_task(_counting, 1000, 0.005, on_event=got.append)
     qtbot.waitUntil(lambda: len(got) >= 3, timeout=5000)
-    with qtbot.waitSignal(h.cancelled, timeout=5000):
-        h.cancel()
-    assert 3 <= len(got) < 1000 and h.outcome == "cancelled"
-    assert h.wait(5000)
+    with qtbot.waitSignal(w.aborted, timeout=5000):
+        w.cancel()
+    assert 3 <= len(got) < 1000 and w.outcome == "cancelled"
+    assert w.wait(5000)
 
 
-def test_worker_failure_is_reported_in_words(qtbot) -> None:
-    h = start_worker(_counting_job(5, fail_at=2))
-    with qtbot.waitSignal(h.failed, timeout=5000) as blocker:
-        launch(h)
-    assert blocker.args == ["/data/x.tif: file is damaged"]
+def test_worker_failure_carries_the_exception(qtbot) -> None:
+    errors: list[BaseException] = []
+    w = start_task(_counting, 5, 0.0, 2, on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+    assert isinstance(errors[0], ImageReadError) and w.outcome == "failed"
+    assert describe_error(errors[0]) == "/data/x.tif: file is damaged"
 
 
-def test_callback_job_relays_progress(qtbot) -> None:
+def test_a_runtime_error_is_reported_not_swallowed(qtbot) -> None:
+    """superqt's own loop treats a RuntimeError as a deleted worker and drops it; ours reports it."""
+    def broken(*, cancel):
+        yield 1
+        raise RuntimeError("CUDA error: out of memory")
+
+    errors: list[BaseException] = []
+    start_task(broken, on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+    assert describe_error(errors[0]) == "unexpected error: RuntimeError: CUDA error: out of memory"
+
+
+def test_call_worker_relays_progress(qtbot) -> None:
     def work(report, cancel):
         for i in range(4):
             report((i, 4))
         return "done"
 
     got: list = []
-    h = start_worker(callback_job(work), on_event=got.append)
-    with qtbot.waitSignal(h.finished, timeout=5000):
-        launch(h)
-    assert got[:4] == [(0, 4), (1, 4), (2, 4), (3, 4)] and got[-1] == JobResult("done")
+    w = start_call(work, on_progress=got.append, on_returned=got.append)
+    qtbot.waitUntil(lambda: len(got) == 5, timeout=5000)
+    assert got == [(0, 4), (1, 4), (2, 4), (3, 4), "done"] and w.outcome == "finished"
 
 
 def test_eta() -> None:

@@ -42,13 +42,11 @@ def annotated_project(tmp_path: Path, image_folder: Path, dsb_pairs, small_adapt
 
 @pytest.mark.slow
 def test_train_cancel_train_again_and_segment(window, qtbot, annotated_project: Path) -> None:
-    from efficell_app.gui.annotation import install_annotation, open_training
-
-    ctl = install_annotation(window)
+    tools = window.annotation
     assert window.open_project(annotated_project)
     qtbot.waitUntil(lambda: window.current_image is not None, timeout=10_000)
     project = window.session.project
-    dlg = open_training(window, ctl)
+    dlg = tools.open_training()
     qtbot.addWidget(dlg)
     # one image finished, one in progress: only the finished one is checked; validation = held-out band
     assert len(dlg.checked_images()) == 1 and dlg.images.count() == 2
@@ -64,11 +62,12 @@ def test_train_cancel_train_again_and_segment(window, qtbot, annotated_project: 
     dlg.name.setText("lab adapter")
     dlg.start_button.click()
     assert dlg.is_running()
-    pid = dlg.runner.pid
+    qtbot.waitUntil(lambda: dlg.pid is not None, timeout=30_000)
+    pid = dlg.pid
     qtbot.waitUntil(lambda: len(dlg._loss[0]) >= 2, timeout=120_000)
     x, y = dlg.loss_curve.getData()
     assert len(x) >= 2 and np.all(np.isfinite(y))
-    with qtbot.waitSignal(dlg.runner.cancelled, timeout=30_000):
+    with qtbot.waitSignal(dlg.worker.aborted, timeout=30_000):
         dlg.cancel_button.click()
     assert _gone(pid) and not dlg.is_running()
     assert [a.name for a in project.list_adapters()] == ["start"]
@@ -80,7 +79,7 @@ def test_train_cancel_train_again_and_segment(window, qtbot, annotated_project: 
     with qtbot.waitSignal(dlg.adapter_added, timeout=180_000) as blocker:
         dlg.start_button.click()
     info = blocker.args[0]
-    assert _gone(dlg.runner.pid)
+    assert _gone(dlg.pid)
     assert info.name == "lab adapter" and info.path.is_file()
     assert 0.0 <= info.metrics["validation"]["ap50"] <= 1.0
     assert sorted(info.training_images) == sorted(project.get_image(i).name for i in dlg._train_ids)
@@ -103,27 +102,27 @@ def test_train_cancel_train_again_and_segment(window, qtbot, annotated_project: 
     dlg.close()
 
 
-def test_build_job_refuses_bad_choices(qtbot, annotated_project: Path) -> None:
+def test_build_request_refuses_bad_choices(qtbot, annotated_project: Path, tmp_path: Path) -> None:
     from efficell_app.gui.training import TrainingDialog
     from efficell_app.project import Project
+    from efficell_app.tasks.train import training_config
 
     with Project.open(annotated_project) as p:
         dlg = TrainingDialog(p, encoder_weights=None, device="cpu")
         qtbot.addWidget(dlg)
         dlg.name.setText("start")
         with pytest.raises(ValueError, match="already exists"):
-            dlg.build_job()
+            dlg.build_request()
         dlg.name.setText("new one")
         first = dlg.checked_images()[0]
         dlg.val_box.setCurrentIndex(dlg.val_box.findData(first))
         with pytest.raises(ValueError, match="at least one training image"):
-            dlg.build_job()
+            dlg.build_request()
         assert not dlg.start() and "at least one training image" in dlg.phase.text()
         dlg.val_box.setCurrentIndex(0)
-        job = dlg.build_job()
-        assert job.config.val is None and len(job.config.train) == 1 and job.config.encoder_weights is None
-        assert job.config.init_adapter == "auto" and job.config.name == "new one"
-        dlg._idle()  # removes the temporary output folder
+        config = training_config(p, dlg.build_request(), tmp_path)  # what the training task will run
+        assert config.val is None and len(config.train) == 1 and config.encoder_weights is None
+        assert config.init_adapter == "auto" and config.name == "new one"
 
 
 def test_dialog_trains_with_the_same_settings_as_the_cli(qtbot, tmp_path: Path, annotated_project: Path, dsb_pairs) -> None:
@@ -135,6 +134,7 @@ def test_dialog_trains_with_the_same_settings_as_the_cli(qtbot, tmp_path: Path, 
     from efficell_app.cli.train import config_from_args
     from efficell_app.gui.training import TrainingDialog
     from efficell_app.project import Project
+    from efficell_app.tasks.train import training_config
 
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
@@ -149,8 +149,7 @@ def test_dialog_trains_with_the_same_settings_as_the_cli(qtbot, tmp_path: Path, 
             dlg.images.item(i).setCheckState(dlg.images.item(0).checkState().Checked)
         dlg.minutes.setValue(3.0)
         dlg.name.setText("lab")
-        gui = dlg.build_job().config
-        dlg._idle()
+        gui = training_config(p, dlg.build_request(), tmp_path)
     args = build_parser().parse_args(["train", "--images", str(images), "--masks", str(masks), "--out",
                                       str(tmp_path / "lab.safetensors"), "--minutes", "3", "--encoder-weights", "none",
                                       "--device", "cpu", "--name", "lab"])

@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from efficell_app.core.images import read_image, read_mask
-from efficell_app.gui import overlay as ov
+from efficell_app.core import overlay as ov
 
 pytestmark = pytest.mark.gui
 

@@ -57,8 +57,10 @@ def test_prediction_never_overwrites_annotation(project: Project, image_id: int)
     assert path.parent == project.root / "results" / str(image_id)
     assert np.array_equal(project.load_annotation(image_id), lab)
     assert project.get_image(image_id).status == "reviewed"  # a prediction does not demote the image
-    labels, source = project.labels_for(image_id)
-    assert source == "annotation" and np.array_equal(labels, lab)
+    found = project.labels_for(image_id)
+    assert found.kind == "annotation" and found.origin == "annotation v1" and np.array_equal(found.labels, lab)
+    result = project.labels_for(image_id, "result")  # one kind only: the latest result
+    assert result.kind == "result" and np.array_equal(result.labels, pred) and result.identity["encoder"] == "compact"
     assert np.array_equal(project.load_labels(project.latest_result(image_id)), pred)
 
 
@@ -77,8 +79,9 @@ def test_results_record_settings_and_identity(project: Project, image_id: int) -
     assert older.path == p1 and older.run_id == run and older.seconds == 0.5
     runs = project.list_runs()
     assert [(r.id, r.set_name, r.n_results) for r in runs] == [(run, "exp", 1)]
-    labels, source = project.labels_for(image_id)
-    assert source == "result" and labels.max() == 4
+    found = project.labels_for(image_id)
+    assert found.kind == "result" and found.labels.max() == 4 and found.origin == f"result {latest.id}"
+    assert project.labels_for(image_id, "annotation") is None
     assert project.delete_results(image_id, keep_last=1) == 1 and not p1.exists() and p2.exists()
 
 
@@ -98,14 +101,17 @@ def test_bad_labels_are_refused(project: Project, image_id: int) -> None:
     assert v.n_cells == 1 and project.load_annotation(image_id).dtype == np.int32
 
 
-def test_orphan_file_from_an_interrupted_save_is_replaced(project: Project, image_id: int) -> None:
-    """A file written but never committed (crash between the two) is overwritten by the next save."""
+def test_a_label_file_the_index_does_not_know_is_never_overwritten(project: Project, image_id: int) -> None:
+    """A file the index does not know (an older or lost index's annotation) is kept: the save takes
+    the next free version. A temporary file of an interrupted write goes. (A file the index
+    journaled as in flight when the process died is replaced: test_faults, the 'index' kill.)"""
     folder = project.root / "annotations" / str(image_id)
     folder.mkdir(parents=True)
-    (folder / "v000001.tif").write_bytes(b"half written")
+    (folder / "v000001.tif").write_bytes(b"someone's annotation")
     (folder / ".v000001.abc.tif.part").write_bytes(b"temp")
     assert project.load_annotation(image_id) is None
     lab = _labels(project, image_id, 2)
-    project.save_annotation(image_id, lab)
-    assert np.array_equal(project.load_annotation(image_id), lab)
-    assert sorted(p.name for p in folder.iterdir()) == ["v000001.tif"]
+    v = project.save_annotation(image_id, lab)
+    assert v.version == 2 and np.array_equal(project.load_annotation(image_id), lab)
+    assert (folder / "v000001.tif").read_bytes() == b"someone's annotation"
+    assert sorted(p.name for p in folder.iterdir()) == ["v000001.tif", "v000002.tif"]

@@ -9,7 +9,8 @@ import pytest
 
 from efficell_app.core.cancel import CancelToken
 from efficell_app.core.errors import Cancelled
-from efficell_app.project import BatchEvent, Project, segment_project
+from efficell_app.project import Project
+from efficell_app.tasks.segment import BatchEvent, segment_project
 
 
 def test_segments_a_set_and_records_results(project: Project, image_folder: Path, segmenter) -> None:  # noqa: ANN001

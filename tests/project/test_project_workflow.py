@@ -11,8 +11,9 @@ import pytest
 from efficell_app.cli import main as cli_main
 from efficell_app.core.errors import AdapterError, WeightsError
 from efficell_app.core.images import read_mask
-from efficell_app.project import Project, segment_project
-from efficell_app.project.export import export_project
+from efficell_app.project import Project
+from efficell_app.tasks.segment import segment_project
+from efficell_app.tasks.export import export_project
 
 
 def _real_segmenter(tmp_path: Path):  # noqa: ANN202
@@ -143,7 +144,7 @@ def test_export_events_tables_and_per_image_files(project: Project, image_folder
     import pandas as pd
     import tifffile
 
-    from efficell_app.project.export import ExportFailed, ExportProgress, export_events
+    from efficell_app.tasks.export import ExportFailed, ExportProgress, export_events
 
     ids = project.add_folder(image_folder, "exp").added
     list(segment_project(project, segmenter, "exp", image_ids=ids[:2]))
@@ -166,9 +167,9 @@ def test_export_events_tables_and_per_image_files(project: Project, image_folder
     stems = [Path(project.get_image(i).name).stem for i in ids[:2]]
     assert names == sorted([f"{s}_labels.tif" for s in stems] + [f"{s}.geojson" for s in stems] + ["m.csv", "m.xlsx"])
     labels = tifffile.imread(out / f"{stems[0]}_labels.tif")
-    assert np.array_equal(labels, project.labels_for(ids[0])[0])
+    assert np.array_equal(labels, project.labels_for(ids[0]).labels)
     cells = pd.read_csv(out / "m.csv", comment="#")
-    assert len(cells) == report.n_cells == sum(int(project.labels_for(i)[0].max()) for i in ids[:2])
+    assert len(cells) == report.n_cells == sum(int(project.labels_for(i).labels.max()) for i in ids[:2])
     assert "area_um2" in cells.columns and set(cells["set"]) == {"exp"}
     # no labels at all: nothing written when asked so
     empty = tmp_path / "empty"

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPen
 
-from .. import overlay as ov
+from ...core import overlay as ov
 
 TILE = 512
 TOOLS = ("navigate", "brush", "eraser", "fill", "polygon", "freehand", "delete", "merge", "split")

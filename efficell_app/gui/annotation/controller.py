@@ -1,43 +1,55 @@
 """Wires the annotation tools to the viewer, the editor (core.label_edit) and the project.
 
 Edits are saved as they happen: ``AUTOSAVE_MS`` after the last change the label image is
-written as a new annotation version (``Project.save_annotation``) in a background thread;
+written as a new annotation version (the ``tasks.save_annotation`` use case, in a worker);
 changing image, stopping, closing the project or the window saves at once. A crash loses
-at most the last second of work.
+at most the last second of work. The controller knows the viewer, the session and how to ask
+for the current image; it tells the window what happened through its signals only.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, QTimer, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from ... import tasks
 from ...core.errors import EffiCellError
 from ...core.label_edit import LabelEditor
+from ..workers import TaskWorker, start_task
 from .canvas import AnnotationCanvas
 from .panel import AnnotationPanel
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from ..viewer import ImageViewer
 
 log = logging.getLogger(__name__)
 AUTOSAVE_MS = 800
 
 
 class AnnotationController(QObject):
-    """Annotation mode of one main window. ``editor`` is None when not annotating."""
+    """Annotation mode of one window. ``editor`` is None when not annotating.
+
+    ``current_image()`` says which image the window shows. Signals: ``message(text)`` for the
+    status bar, ``saved(image id, version)``, ``editing_changed(on)``.
+    """
 
     editing_changed = Signal(bool)
     saved = Signal(int, int)  # image id, annotation version
-    _save_finished = Signal(int, object)  # image id, (Future, Project) (from the save thread)
+    message = Signal(str)
 
-    def __init__(self, window: Any, panel: AnnotationPanel) -> None:
-        super().__init__(window)
-        self.window = window
-        self.viewer = window.viewer
-        self.session = window.session
+    def __init__(self, viewer: ImageViewer, session: Session, current_image: Callable[[], int | None],
+                 panel: AnnotationPanel, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.session = session
+        self._current_image = current_image
         self.panel = panel
         self.canvas = AnnotationCanvas()
         self.editor: LabelEditor | None = None
@@ -48,14 +60,12 @@ class AnnotationController(QObject):
         self._last: tuple[float, float] | None = None
         self._merge_first = 0
         self._polygon: list[tuple[float, float]] = []
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efficell-autosave")
-        self._pending: list[Future] = []
+        self._pending: list[TaskWorker] = []
         self.last_error = ""
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(AUTOSAVE_MS)
         self._timer.timeout.connect(lambda: self.save(wait=False))
-        self._save_finished.connect(self._on_saved)
 
         c = self.canvas
         c.stroke_started.connect(self._stroke_started)
@@ -76,6 +86,8 @@ class AnnotationController(QObject):
         self.viewer.overlay_box.currentTextChanged.connect(lambda t: self.canvas.set_mode(t.lower()))
         self.session.labels_ready.connect(self._labels_ready)
         self.session.project_changed.connect(self._project_changed)
+        # save before the project is closed (another project opens, the window quits)
+        self.session.about_to_close.connect(lambda _project: self.save(wait=True))
         self.canvas.setOpacity(self.viewer.opacity.value() / 100.0)
 
     # ------------------------------------------------------------------ state
@@ -89,50 +101,29 @@ class AnnotationController(QObject):
 
     def _say(self, text: str) -> None:
         self.panel.status.setText(text)
-        self.window.statusBar().showMessage(text, 6000)
+        self.message.emit(text)
 
     # ------------------------------------------------------------------ start / stop
     def start(self, source: str = "saved", path: str | Path | None = None) -> bool:
         """Annotate the current image starting from "saved" (annotation, else prediction),
         "prediction", "empty" or "import" (``path``, or ask for a file)."""
-        project, image_id = self.project, self.window.current_image
+        project, image_id = self.project, self._current_image()
         if project is None or image_id is None:
             self._say("Open an image first (drop a folder on the window)")
             return False
-        rec = project.get_image(image_id)
-        shape = (rec.height, rec.width)
-        labels: np.ndarray | None = None
-        note = ""
+        if source == "import" and path is None:
+            from ...core.mask_import import MASK_IMPORT_FILTER
+
+            folder = str(project.get_image(image_id).path.parent)
+            path, _ = QFileDialog.getOpenFileName(self.panel, "Import masks", folder, MASK_IMPORT_FILTER)
+            if not path:
+                return False
         try:
-            if source == "import":
-                if path is None:
-                    from ...core.mask_import import MASK_IMPORT_FILTER
-
-                    path, _ = QFileDialog.getOpenFileName(self.window, "Import masks", str(rec.path.parent), MASK_IMPORT_FILTER)
-                    if not path:
-                        return False
-                from ...core.mask_import import import_masks
-
-                labels = import_masks(path, shape)
-                note = f"imported {Path(path).name}: {int(labels.max())} cells"
-            elif source == "saved":
-                labels = project.load_annotation(image_id)
-                if labels is not None:
-                    note = "continuing the saved annotation"
-                else:
-                    source = "prediction"
-            if source == "prediction":
-                res = project.latest_result(image_id)
-                if res is not None:
-                    labels, note = project.load_labels(res), "starting from the prediction"
-                else:
-                    source, note = "empty", "no prediction for this image yet: starting empty"
-            if source == "empty" or labels is None:
-                labels = np.zeros(shape, np.int32)
-                note = note or "starting empty"
+            start = tasks.starting_labels(project, image_id, source, path)
         except (EffiCellError, ValueError, OSError) as exc:
-            QMessageBox.warning(self.window, "Annotation", str(exc))
+            QMessageBox.warning(self.panel, "Annotation", str(exc))
             return False
+        labels, source, note = start.labels, start.source, start.note
         if self.editor is not None and self.image_id == image_id:
             self.editor.set_labels(labels, name=f"start: {source}")  # undoable
         else:
@@ -168,12 +159,12 @@ class AnnotationController(QObject):
             return
         self.save(wait=True)
         labels, image_id = self.editor.labels, self.image_id
-        shown = image_id == self.window.current_image and self.viewer.has_image()
+        shown = image_id == self._current_image() and self.viewer.has_image()
         if shown:
             self.viewer.set_labels(labels.copy())  # drawn once, when the overlay resumes below
         self._close_editor()
         if shown:
-            self.session.cells.pop(image_id, None)
+            self.session.forget_measurements(image_id)
             self.session.request_cells([image_id])
         self._say("Annotation saved")
 
@@ -190,7 +181,7 @@ class AnnotationController(QObject):
         self.editing_changed.emit(False)
 
     def _image_maybe_changed(self) -> None:
-        cur = self.window.current_image
+        cur = self._current_image()
         if self.editor is None or cur == self.image_id:
             return
         self.save(wait=True)
@@ -223,37 +214,33 @@ class AnnotationController(QObject):
         if ed is not None and project is not None and image_id is not None and ed.changes != self._saved_changes:
             snap = ed.labels.copy()
             self._saved_changes = ed.changes
-            fut = self._executor.submit(project.save_annotation, image_id, snap, "annotation")
-            self._pending.append(fut)
-            fut.add_done_callback(lambda f, i=image_id, pr=project: self._save_finished.emit(i, (f, pr)))
+            holder: list[TaskWorker] = []
+            worker = start_task(tasks.save_annotation, project, image_id, snap,
+                                on_event=lambda ev, pr=project: self._on_saved(ev, pr),
+                                on_error=lambda exc, i=image_id, pr=project: self._save_failed(i, exc, pr),
+                                on_finished=lambda: self._pending.remove(holder[0]) if holder[0] in self._pending else None)
+            holder.append(worker)
+            self._pending.append(worker)
             self._say("Saving…")
         if wait:
-            for fut in list(self._pending):
-                try:
-                    fut.result(timeout=60)
-                except Exception as exc:  # noqa: BLE001 - shown to the user by _on_saved
-                    log.debug("annotation save failed: %s", exc)
+            for worker in list(self._pending):
+                worker.wait(60_000)
 
-    def _on_saved(self, image_id: int, done: tuple[Future, Any]) -> None:
-        fut, project = done
-        if fut in self._pending:
-            self._pending.remove(fut)
-        exc = fut.exception()
+    def _save_failed(self, image_id: int, exc: BaseException, project: Any) -> None:
         if project is not self.project:  # saved just before its project was closed
-            if exc is not None:
-                log.error("annotation of image %s not saved: %s", image_id, exc)
+            log.error("annotation of image %s not saved: %s", image_id, exc)
             return
-        if exc is not None:
-            self.last_error = f"annotation not saved: {exc}"
-            self._saved_changes = -1  # try again with the next change
-            self.session.problem.emit(self.last_error)
-            self._say(self.last_error)
+        self.last_error = f"annotation not saved: {tasks.describe_error(exc)}"
+        self._saved_changes = -1  # try again with the next change
+        self.session.problem.emit(self.last_error)
+        self._say(self.last_error)
+
+    def _on_saved(self, ev: tasks.AnnotationSaved, project: Any) -> None:
+        if project is not self.project:
             return
-        v = fut.result()
-        status = project.get_image(image_id).status
-        self.session.image_status.emit(image_id, status, f"{v.n_cells} cells (annotation v{v.version})")
-        self._say(f"Saved (version {v.version}, {v.n_cells} cells)")
-        self.saved.emit(image_id, v.version)
+        self.session.image_status.emit(ev.image_id, ev.status, f"{ev.n_cells} cells (annotation v{ev.version})")
+        self._say(f"Saved (version {ev.version}, {ev.n_cells} cells)")
+        self.saved.emit(ev.image_id, ev.version)
 
     def mark_annotated(self) -> None:
         """Save now and mark the image finished ("reviewed"): it is offered for training."""
@@ -262,8 +249,8 @@ class AnnotationController(QObject):
         if self._saved_changes == 0 and self.project.load_annotation(self.image_id) is None:
             self._saved_changes = -1  # unedited prediction accepted as it is: save it once
         self.save(wait=True)
-        self.project.set_status(self.image_id, "reviewed")
-        self.session.image_status.emit(self.image_id, "reviewed", f"{self.editor.n_cells()} cells")
+        status = tasks.mark_annotated(self.project, self.image_id)
+        self.session.image_status.emit(self.image_id, status, f"{self.editor.n_cells()} cells")
         self._say("Marked as annotated: this image will be used for training")
 
     def shutdown(self) -> None:
@@ -399,9 +386,3 @@ class AnnotationController(QObject):
         if self._polygon:
             self._polygon.pop()
             self.canvas.show_path(self._polygon)
-
-    # ------------------------------------------------------------------ window events
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if obj is self.window and event.type() == QEvent.Type.Close:
-            self.shutdown()
-        return False

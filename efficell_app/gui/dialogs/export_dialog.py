@@ -1,4 +1,6 @@
-"""Export dialog: scope, formats, pixel size and channel names, destination; runs in the background."""
+"""Export dialog: scope, formats, pixel size and channel names, destination; runs ``tasks.export_images``
+in a worker. Pixel size and channel names start empty: each image's own, by the same rule as the
+table, so the files hold what the window shows unless the user overrides it here."""
 
 from __future__ import annotations
 
@@ -27,23 +29,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...project.export import ExportFailed, ExportProgress
-from ..jobs import FORMATS, ExportOptions
-from ..workers import Job, JobResult, WorkerHandle, launch, start_worker
+from ... import tasks
+from ...tasks import FORMATS, ExportFailed, ExportOptions, ExportProgress
+from ..workers import TaskWorker, start_task
 
 SCOPES = (("image", "Current image"), ("set", "Current set"), ("project", "Whole project"))
 
 
 class ExportDialog(QDialog):
-    """Collects :class:`ExportOptions` and runs ``make_job(options)`` with progress."""
+    """Collects :class:`ExportOptions` and runs the task ``make_task(options)`` gives
+    (``(generator function, *arguments)``) with progress."""
 
-    def __init__(self, make_job: Callable[[ExportOptions], Job], destination: Path,
+    def __init__(self, make_task: Callable[[ExportOptions], tuple[Any, ...]], destination: Path,
                  channel_names: tuple[str, ...] = (), pixel_size_um: float = 0.0,
                  scope: str = "image", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export measurements and masks")
-        self._make_job = make_job
-        self._handle: WorkerHandle | None = None
+        self._make_task = make_task
+        self._handle: TaskWorker | None = None
         self.written: list[Path] = []
         self.errors: list[str] = []
 
@@ -65,10 +68,12 @@ class ExportDialog(QDialog):
         self.pixel_size.setRange(0.0, 1000.0)
         self.pixel_size.setDecimals(4)
         self.pixel_size.setSuffix(" µm")
-        self.pixel_size.setSpecialValueText("from the image file (else pixels)")
+        self.pixel_size.setSpecialValueText("each image's own (as in the table)")
+        self.pixel_size.setToolTip("Leave at 0 to use each image's pixel size, as the measurements table does; "
+                                   "a value here applies to every image exported")
         self.pixel_size.setValue(pixel_size_um)
         self.channel_names = QLineEdit(", ".join(channel_names))
-        self.channel_names.setPlaceholderText("e.g. DAPI, GFP (default: the names in the files)")
+        self.channel_names.setPlaceholderText("each image's own; or e.g. DAPI, GFP for every image")
 
         self.destination = QLineEdit(str(destination))
         browse = QPushButton("Browse…")
@@ -151,11 +156,10 @@ class ExportDialog(QDialog):
         self.status.setText("Exporting…")
         self.export_button.setEnabled(False)
         self.close_button.setText("Cancel")
-        self._handle = start_worker(self._make_job(opts), parent=self, on_event=self._event)
-        self._handle.finished.connect(lambda: self._finish(None))
-        self._handle.cancelled.connect(lambda: self._finish("Cancelled."))
-        self._handle.failed.connect(self._finish)
-        launch(self._handle)
+        task, *args = self._make_task(opts)
+        self._handle = start_task(task, *args, on_event=self._event, on_returned=lambda _v: self._finish(None),
+                                  on_aborted=lambda: self._finish("Cancelled."),
+                                  on_error=lambda exc: self._finish(tasks.describe_error(exc)))
 
     def is_running(self) -> bool:
         return self._handle is not None
@@ -171,12 +175,8 @@ class ExportDialog(QDialog):
             self.errors.append(ev.message)
             self.error_list.addItem(ev.message)
             self.error_list.setVisible(True)
-        elif isinstance(ev, JobResult):
-            pass
 
     def _finish(self, error: str | None) -> None:
-        if self._handle is not None:
-            self._handle.wait(10_000)
         self._handle = None
         self.progress.setVisible(False)
         self.export_button.setEnabled(True)

@@ -27,8 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ... import tasks
 from ..icons import status_icon
-from ..workers import JobResult, WorkerHandle, launch, start_worker
+from ..workers import CallWorker, start_call
 
 log = logging.getLogger(__name__)
 COLUMNS = ("Encoder", "Family", "Parameters", "Download size", "Licence", "Status")
@@ -87,7 +88,7 @@ class ModelsDialog(QDialog):
         layout.addWidget(self.message)
         layout.addWidget(close)
         self._specs: list[Any] = []
-        self._handle: WorkerHandle | None = None
+        self._handle: CallWorker | None = None
         self.refresh()
 
     # ------------------------------------------------------------------ content
@@ -170,17 +171,26 @@ class ModelsDialog(QDialog):
             self.import_file(path)
 
     def _run(self, fn: Any, text: str) -> None:
-        from ..workers import callback_job
-
         self.message.setText(text)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self._handle = start_worker(callback_job(fn), parent=self, on_event=self._event)
-        self._handle.finished.connect(lambda: self._done("Done: the encoder is ready."))
-        self._handle.cancelled.connect(lambda: self._done("Cancelled. The partial download is kept and resumes next time."))
-        self._handle.failed.connect(lambda msg: self._done(f"<span style='color:#b91c1c'>{msg}</span>"))
-        launch(self._handle)
+        # Each slot names its own worker: the signals of an earlier, finished worker may still be
+        # queued when the next one starts, and must not end the new one.
+        holder: list[Any] = []
+        self._handle = start_call(fn, on_progress=self._event, on_finished=lambda: self._ended(holder[0]),
+                                  on_error=lambda exc: self._failed(holder[0], exc))
+        holder.append(self._handle)
         self._update_buttons()
+
+    def _failed(self, handle: Any, exc: BaseException) -> None:
+        if handle is self._handle:
+            self._done(f"<span style='color:#b91c1c'>{tasks.describe_error(exc)}</span>")
+
+    def _ended(self, handle: Any) -> None:
+        if handle is not self._handle or handle.outcome == "failed":
+            return
+        self._done("Cancelled. The partial download is kept and resumes next time." if handle.outcome == "cancelled"
+                   else "Done: the encoder is ready.")
 
     def _event(self, ev: Any) -> None:
         if isinstance(ev, tuple) and len(ev) == 2:
@@ -189,12 +199,8 @@ class ModelsDialog(QDialog):
                 self.progress.setRange(0, 1000)
                 self.progress.setValue(int(1000 * done / total))
                 self.progress.setFormat(f"{done / 1e6:.1f} / {total / 1e6:.1f} MB")
-        elif isinstance(ev, JobResult):
-            log.info("weights job finished: %s", ev.value)
 
     def _done(self, text: str) -> None:
-        if self._handle is not None:
-            self._handle.wait(5000)
         self._handle = None
         self.progress.setVisible(False)
         self.message.setText(text)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..workers import WorkerHandle, launch, start_worker
+from ... import tasks
+from ..workers import CallWorker, start_call
 
 log = logging.getLogger(__name__)
 PASS_STYLE = "QLabel { background: #dcfce7; color: #166534; border: 1px solid #16a34a; border-radius: 4px; padding: 6px; }"
@@ -57,7 +58,7 @@ class SelftestDialog(QDialog):
         self._expectation = expectation
         self._runner = runner
         self.threads = threads
-        self._handle: WorkerHandle | None = None
+        self._handle: CallWorker | None = None
         self._t0 = 0.0
         self.report: dict[str, Any] | None = None  # the last finished report
         self.error: str | None = None  # the last worker failure, in words
@@ -124,18 +125,15 @@ class SelftestDialog(QDialog):
         self._t0 = time.monotonic()
         self._set_busy(True)
         self._tick()
-        self._handle = start_worker(self._job, parent=self, threads=self.threads, on_event=self._finished_report)
-        self._handle.failed.connect(self._failed)
-        self._handle.done.connect(self._done)
-        launch(self._handle)
+        self._handle = start_call(self._run, threads=self.threads, on_returned=self._finished_report,
+                                  on_error=self._failed, on_finished=self._done)
 
-    def _job(self, _cancel: Any) -> Iterator[dict[str, Any]]:
+    def _run(self, _report: Any, _cancel: Any) -> dict[str, Any]:
         if self._runner is not None:
-            yield self._runner()
-            return
+            return self._runner()
         from ...selftest import selftest_report
 
-        yield selftest_report(expectation=self._expectation, device=self.device)
+        return selftest_report(expectation=self._expectation, device=self.device)
 
     def is_running(self) -> bool:
         return self._handle is not None
@@ -155,8 +153,8 @@ class SelftestDialog(QDialog):
         self.device_line.setText("\n".join(_capitalised(s) for s in lines) if lines else "Device: unknown (torch did not load)")
         self.text.setPlainText(format_report(rep))
 
-    def _failed(self, msg: str) -> None:
-        self.error = msg
+    def _failed(self, exc: BaseException) -> None:
+        msg = self.error = tasks.describe_error(exc)
         self.status.setStyleSheet(FAIL_STYLE)
         self.status.setText(f"FAIL: the self-test could not run: {msg}")
 

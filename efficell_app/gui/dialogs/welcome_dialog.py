@@ -2,9 +2,10 @@
 
 On a start with no recent projects (and unless the user chose "Don't show again", see
 :func:`~efficell_app.gui.settings.welcome_wanted`) the window shows :class:`WelcomeDialog`:
-open the sample project, open a project, start a new one. The sample project
-(:func:`efficell_app.samples.create_sample_project`) is built in the user's data folder in a
-worker, opened in the window and, with auto-segment on, segmented with the selected model.
+open the sample project, open a project, start a new one. The window's
+:class:`SampleProjectMaker` builds the sample project
+(:func:`efficell_app.samples.create_sample_project`) in the user's data folder in a worker and
+says when it is ready; the window opens it and, with auto-segment on, segments it.
 An existing project is never overwritten: the user is asked whether to open it or to make
 a fresh copy in a folder of their choice (created beside anything already there).
 """
@@ -15,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -27,8 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ... import tasks
 from ..settings import set_welcome_wanted, welcome_wanted
-from ..workers import JobResult, WorkerHandle, callback_job, launch, start_worker
+from ..workers import CallWorker, start_call
 
 log = logging.getLogger(__name__)
 
@@ -135,68 +137,66 @@ def free_folder(path: Path) -> Path:
     raise RuntimeError(f"no free folder name beside {path}")
 
 
-def open_sample_project(window: Any, dest: str | Path | None = None) -> WorkerHandle | None:
-    """Open the sample project in ``window``, building it first in a worker when needed.
+class SampleProjectMaker(QObject):
+    """Opens the sample project, building it first in a worker when needed.
 
-    ``dest``: where it goes (None: :func:`~efficell_app.samples.default_sample_project_dir`).
-    Returns the worker building it (``window.sample_handle`` too), or None when an existing
-    project was opened or the user cancelled.
+    Signals: ``ready(folder)`` when the project is there to open (the window opens it),
+    ``message(text)`` for the status bar, ``problem(text)`` when it could not be made.
+    ``worker`` is the build in progress (None when idle).
     """
-    from ...project import Project
-    from ...samples import default_sample_project_dir
 
-    dest = Path(dest) if dest is not None else default_sample_project_dir()
-    if Project.is_project(dest):
-        choice = ask_existing(window, dest)
-        if choice == "open":
-            window.open_project(dest)
+    ready = Signal(object)  # Path
+    message = Signal(str)
+    problem = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._parent = parent
+        self.worker: CallWorker | None = None
+
+    def open(self, dest: str | Path | None = None) -> CallWorker | None:
+        """``dest``: where it goes (None: :func:`~efficell_app.samples.default_sample_project_dir`).
+        Returns the worker building it, or None when an existing project is to be opened
+        (``ready`` was emitted) or the user cancelled."""
+        from ...project import Project
+        from ...samples import default_sample_project_dir
+
+        dest = Path(dest) if dest is not None else default_sample_project_dir()
+        if Project.is_project(dest):
+            choice = ask_existing(self._parent, dest)
+            if choice == "open":
+                self.ready.emit(dest)
+                return None
+            if choice != "copy":
+                return None
+            folder = pick_folder(self._parent)
+            if not folder:
+                return None
+            dest = Path(folder) / dest.name
+        dest = free_folder(dest)
+        if self.worker is not None:
+            self.message.emit("The sample project is being made already")
             return None
-        if choice != "copy":
-            return None
-        folder = pick_folder(window)
-        if not folder:
-            return None
-        dest = Path(folder) / dest.name
-    dest = free_folder(dest)
-    if getattr(window, "sample_handle", None) is not None:
-        window.statusBar().showMessage("The sample project is being made already", 5000)
-        return None
 
-    def build(report: Any, cancel: Any) -> Path:
-        from ...core.errors import OutputError
-        from ...samples import create_sample_project
+        def build(report: Any, cancel: Any) -> Path:
+            from ...core.errors import OutputError
+            from ...samples import create_sample_project
 
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(dest, f"cannot create the folder ({exc.strerror or exc})") from exc
-        return create_sample_project(dest, progress=report)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(dest, f"cannot create the folder ({exc.strerror or exc})") from exc
+            return create_sample_project(dest, progress=report)
 
-    def on_event(ev: Any) -> None:
-        if isinstance(ev, JobResult):
-            _opened(window, ev.value)
-        else:
-            window.statusBar().showMessage(f"Sample project: {ev}", 5000)
+        def failed(exc: BaseException) -> None:
+            msg = tasks.describe_error(exc)
+            self.message.emit(f"The sample project could not be made: {msg}")
+            self.problem.emit(f"sample project: {msg}")
 
-    def failed(msg: str) -> None:
-        window.statusBar().showMessage(f"The sample project could not be made: {msg}", 15000)
-        window._problem(f"sample project: {msg}")
+        self.message.emit(f"Making the sample project in {dest}…")
+        self.worker = start_call(build, on_progress=lambda ev: self.message.emit(f"Sample project: {ev}"),
+                                 on_returned=self.ready.emit, on_error=failed, on_finished=self._done)
+        return self.worker
 
-    def done() -> None:
-        window.sample_handle = None
-
-    window.statusBar().showMessage(f"Making the sample project in {dest}…")
-    handle = start_worker(callback_job(build), parent=window, on_event=on_event)
-    handle.failed.connect(failed)
-    handle.done.connect(done)
-    window.sample_handle = handle
-    launch(handle)
-    return handle
-
-
-def _opened(window: Any, root: Path) -> None:
-    if not window.open_project(root):
-        return
-    window.statusBar().showMessage(f"Sample project opened from {root}", 15000)
-    if window.seg_panel.auto_segment.isChecked():
-        window.segment_scope("project")
+    def _done(self) -> None:
+        self.worker = None

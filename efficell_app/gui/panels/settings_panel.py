@@ -121,6 +121,13 @@ class SegmentationPanel(QWidget):
         self.model_box.setCurrentIndex(max(self.model_box.findData(current), 0))
         self.model_box.blockSignals(False)
 
+    def select_model(self, path: str | None) -> bool:
+        """Choose the model to segment with (an adapter file listed here, or None: built-in)."""
+        idx = self.model_box.findData(None if path is None else str(path))
+        if idx >= 0:
+            self.model_box.setCurrentIndex(idx)
+        return idx >= 0
+
     def set_busy(self, busy: bool) -> None:
         for b in self.buttons.values():
             b.setEnabled(not busy)

@@ -2,48 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtWidgets import QDialog, QGridLayout, QLabel, QWidget
 
-from ...core.cancel import CancelToken
+from ... import tasks
 from ..viewer import ImageViewer
-from ..workers import WorkerHandle, launch, start_worker
-
-
-@dataclass(frozen=True)
-class Compared:
-    side: int  # 0 = previous, 1 = new
-    labels: np.ndarray | None
-    text: str
-
-
-def compare_job(project: Any, image_id: int, models: list[str | None], encoder_weights: str | None, device: str) -> Any:
-    """Job: segment one image with each model in turn (a model that cannot load is reported)."""
-
-    def job(cancel: CancelToken) -> Iterator[Any]:
-        from ...core.errors import EffiCellError
-        from ...core.pipeline import Segmenter
-        from ..jobs import loading_heavy_libraries
-
-        img = project.read_image(image_id)
-        for side, model in enumerate(models):
-            cancel.raise_if_cancelled()
-            name = "built-in model" if model is None else Path(model).stem
-            try:
-                with loading_heavy_libraries():
-                    seg = Segmenter.load(model, device=device, encoder_weights=encoder_weights)
-                res = seg.segment(img, cancel=cancel)
-            except (EffiCellError, ValueError, OSError) as exc:
-                yield Compared(side, None, f"{name}: {exc}")
-                continue
-            yield Compared(side, res.labels, f"{seg.identity.get('adapter') or name}: {res.n_cells} cells")
-
-    return job
+from ..workers import TaskWorker, start_task
 
 
 class CompareDialog(QDialog):
@@ -66,18 +31,17 @@ class CompareDialog(QDialog):
             grid.addWidget(v, 1, i)
         self.viewers[1].view.setXLink(self.viewers[0].view)
         self.viewers[1].view.setYLink(self.viewers[0].view)
-        self.handle: WorkerHandle | None = None
-        self.results: dict[int, Compared] = {}
+        self.handle: TaskWorker | None = None
+        self.results: dict[int, tasks.Compared] = {}
         self.resize(1200, 640)
 
-    def start(self) -> WorkerHandle:
-        self.handle = start_worker(compare_job(self.project, self.image_id, self.models, self.encoder_weights, self.device),
-                                   parent=self, on_event=self._show)
-        self.handle.failed.connect(lambda msg: self.titles[1].setText(f"Stopped: {msg}"))
-        launch(self.handle)
+    def start(self) -> TaskWorker:
+        self.handle = start_task(tasks.compare_models, self.project, self.image_id, self.models, self.encoder_weights,
+                                 self.device, on_event=self._show,
+                                 on_error=lambda exc: self.titles[1].setText(f"Stopped: {tasks.describe_error(exc)}"))
         return self.handle
 
-    def _show(self, ev: Compared) -> None:
+    def _show(self, ev: tasks.Compared) -> None:
         self.results[ev.side] = ev
         self.titles[ev.side].setText(("Previous: " if ev.side == 0 else "New: ") + ev.text)
         if ev.labels is not None:

@@ -1,13 +1,11 @@
 """The training dialog: choose annotated images, validation, encoder, starting adapter and time;
-train in a background process with a live learning curve; keep the result in the project."""
+train (``tasks.train_project_adapter``: a worker driving a separate process) with a live
+learning curve; the result goes into the project's library."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pyqtgraph as pg
@@ -29,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ... import tasks
 from ...core.errors import EffiCellError
-from .process import TrainingProcess
-from .runner import TrainingJob
+from ..workers import TaskWorker, start_task
 
 log = logging.getLogger(__name__)
 HOLD_OUT = -1
@@ -63,14 +61,11 @@ class TrainingDialog(QDialog):
         self.small_encoder = small_encoder
         self.config_overrides = dict(config_overrides or {})
         self.threads = threads
-        self.runner = TrainingProcess(self)
-        self.runner.progress.connect(self._progress)
-        self.runner.finished.connect(self._finished)
-        self.runner.cancelled.connect(self._cancelled)
-        self.runner.failed.connect(self._failed)
+        self.worker: TaskWorker | None = None
+        self.pid: int | None = None
+        self._train_ids: list[int] = []  # the training process of the current run
         self.new_adapter: Any = None
         self.previous_model: str | None = None
-        self._tmp: Path | None = None
         self._loss: tuple[list[float], list[float]] = ([], [])
         self._ap: tuple[list[float], list[float]] = ([], [])
         self._build()
@@ -193,38 +188,25 @@ class TrainingDialog(QDialog):
         return out
 
     # ------------------------------------------------------------------ run
-    def build_job(self) -> TrainingJob:
-        """The job for the current choices; ``EffiCellError``/``ValueError`` with a reason if impossible."""
-        from ...core.training import TrainConfig
-
+    def build_request(self) -> tasks.TrainingRequest:
+        """The request for the current choices; ``ValueError`` with a reason if it cannot run."""
         val_id = self.val_box.currentData()
-        train_ids = [i for i in self.checked_images() if i != val_id]
-        if not train_ids:
-            raise ValueError("choose at least one training image (other than the validation image)")
-        name = self.name.text().strip() or "adapter"
-        if any(a.name == name for a in self.project.list_adapters()):
-            raise ValueError(f"an adapter named '{name}' already exists in the project; choose another name")
-
-        def pair(i: int) -> tuple[Any, Any]:
-            return self.project.read_image(i), self.project.load_annotation(i)
-
-        train = [pair(i) for i in train_ids]
-        val = None if val_id in (None, HOLD_OUT) else [pair(int(val_id))]
-        self._tmp = Path(tempfile.mkdtemp(prefix="efficell-train-"))
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "adapter"
         init = self.init_box.currentData()
+        request = tasks.TrainingRequest(
+            image_ids=tuple(self.checked_images()), name=self.name.text().strip() or "adapter",
+            validation_image=None if val_id in (None, HOLD_OUT) else int(val_id),
+            encoder=self.encoder_box.currentData() or "efficell_compact", init_adapter=init,
+            minutes=float(self.minutes.value()), device=self.device, encoder_weights=self.encoder_weights,
+            threads=self.threads, small_encoder=self.small_encoder, overrides=dict(self.config_overrides))
+        from ...tasks.train import check_request
+
+        check_request(self.project, request)
         self.previous_model = init if init not in (None, "auto") else None
-        self._train_ids = train_ids
-        kw: dict[str, Any] = {"train": train, "val": val, "out": self._tmp / f"{safe}.safetensors",
-                              "encoder": self.encoder_box.currentData() or "efficell_compact",
-                              "encoder_weights": self.encoder_weights, "init_adapter": init,
-                              "minutes": float(self.minutes.value()), "device": self.device, "name": name}
-        kw.update(self.config_overrides)
-        return TrainingJob(TrainConfig(**kw), threads=self.threads, small_encoder=self.small_encoder)
+        return request
 
     def start(self) -> bool:
         try:
-            job = self.build_job()
+            request = self.build_request()
         except (EffiCellError, ValueError, OSError) as exc:
             self.phase.setText(f"<span style='color:#dc2626'>{exc}</span>")
             return False
@@ -242,16 +224,31 @@ class TrainingDialog(QDialog):
         self.cancel_button.setEnabled(True)
         self.phase.setText("Starting the training process…")
         self.progress.setValue(0)
-        self.runner.start(job)
+        self.pid = None
+        self._train_ids = [i for i in request.image_ids if i != request.validation_image]
+        self.worker = start_task(tasks.train_project_adapter, self.project, request, on_event=self._event,
+                                 on_aborted=self._cancelled, on_error=self._failed, on_finished=self._ended)
         return True
 
     def cancel(self) -> None:
         self.phase.setText("Cancelling…")
         self.cancel_button.setEnabled(False)
-        self.runner.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
 
     def is_running(self) -> bool:
-        return self.runner.is_running()
+        return self.worker is not None
+
+    def _event(self, ev: Any) -> None:
+        if isinstance(ev, tasks.TrainingStarted):
+            self.pid = ev.pid
+        elif isinstance(ev, tasks.AdapterAdded):
+            self._finished(ev)
+        else:
+            self._progress(ev)
+
+    def _ended(self) -> None:
+        self.worker = None
 
     def _progress(self, ev: Any) -> None:
         self.progress.setValue(int(1000 * min(max(ev.fraction, 0.0), 1.0)))
@@ -279,23 +276,14 @@ class TrainingDialog(QDialog):
             self.ap_curve.setData(*self._ap)
 
     def _idle(self) -> None:
+        self.worker = None
         self.start_button.setEnabled(True)
         self.setup_box.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
 
-    def _finished(self, ev: Any) -> None:
-        try:
-            names = [self.project.get_image(i).name for i in self._train_ids]
-            info = self.project.add_adapter(ev.adapter_path, name=self.name.text().strip() or None,
-                                            training_images=names, metrics=ev.metrics)
-        except (EffiCellError, OSError) as exc:
-            self._failed(f"the adapter was trained but could not be added to the project: {exc}")
-            return
-        finally:
-            self._idle()
+    def _finished(self, added: tasks.AdapterAdded) -> None:
+        self._idle()
+        info, ev = added.adapter, added.final
         self.new_adapter = info
         self.progress.setValue(1000)
         val = (ev.metrics or {}).get("validation") or {}
@@ -316,9 +304,9 @@ class TrainingDialog(QDialog):
         self.phase.setText("Cancelled: no adapter was saved")
         self.progress.setValue(0)
 
-    def _failed(self, msg: str) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self._idle()
-        self.phase.setText(f"<span style='color:#dc2626'>Training stopped: {msg}</span>")
+        self.phase.setText(f"<span style='color:#dc2626'>Training stopped: {tasks.describe_error(exc)}</span>")
 
     def compare(self) -> Any:
         from .compare import CompareDialog
@@ -332,10 +320,16 @@ class TrainingDialog(QDialog):
         dlg.start()
         return dlg
 
+    def stop_and_wait(self) -> None:
+        """Cancel a run and wait until its process is gone (the dialog closing)."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker.wait(30_000)
+
     def done(self, r: int) -> None:
-        self.runner.stop_and_wait()
+        self.stop_and_wait()
         super().done(r)
 
     def closeEvent(self, event: Any) -> None:
-        self.runner.stop_and_wait()
+        self.stop_and_wait()
         super().closeEvent(event)

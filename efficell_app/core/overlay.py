@@ -1,7 +1,7 @@
-"""Pure-numpy rendering for the viewer: channel composites and label overlays.
+"""Pure-numpy rendering for display: channel composites, label overlays and thumbnails.
 
-Kept free of Qt so it is easy to test and fast to reason about; the viewer hands the
-arrays to pyqtgraph ``ImageItem``s.
+Free of Qt, so background work (the tasks layer) computes overlay colours and thumbnails off
+the window's thread, and the viewer hands the arrays to pyqtgraph ``ImageItem``s.
 """
 
 from __future__ import annotations
@@ -192,3 +192,31 @@ def format_number(v: float) -> str:
     """Pixel values for the status line: integers plain, floats with 4 significant digits."""
     f = float(v)
     return str(int(f)) if f.is_integer() and abs(f) < 1e9 else f"{f:.4g}"
+
+
+def thumbnail_array(data: np.ndarray, size: int = 48) -> np.ndarray:
+    """``(C, H, W)`` raw image -> ``(s, s, 3)`` uint8 thumbnail (contrast-stretched, letterboxed)."""
+    c, h, w = data.shape
+    step = max(1, int(np.ceil(max(h, w) / size)))
+    small = np.ascontiguousarray(data[:, ::step, ::step])
+    rgb = composite(small, default_displays(small, tuple(f"ch{i}" for i in range(c)), c == 3))
+    out = np.full((size, size, 3), 20, dtype=np.uint8)
+    sh, sw = rgb.shape[:2]
+    sh, sw = min(sh, size), min(sw, size)
+    r0, c0 = (size - sh) // 2, (size - sw) // 2
+    out[r0 : r0 + sh, c0 : c0 + sw] = rgb[:sh, :sw]
+    return out
+
+
+def uncertainty_rgba(labels: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Cells coloured from yellow (sure) to red (unsure), more opaque when unsure."""
+    from .uncertainty import cell_uncertainty_image
+
+    u = cell_uncertainty_image(labels, confidence)
+    rgba = np.zeros(labels.shape + (4,), np.uint8)
+    inside = labels > 0
+    t = np.clip(u * 2.0, 0.0, 1.0)  # 1 - confidence of 0.5 and more is fully red
+    rgba[..., 0] = np.where(inside, 255, 0)
+    rgba[..., 1] = np.where(inside, (220 * (1.0 - t)).astype(np.uint8), 0)
+    rgba[..., 3] = np.where(inside, (60 + 170 * t).astype(np.uint8), 0)
+    return rgba

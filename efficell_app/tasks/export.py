@@ -1,40 +1,60 @@
-"""Measure a project's labelled images and write the tables and per-image files (CLI and GUI).
+"""The export use case: measure a project's labelled images and write tables and per-image files.
 
-For each image the labels measured are the user's annotation when there is one, else the
-latest model result (``source="auto"``); ``"annotation"`` or ``"result"`` restricts to one
-kind. Images without labels are listed as not measured; unreadable images are reported and
-the rest of the export completes. :func:`export_events` is the generator the GUI runs in a
-worker; :func:`export_project` runs it to the end (``efficell export``).
+For each image the labels measured are the ones that count (``Project.labels_for``: the
+user's annotation when there is one, else the latest model result; ``source`` "annotation"
+or "result" restricts to one kind), measured by the one measuring path
+(``project.measuring.measure_project_image``) with the one pixel-size / channel-name rule.
+Measurements the window already shows are reused when they were made from the same labels
+with the same calibration, so the workbook holds exactly what the table showed. Images
+without labels are listed as not measured; unreadable images are reported and the rest of
+the export completes. :func:`export_events` is the generator (the window runs it in a
+worker through :func:`export_images`); :func:`export_project` runs it to the end
+(``efficell export``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, EffiCellError
 from ..core.pairing import image_stem
-from .labelfile import read_labels
+from ..project.measuring import (
+    FoundLabels,
+    MeasuredImage,
+    MeasureSettings,
+    check_source,
+    find_labels,
+    measure_project_image,
+    record_calibration,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..core.images import ImageData
-    from .images import ImageRecord
-    from .project import Project
+    from ..project import Project
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("auto", "annotation", "result")
 TABLE_FORMATS = ("xlsx", "csv")
 #: per-image files: format -> what is added to the image's stem
 FILE_FORMATS = {"tiff": "_labels.tif", "png": "_overlay.png", "roi": "_rois.zip", "geojson": ".geojson"}
+#: every format the export dialog offers, with the words it shows
+FORMATS = {
+    "xlsx": "Excel workbook (.xlsx)",
+    "csv": "CSV tables (.csv)",
+    "tiff": "Label images (.tif)",
+    "png": "Overlay pictures (.png)",
+    "roi": "ImageJ ROI sets (.zip)",
+    "geojson": "GeoJSON (QuPath)",
+}
 
 
 @dataclass
@@ -64,61 +84,11 @@ class ExportFailed:
     message: str
 
 
-class FoundLabels(NamedTuple):
-    labels: Any  # (H, W) int32
-    origin: str  # "annotation vN" | "result N"
-    identity: dict[str, Any]  # the model's, for a result
-    settings: dict[str, Any]  # the run's, for a result
-
-
-def _labels(project: Project, image_id: int, source: str) -> FoundLabels | None:
-    """The labels of ``source`` for an image (see module docstring), or None."""
-    if source in ("auto", "annotation"):
-        hist = project.annotation_history(image_id)
-        if hist:
-            return FoundLabels(read_labels(hist[0].path), f"annotation v{hist[0].version}", {}, {})
-        if source == "annotation":
-            return None
-    res = project.latest_result(image_id)
-    if res is None:
-        return None
-    return FoundLabels(read_labels(res.path), f"result {res.id}", res.identity, res.settings)
-
-
-def _model_name(identity: dict[str, Any]) -> str:
-    if not identity:
-        return ""
-    adapter = identity.get("adapter") or "built-in"
-    return f"{identity.get('encoder', '?')} + {adapter}"
-
-
-def _check_source(source: str) -> None:
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not '{source}'")
-
-
-def _channel_names(rec: ImageRecord, img: ImageData, override: Sequence[str] | None) -> list[str] | None:
-    if override:
-        return list(override)
-    return list(rec.channel_names) if len(rec.channel_names) == img.n_channels else None
-
-
-def measure_image(project: Project, rec: ImageRecord, source: str = "auto",
-                  labels_found: FoundLabels | None = None) -> tuple[pd.DataFrame, str] | None:
-    """Measure one image's labels (see module docstring); ``None`` when it has none of ``source``."""
-    from ..core.measure import measure_cells
-
-    _check_source(source)
-    found = labels_found or _labels(project, rec.id, source)
-    if found is None:
-        return None
-    img = project.read_image(rec.id)
-    return measure_cells(found.labels, img, rec.pixel_size_um, _channel_names(rec, img, None), rec.name), found.origin
-
-
 def file_stem(name: str) -> str:
-    """A file-system-safe stem for files named after an image or project (``"a b.ome.tif"`` -> ``"a b"``)."""
-    stem = image_stem(name)
+    """A file-system-safe stem for files named after an image or project (``"a b.ome.tif"`` -> ``"a b"``;
+    one scene of a multi-scene file, ``"plate.czi [A1]"`` -> ``"plate_A1"``, so scenes never share a file)."""
+    base, bracket, scene = name.partition(" [")
+    stem = image_stem(base) + (f"_{scene.removesuffix(']')}" if bracket and name.endswith("]") else "")
     return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in stem).strip() or "image"
 
 
@@ -140,27 +110,31 @@ def _write_file(fmt: str, folder: Path, stem: str, found: FoundLabels, img: Imag
 def export_events(project: Project, tables: Sequence[str | Path], files: Sequence[str] = (),
                   files_dir: str | Path | None = None, *, image_ids: Sequence[int] | None = None,
                   set_name: str | None = None, source: str = "auto", pixel_size_um: float | None = None,
-                  channel_names: Sequence[str] | None = None, scope: str | None = None, write_empty: bool = True,
+                  channel_names: Sequence[str] | None = None, default_pixel_size_um: float | None = None,
+                  measured: Mapping[int, MeasuredImage] | None = None, scope: str | None = None,
+                  write_empty: bool = True,
                   cancel: CancelToken | None = None) -> Generator[ExportProgress | ExportFailed, None, ExportReport]:
     """Measure the labelled images and write ``tables`` (.xlsx / .csv: all cells, one row per image,
     the settings) and, per image, ``files`` (:data:`FILE_FORMATS` keys) into ``files_dir``.
 
     The images are ``image_ids`` in that order, else those of ``set_name`` (all sets when
-    ``None``). ``pixel_size_um`` / ``channel_names`` override what each image records. Yields
-    progress and one :class:`ExportFailed` per image left out (no labels, unreadable); returns
-    the report. With ``write_empty=False`` nothing is written when no image has labels.
-    Raises :class:`Cancelled` between images and between tables. Every file is written
-    atomically (``core.export``), so a cancelled export leaves only complete files: the
-    per-image files of the images finished before the cancel, and no table unless every image
-    was measured (tables come last); never a temporary file. A full disk fails the image being
-    written (``ExportFailed`` naming the file) or, for a table, raises ``OutputError``.
+    ``None``). ``pixel_size_um`` / ``channel_names`` override what each image records;
+    ``default_pixel_size_um`` is for images that record none (see ``core.measure.choose_calibration``).
+    ``measured``: measurements already made (the window's table), reused for an image when
+    they come from the labels that count with the same calibration. Yields progress and one
+    :class:`ExportFailed` per image left out (no labels, unreadable); returns the report.
+    With ``write_empty=False`` nothing is written when no image has labels. Raises
+    :class:`Cancelled` between images and between tables. Every file is written atomically
+    (``core.export``), so a cancelled export leaves only complete files: the per-image files
+    of the images finished before the cancel, and no table unless every image was measured
+    (tables come last); never a temporary file. A full disk fails the image being written
+    (``ExportFailed`` naming the file) or, for a table, raises ``OutputError``.
     """
     import pandas as pd
 
     from ..core.export import write_csv, write_xlsx
-    from ..core.measure import measure_cells, summarize_image
 
-    _check_source(source)
+    check_source(source)
     tables = [Path(t) for t in tables]
     bad = [t.name for t in tables if t.suffix.lower().lstrip(".") not in TABLE_FORMATS]
     bad += [f for f in files if f not in FILE_FORMATS]
@@ -168,6 +142,8 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
         raise ValueError(f"cannot export {', '.join(bad)}: tables are .xlsx / .csv, files one of {', '.join(FILE_FORMATS)}")
     folder = Path(files_dir) if files_dir is not None else (tables[0].parent if tables else Path.cwd())
     report = ExportReport(path=tables[0] if tables else folder)
+    settings = MeasureSettings(pixel_size_um or None, tuple(channel_names or ()), default_pixel_size_um or None)
+    cache = measured or {}
     records = project.list_images(set_name) if image_ids is None else [project.get_image(i) for i in image_ids]
     total = len(records) + len(tables)
     cells: list[pd.DataFrame] = []
@@ -178,21 +154,24 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
-            found = _labels(project, rec.id, source)
+            found = find_labels(project, rec.id, source)
             if found is None:
                 report.not_labelled.append(rec.path)
                 what = "no saved annotation" if source == "annotation" else "not segmented yet (no labels to export)"
                 yield ExportFailed(f"{rec.path}: {what}")
                 done += 1
                 continue
-            img = project.read_image(rec.id)
-            px = pixel_size_um or rec.pixel_size_um or None
-            names = _channel_names(rec, img, channel_names)
-            df = measure_cells(found.labels, img, px, names, rec.name)
-            settings = {"image": str(rec.path), "labels": found.origin, "efficell_version": __version__,
-                        **found.settings}
+            img = project.read_image(rec.id) if files else None
+            m = cache.get(rec.id)
+            if m is None or not m.reusable_for(found, record_calibration(rec, settings, img)):
+                m = measure_project_image(project, rec.id, settings, found=found, image=img)
+            assert m is not None
+            file_settings = {"image": str(rec.path), "labels": found.origin, "efficell_version": __version__,
+                             **found.settings}
             for fmt in files:
-                path = _write_file(fmt, folder, file_stem(rec.name), found, img, df, px, settings)
+                assert img is not None
+                path = _write_file(fmt, folder, file_stem(rec.name), found, img, m.cells, m.calibration.pixel_size_um,
+                                   file_settings)
                 report.files.append(path)
                 yield ExportProgress(done, total, f"Wrote {path.name}", path)
         except Cancelled:
@@ -203,14 +182,12 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
             log.warning("export: %s", msg)
             yield ExportFailed(msg)
         else:
+            df = m.cells.copy()
             df.insert(0, "set", rec.set_name)
-            row = {"set": rec.set_name, **summarize_image(df, len(df), px, names or img.channel_names, rec.name)}
-            row.update({"labels": found.origin, "model": _model_name(found.identity), "status": rec.status,
-                        "path": str(rec.path)})
-            if found.identity:
-                models[_model_name(found.identity)] = found.identity
             cells.append(df)
-            rows.append(row)
+            rows.append({**m.summary, "status": rec.status, "path": str(rec.path)})
+            if found.identity:
+                models[found.model] = found.identity
             report.n_images += 1
             report.n_cells += len(df)
         done += 1
@@ -220,7 +197,7 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
         return report
     cells_df = pd.concat(cells, ignore_index=True) if cells else pd.DataFrame({"set": [], "image": []})
     images_df = pd.DataFrame(rows)
-    meta = _settings(project, report, set_name if image_ids is None else None, source, scope, pixel_size_um, models)
+    meta = _settings(project, report, set_name if image_ids is None else None, source, scope, settings, models)
     for path in tables:
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -235,14 +212,14 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
 
 
 def _settings(project: Project, report: ExportReport, set_name: str | None, source: str, scope: str | None,
-              pixel_size_um: float | None, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+              measure: MeasureSettings, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings sheet: project, scope, labels, version, counts and each model with its checksums."""
     settings: dict[str, Any] = {
         "project": project.name,
         "project_folder": str(project.root),
         **({"scope": scope} if scope else {"set": set_name or "(all sets)"}),
         "labels": {"auto": "annotation when saved, else latest result"}.get(source, source),
-        "pixel_size_um": pixel_size_um or "from each image",
+        "pixel_size_um": measure.pixel_size_um or "from each image",
         "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "efficell_version": __version__,
         "images_measured": report.n_images,
@@ -272,3 +249,49 @@ def export_project(project: Project, out: str | Path, set_name: str | None = Non
             return stop.value
         if progress is not None and isinstance(ev, ExportProgress):
             progress(ev.done, ev.total)
+
+
+# ----------------------------------------------------------------------------- the window's export
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What the export dialog asks: which images, which formats, where, and any override."""
+
+    scope: str  # "image" | "set" | "project"
+    formats: tuple[str, ...]
+    destination: Path
+    pixel_size_um: float | None = None  # None: each image's own (the same rule as the table)
+    channel_names: tuple[str, ...] = ()  # (): each image's own
+    default_pixel_size_um: float | None = None  # for images that record none (the window's preference)
+
+
+def export_images(project: Project, image_ids: Sequence[int], opts: ExportOptions,
+                  measured: Mapping[int, MeasuredImage] | None = None, *,
+                  cancel: CancelToken | None = None) -> Iterator[ExportProgress | ExportFailed]:
+    """Measure and write the chosen formats into ``opts.destination``: one table for all
+    images, per-image files for masks (:func:`export_events`), named after the project, the
+    scope or (one image) the image. ``measured``: the window's measurements, reused when valid."""
+    from .runtime import loading_heavy_libraries
+
+    ids = list(image_ids)
+    with loading_heavy_libraries(preload=True):
+        pass
+    if not ids:
+        yield ExportFailed("nothing to export: no images in this scope")
+        return
+    dest = opts.destination
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        yield ExportFailed(f"{dest}: cannot create the folder ({exc.strerror or exc})")
+        return
+    base = file_stem(project.name) + ("" if opts.scope == "project" else f"_{opts.scope}")
+    if opts.scope == "image" and len(ids) == 1:
+        base = file_stem(project.get_image(ids[0]).name)
+    tables = [dest / f"{base}_measurements.{fmt}" for fmt in opts.formats if fmt in TABLE_FORMATS]
+    files = [fmt for fmt in opts.formats if fmt not in TABLE_FORMATS]
+    yield from export_events(project, tables, files, dest, image_ids=ids, pixel_size_um=opts.pixel_size_um,
+                             channel_names=opts.channel_names or None,
+                             default_pixel_size_um=opts.default_pixel_size_um, measured=measured,
+                             scope=opts.scope, write_empty=False, cancel=cancel)
