@@ -16,8 +16,8 @@ from typing import Any
 
 from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
-from .images import PlaneChoice, read_image
-from .measure import file_calibration, measure_image
+from .images import PlaneChoice, PlanesNeeded, read_image
+from .measure import MIN_OBJECT_PX, file_calibration, measure_image
 from .pairing import image_stem
 
 log = logging.getLogger(__name__)
@@ -95,18 +95,22 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
             if opts.measure:
                 measured = measure_image(res.labels, img, cal, path.name)
                 cells_tables.append(measured.cells)
-                image_rows.append(measured.summary)
+                image_rows.append(measured.summary | {"diameter_px": res.settings.get("diameter_px")})
             ev = FileEvent(i, total, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0, res.settings)
         except Cancelled:
             break
+        except PlanesNeeded as exc:  # a stack: say which options choose its plane
+            ev = FileEvent(i, total, path, False, f"{exc.reason} ({exc.command_line})", seconds=time.time() - t0)
         except EffiCellError as exc:
             ev = FileEvent(i, total, path, False, getattr(exc, "reason", str(exc)), seconds=time.time() - t0)
         except (ValueError, OSError, MemoryError) as exc:
             ev = FileEvent(i, total, path, False, str(exc) or type(exc).__name__, seconds=time.time() - t0)
         records.append({"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
-                        "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3)})
+                        "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3),
+                        "diameter_px": (ev.settings or {}).get("diameter_px")})  # typed in, or estimated for this image
         yield ev
-    settings = {**segmenter.identity, "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
+    settings = {**segmenter.identity, "diameter_px": opts.diameter or "estimated per image (see files)",
+                "min_object_px": MIN_OBJECT_PX, "channels": list(opts.channels) if opts.channels else None,
                 "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if opts.measure and image_rows:

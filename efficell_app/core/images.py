@@ -53,6 +53,37 @@ class PlaneChoice:
         return cls(z=zz, t=None if t is None else int(t))
 
 
+class PlanesNeeded(ImageReadError):
+    """A z-stack or time series read without saying which plane to use.
+
+    ``sizes`` maps each axis still to choose (``"Z"``, ``"T"``) to its number of planes;
+    ``unlabelled`` is set when the file does not say what its planes are (they may also be
+    channels). The message names no command-line option: the window asks with a dialog, the
+    command line adds its own options (:attr:`command_line`).
+    """
+
+    def __init__(self, path: str | Path | None, sizes: dict[str, int], unlabelled: bool = False) -> None:
+        self.sizes = dict(sizes)
+        self.unlabelled = unlabelled
+        if unlabelled:
+            n = next(iter(sizes.values()))
+            reason = (f"3-D image of {n} planes without metadata: say whether they are channels, z-planes or "
+                      "time points (choose a plane or a projection)")
+        else:
+            words = {"Z": "z-planes", "T": "time points"}
+            stack = " and ".join(f"{n} {words[ax]}" for ax, n in sizes.items())
+            reason = f"is a stack of {stack}; choose " + " and ".join(
+                "a z-plane or the maximum projection" if ax == "Z" else "a time point" for ax in sizes)
+        super().__init__(path, reason)
+
+    @property
+    def command_line(self) -> str:
+        """The options of ``efficell segment`` that choose these planes."""
+        if self.unlabelled:
+            return "--z N|max or --t N"
+        return " and ".join("--z N or --z max" if ax == "Z" else "--t N" for ax in self.sizes)
+
+
 @dataclass
 class ImageData:
     """An image as read from disk: raw values, channel-first."""
@@ -296,8 +327,7 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
             elif planes.t is not None:
                 axes = "T" + axes[1:]
             else:
-                raise ImageReadError(path, f"3-D image of {n} planes without metadata: say whether they are "
-                                     "channels, z-planes or time points (--z N|max or --t N)")
+                raise PlanesNeeded(path, {"Z": n}, unlabelled=True)
         elif arr.ndim == 3 and axes[:2] == "YX" and arr.shape[2] <= 4:
             axes = axes[:2] + "C"
         else:
@@ -305,13 +335,15 @@ def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel
                                  "cannot be interpreted; save it as 2-D planes or as an OME/ImageJ hyperstack")
     if channel_axis is not None and "C" not in axes and "S" not in axes and arr.ndim == 3:
         axes = "C" + axes[1:] if channel_axis == 0 else axes[:2] + "C"
-    for ax, choice, label, flag in (("T", planes.t, "time points", "--t N"), ("Z", planes.z, "z-planes", "--z N or --z max")):
+    missing = {ax: int(arr.shape[axes.index(ax)]) for ax, choice in (("Z", planes.z), ("T", planes.t))
+               if ax in axes and choice is None}
+    if missing:
+        raise PlanesNeeded(path, missing)
+    for ax, choice, label in (("T", planes.t, "time points"), ("Z", planes.z, "z-planes")):
         if ax not in axes:
             continue
         i = axes.index(ax)
         n = arr.shape[i]
-        if choice is None:
-            raise ImageReadError(path, f"is a stack of {n} {label}; choose one with {flag}")
         if choice == "max":
             arr = arr.max(axis=i)
         else:
@@ -399,7 +431,8 @@ def _validate(img: ImageData) -> ImageData:
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageReadError(path, f"image is {h}x{w} pixels; EffiCell needs at least {MIN_SIDE}x{MIN_SIDE}")
     if data.shape[0] > MAX_CHANNELS:
-        raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack (use --z or --t), at most {MAX_CHANNELS} channels are supported")
+        raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack of planes rather than "
+                             f"channels (at most {MAX_CHANNELS} channels are supported)")
     if data.dtype.kind == "f":
         step = _block_rows(w)
         n_bad = sum(int(np.count_nonzero(~np.isfinite(data[:, r:r + step]))) for r in range(0, h, step))

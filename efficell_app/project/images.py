@@ -17,7 +17,7 @@ from typing import Any
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
 from ..core.fileio import atomic_path
-from ..core.images import ImageData, PlaneChoice, find_images, read_image
+from ..core.images import ImageData, PlaneChoice, PlanesNeeded, find_images, read_image
 from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
 from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
@@ -80,6 +80,9 @@ class AddReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     duplicates: int = 0
     cancelled: bool = False
+    #: skipped z-stacks / time series (also in ``skipped``): file -> the planes to choose from
+    #: (``core.images.PlanesNeeded.sizes``); adding them again with a ``PlaneChoice`` works
+    stacks: dict[Path, dict[str, int]] = field(default_factory=dict)
 
     @property
     def n_added(self) -> int:
@@ -373,6 +376,8 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
         except (InputError, OSError) as exc:
             reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
             report.skipped.append((src, reason))
+            if isinstance(exc, PlanesNeeded):
+                report.stacks[src] = exc.sizes
             if dest != src:
                 with contextlib.suppress(OSError):
                     dest.unlink()
