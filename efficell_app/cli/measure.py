@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..core.measure import file_calibration, measure_image
+    from ..core.measure import MIN_OBJECT_PX, file_calibration, measure_image
 
     t0 = time.perf_counter()
     cell_tables: list[pd.DataFrame] = []
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "masks": str(masks_dir),
         "pixel_size_um": args.pixel_size if args.pixel_size else "from image metadata",
         "channel_names": channel_names or "from image metadata",
+        "min_object_px": MIN_OBJECT_PX,
         "images_measured": len(image_rows),
         "images_failed": failures,
         "seconds": round(time.perf_counter() - t0, 3),
