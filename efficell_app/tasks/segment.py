@@ -35,7 +35,7 @@ from ..core.cancel import CancelToken
 from ..core.errors import AdapterError, Cancelled, EffiCellError, OutputError, WeightsError
 from ..core.images import PlaneChoice
 from ..project.images import read_recorded_image
-from ..project.measuring import MeasuredImage, MeasureSettings, find_labels
+from ..project.measuring import MeasuredImage, MeasureSettings, find_labels, measure_project_image
 from .events import ImageFailed, Status
 from .runtime import loading_heavy_libraries
 
@@ -283,7 +283,13 @@ class ImageStarted:
 
 @dataclass(frozen=True)
 class ImageSegmented:
-    """One image segmented, its result recorded and (when asked) measured."""
+    """One image segmented, its result recorded and (when asked) measured.
+
+    ``measured`` is what the table and an export show: the labels that count
+    (``project.measuring.find_labels``), so for an image with a saved annotation it measures
+    the annotation (``annotation_kept``), not the new result, which stays in the history.
+    ``status`` is the image's status in the project afterwards ("reviewed" stays "reviewed").
+    """
 
     index: int  # 1-based
     total: int
@@ -295,6 +301,13 @@ class ImageSegmented:
     notes: tuple[str, ...] = ()
     measured: MeasuredImage | None = None  # as the table and the export show it
     colours: np.ndarray | None = None  # RGBA per label (touching cells differ), made here, off the window's thread
+    status: str = "segmented"
+    annotation_kept: bool = False  # a saved annotation still counts for this image
+
+    @property
+    def counted_cells(self) -> int:
+        """Cells of the labels that count, as measured (the table's row count), else of the result."""
+        return len(self.measured.cells) if self.measured is not None else self.n_cells
 
 
 def segment_images(project: Project, image_ids: Sequence[int] | None, settings: SegmentSettings, *,
@@ -331,15 +344,22 @@ def segment_images(project: Project, image_ids: Sequence[int] | None, settings: 
             yield ImageFailed(i, total, image_id, str(ev.path), ev.message)
             continue
         labels = ev.result.labels
+        found = find_labels(project, image_id)  # the labels that count: a saved annotation stays in front
+        kept = found is not None and found.kind == "annotation"
         measured = None
-        if ev.measurement is not None and rec is not None:
-            found = find_labels(project, image_id, "result")  # the result just recorded: its origin
-            if found is not None:
+        if rec is not None and found is not None and settings.measure is not None:
+            if kept:
+                try:
+                    measured = measure_project_image(project, image_id, settings.measure, found=found, image=ev.image)
+                except (EffiCellError, OSError, ValueError) as exc:  # the table measures it again when shown
+                    log.warning("annotation of %s not measured: %s", ev.path, exc)
+            elif ev.measurement is not None:  # the result just recorded
                 measured = MeasuredImage.of(image_id, rec.set_name, ev.measurement, found)
         colours = None
-        if with_colours:
+        if with_colours and not kept:
             from ..core.overlay import label_colours
 
             colours = label_colours(labels)
+        status = project.get_image(image_id).status if rec is not None else "segmented"
         yield ImageSegmented(i, total, image_id, ev.path, labels, ev.n_cells, ev.seconds,
-                             tuple(getattr(ev.result, "notes", ()) or ()), measured, colours)
+                             tuple(getattr(ev.result, "notes", ()) or ()), measured, colours, status, kept)
