@@ -56,7 +56,15 @@ from .export import (
     export_project,
 )
 from .measure import measure_images
-from .runtime import DeviceFound, describe_error, device_description, find_device, gpu_names, loading_heavy_libraries
+from .runtime import (
+    DeviceFound,
+    describe_error,
+    device_description,
+    find_device,
+    gpu_names,
+    loading_heavy_libraries,
+    quick_device_description,
+)
 from .segment import (
     BatchEvent,
     ImageJob,
@@ -135,6 +143,7 @@ __all__ = [
     "load_segmenter",
     "loading_heavy_libraries",
     "mark_annotated",
+    "quick_device_description",
     "measure_images",
     "rank_uncertainty",
     "save_annotation",

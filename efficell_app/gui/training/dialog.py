@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pyqtgraph as pg
@@ -44,20 +45,25 @@ def _fmt_time(s: float | None) -> str:
 
 class TrainingDialog(QDialog):
     """Non-modal. ``adapter_added(AdapterInfo)`` when a run finished and the adapter is in the
-    project; ``segment_requested(path)`` from "Segment with it now"."""
+    project; ``segment_requested(path)`` from "Segment with it now".
+
+    ``current_image``: the image "Compare side by side" segments, or a function giving the one
+    selected in the window when the button is clicked (the window's selection changes meanwhile).
+    """
 
     adapter_added = Signal(object)
     segment_requested = Signal(str)
 
     def __init__(self, project: Any, parent: QWidget | None = None, encoder_weights: str | None = "auto",
-                 device: str = "auto", current_image: int | None = None, small_encoder: bool = False,
+                 device: str = "auto", current_image: int | None | Callable[[], int | None] = None,
+                 small_encoder: bool = False,
                  config_overrides: dict[str, Any] | None = None, threads: int | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train an adapter")
         self.project = project
         self.encoder_weights = encoder_weights
         self.device = device
-        self.current_image = current_image
+        self._current_image = current_image
         self.small_encoder = small_encoder
         self.config_overrides = dict(config_overrides or {})
         self.threads = threads
@@ -70,6 +76,11 @@ class TrainingDialog(QDialog):
         self._ap: tuple[list[float], list[float]] = ([], [])
         self._build()
         self.fill_choices()
+
+    def current_image(self) -> int | None:
+        """The image "Compare side by side" uses: the one selected in the window now."""
+        cur = self._current_image
+        return cur() if callable(cur) else cur
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -281,7 +292,7 @@ class TrainingDialog(QDialog):
         self.result.setText(f"{ev.step} steps, {ev.trainable_params:,} trained parameters; "
                             f"{(ev.metrics or {}).get('validation_source', '')}")
         self.segment_button.setEnabled(True)
-        self.compare_button.setEnabled(self.current_image is not None)
+        self.compare_button.setEnabled(self.current_image() is not None)
         self.adapter_added.emit(info)
 
     def _cancelled(self) -> None:
@@ -296,9 +307,10 @@ class TrainingDialog(QDialog):
     def compare(self) -> Any:
         from .compare import CompareDialog
 
-        if self.new_adapter is None or self.current_image is None:
+        image_id = self.current_image()
+        if self.new_adapter is None or image_id is None:
             return None
-        dlg = CompareDialog(self.project, self.current_image, self.previous_model, str(self.new_adapter.path),
+        dlg = CompareDialog(self.project, image_id, self.previous_model, str(self.new_adapter.path),
                             encoder_weights=self.encoder_weights, device=self.device, parent=self)
         self.compare_dialog = dlg
         dlg.show()
