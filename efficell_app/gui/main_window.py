@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QLabel,
-    QListWidget,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -37,6 +36,7 @@ from ..core.errors import EffiCellError
 from .annotation import AnnotationTools
 from .dialogs.welcome_dialog import SampleProjectMaker
 from .panels.measurements_panel import MeasurementsPanel
+from .panels.problems_panel import ProblemsPanel
 from .panels.project_panel import ProjectPanel
 from .panels.settings_panel import SegmentationPanel
 from .session import Session, cells_text, default_project_folder
@@ -76,16 +76,7 @@ class MainWindow(QMainWindow):
         self.seg_panel = SegmentationPanel()
         self.seg_panel.auto_segment.setChecked(self.prefs.auto_segment)
         self.measurements = MeasurementsPanel()
-        self.problems = QListWidget()
-        self.problems.setAlternatingRowColors(True)
-        self.problems.setWordWrap(True)
-        self.problems.setToolTip("Files that could not be added or segmented, and why (kept in the project; "
-                                 "right-click to clear the list)")
-        self.problems.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
-        clear = QAction("Clear the list", self.problems)
-        clear.triggered.connect(self.clear_problems)
-        self.problems.addAction(clear)
-        self._unsaved_problems: list[str] = []
+        self.problems = ProblemsPanel(lambda: self.session.project)
         self.docks: dict[str, QDockWidget] = {}
         self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Segmentation", self.seg_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -214,6 +205,7 @@ class MainWindow(QMainWindow):
         s.project_changed.connect(self._project_changed)
         s.adapters_changed.connect(self.seg_panel.set_adapters)
         s.labels_changed.connect(self._labels_changed)
+        s.measuring_done.connect(self._schedule_refresh)
         s.images_added.connect(self._images_added)
         s.stacks_found.connect(self.ask_planes)
         s.image_status.connect(self.project_panel.set_status)
@@ -230,6 +222,8 @@ class MainWindow(QMainWindow):
         ann.panel_wanted.connect(lambda: (self.docks["Annotate"].show(), self.docks["Annotate"].raise_()))
         ann.segment_with.connect(self._segment_with)
         ann.image_requested.connect(self._show_requested)
+        self.problems.count_changed.connect(
+            lambda n: self.docks["Problems"].setWindowTitle(f"Problems ({n})" if n else "Problems"))
         self.samples.ready.connect(self._sample_ready)
         self.samples.message.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.samples.problem.connect(self.show_problem)
@@ -293,7 +287,7 @@ class MainWindow(QMainWindow):
         self.measurements.set_summary(None)
         self.project_panel.set_project(project)
         self.setWindowTitle(f"{project.name} — EffiCell" if project is not None else "EffiCell")
-        self._show_project_problems(project)
+        self.problems.show_project(project)
         if project is not None:
             first = next(iter(self.project_panel.image_ids()), None)
             if first is not None:
@@ -431,7 +425,7 @@ class MainWindow(QMainWindow):
         ids = self._scope_ids()
         if self.measurements.current_scope() == "set":
             self.session.request_cells(ids)
-        self.measurements.set_cells(self.session.cells_of(ids))
+        self.measurements.set_cells(self.session.cells_of(ids), self.session.pending(ids))
         self._summary_ids = ids
         if self.measurements.tabs.currentIndex() == SUMMARY_TAB:
             self._refresh_summary()
@@ -530,10 +524,11 @@ class MainWindow(QMainWindow):
         if not self.session.is_running():
             return False
         done, total = self.progress.value(), self.progress.maximum()
+        so_far = (f"{done} of {total} images are done: their new results are kept" if done
+                  else f"None of the {total} images is done yet")
         answer = QMessageBox.question(
             self, "Stop segmenting?",
-            f"Stop the segmentation run? {done} of {total} image(s) are done; their results are kept, "
-            "the others keep their previous results.",
+            f"Stop the segmentation run? {so_far}; the others keep what they had.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         if answer != QMessageBox.StandardButton.Yes:
             return False
@@ -541,49 +536,10 @@ class MainWindow(QMainWindow):
         return True
 
     def show_problem(self, text: str) -> None:
-        """List a problem (a file and what is wrong with it) in the Problems dock, show the dock,
-        and keep it in the open project (saved on the next turn of the event loop, several at once)."""
-        self.problems.addItem(text)
-        self.problems.scrollToBottom()
-        self._problems_title()
+        """List a problem (a file and what is wrong with it) in the Problems dock (kept in the
+        open project) and show the dock."""
+        self.problems.add(text)
         self.docks["Problems"].show()
-        if self.session.project is not None:
-            if not self._unsaved_problems:
-                QTimer.singleShot(0, self._save_problems)
-            self._unsaved_problems.append(text)
-
-    def _save_problems(self) -> None:
-        lines, self._unsaved_problems = self._unsaved_problems, []
-        project = self.session.project
-        if project is not None and lines and not project.closed:
-            try:
-                project.add_problems(lines)
-            except EffiCellError as exc:  # a read-only project: the list still shows them
-                log.warning("problems not saved in the project: %s", exc)
-
-    def _show_project_problems(self, project: Any) -> None:
-        self._unsaved_problems = []
-        self.problems.clear()
-        if project is not None:
-            self.problems.addItems(project.list_problems())
-            self.problems.scrollToBottom()
-        self._problems_title()
-
-    def _problems_title(self) -> None:
-        n = self.problems.count()
-        self.docks["Problems"].setWindowTitle(f"Problems ({n})" if n else "Problems")
-
-    def clear_problems(self) -> None:
-        """Empty the Problems list (and the project's record of it)."""
-        self.problems.clear()
-        self._unsaved_problems = []
-        project = self.session.project
-        if project is not None:
-            try:
-                project.clear_problems()
-            except EffiCellError as exc:
-                log.warning("problems not cleared in the project: %s", exc)
-        self._problems_title()
 
     def _auto_segment_toggled(self, on: bool) -> None:
         self.prefs.auto_segment = on

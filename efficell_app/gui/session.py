@@ -62,6 +62,7 @@ class Session(QObject):
     thumbnail = Signal(int, object)  # image id, (h, w, 3) uint8
     labels_ready = Signal(int, object)  # image id, labels (H, W) -- a new result
     cells_ready = Signal(int, object)  # image id, MeasuredImage
+    measuring_done = Signal()  # a batch of measuring ended (images without labels give no cells_ready)
     run_started = Signal(int, str)  # total images, description
     run_progress = Signal(int, int, str)  # done, total, text (with ETA)
     run_finished = Signal(str)  # summary
@@ -73,6 +74,7 @@ class Session(QObject):
         self.prefs = prefs
         self.project: Project | None = None
         self.measured: dict[int, MeasuredImage] = {}  # what the table shows, per image
+        self.measuring: set[int] = set()  # images being measured now (asked once, not again meanwhile)
         self._run: TaskWorker | None = None
         self._run_ids: list[int] = []
         self._helpers: list[TaskWorker] = []
@@ -94,7 +96,9 @@ class Session(QObject):
         from ..project import Project
 
         if self.project is not None and _same_folder(self.project.root, folder):
+            self.about_to_close.emit(self.project)  # listeners save what they hold (an annotation being edited)
             self.measured.clear()
+            self.measuring.clear()
             self.label_colours.clear()
             self.project_changed.emit(self.project)
             self.reload_adapters()
@@ -136,6 +140,7 @@ class Session(QObject):
             self.project.close()
         self.project = None
         self.measured.clear()
+        self.measuring.clear()
         self.label_colours.clear()
         if emit:
             self.project_changed.emit(None)
@@ -187,16 +192,21 @@ class Session(QObject):
         self._helper(tasks.thumbnails, self.project, list(image_ids),
                      on_event=lambda ev: self.thumbnail.emit(ev.image_id, ev.rgb))
 
-    def _helper(self, task: Any, *args: Any, on_event: Any = None, **kwargs: Any) -> TaskWorker:
+    def _helper(self, task: Any, *args: Any, on_event: Any = None, on_done: Any = None, **kwargs: Any) -> TaskWorker:
         """Run a light use case; its status lines, failures and measurements reach the window."""
         def event(ev: Any) -> None:
             self._helper_event(ev)
             if on_event is not None:
                 on_event(ev)
 
+        def done() -> None:
+            self._helper_done(holder[0])
+            if on_done is not None:
+                on_done()
+
         holder: list[TaskWorker] = []
         w = start_task(task, *args, on_event=event, on_error=lambda exc: self.problem.emit(tasks.describe_error(exc)),
-                       on_finished=lambda: self._helper_done(holder[0]), **kwargs)
+                       on_finished=done, **kwargs)
         holder.append(w)
         self._helpers.append(w)
         return w
@@ -207,6 +217,9 @@ class Session(QObject):
         elif isinstance(ev, tasks.ImageFailed):
             self.problem.emit(ev.message)
         elif isinstance(ev, MeasuredImage):
+            found = self.project.labels_for(ev.image_id) if self.project is not None else None
+            if found is None or found.origin != ev.origin:
+                return  # measured just before an annotation was saved: it is measured again
             self.measured[ev.image_id] = ev
             self.cells_ready.emit(ev.image_id, ev)
 
@@ -235,6 +248,7 @@ class Session(QObject):
     def forget_measurements(self, image_id: int) -> None:
         """The image's labels changed (annotation saved, image removed): measure again when asked."""
         self.measured.pop(image_id, None)
+        self.measuring.discard(image_id)  # a measurement in flight is of the old labels
 
     def status_changed(self, image_id: int, status: str) -> None:
         """Show an image's new status with the cell count the table shows (when measured)."""
@@ -250,9 +264,15 @@ class Session(QObject):
         """Make sure measurements of these images are (or will be) in ``measured``."""
         if self.project is None:
             return
-        todo = [i for i in image_ids if i not in self.measured]
+        todo = [i for i in image_ids if i not in self.measured and i not in self.measuring]
         if todo:
-            self._helper(tasks.measure_images, self.project, todo, self.measure_settings())
+            self.measuring.update(todo)
+            self._helper(tasks.measure_images, self.project, todo, self.measure_settings(),
+                         on_done=lambda: (self.measuring.difference_update(todo), self.measuring_done.emit()))
+
+    def pending(self, image_ids: Sequence[int]) -> int:
+        """How many of these images are being measured now (the table says so meanwhile)."""
+        return sum(1 for i in image_ids if i in self.measuring and i not in self.measured)
 
     def cells_of(self, image_ids: Sequence[int]) -> pd.DataFrame | None:
         """The per-cell table of these images, as shown (an ``image_id`` column first)."""

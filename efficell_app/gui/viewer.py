@@ -93,10 +93,10 @@ class ImageViewer(QWidget):
         self.opacity.valueChanged.connect(lambda v: self.overlay_item.setOpacity(v / 100.0))
         # Combos as wide as their usual entries, not the longest channel name: the tool bar must
         # fit beside the side panels at the default window size (the popups show names whole).
-        for box, chars in ((self.channel_box, 9), (self.contrast_box, 7), (self.colour_box, 7)):
+        for box, chars in ((self.channel_box, 6), (self.contrast_box, 5), (self.colour_box, 5)):
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             box.setMinimumContentsLength(chars)
-        self.opacity.setFixedWidth(90)
+        self.opacity.setFixedWidth(80)
         self.fit_button = QToolButton(text="Fit")
         self.fit_button.setToolTip("Zoom to show the whole image")
         self.fit_button.clicked.connect(self.fit)

@@ -15,7 +15,7 @@ from gui_helpers import drop, measured_cells, wait_run_done
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from efficell_app.core.images import read_image, read_mask
+from efficell_app.core.images import PlaneChoice, read_image, read_mask
 
 pytestmark = pytest.mark.gui
 SHARED_FORMATS = Path(__file__).resolve().parents[3] / "shared" / "formats"
@@ -211,8 +211,8 @@ def test_z_stack_and_time_series_segmented_with_a_chosen_plane(window, qtbot, tm
         assert (rec.planes.z, rec.planes.t) == ("max", 1)
         labels = project.labels_for(rec.id).labels
         assert labels.shape == (rec.height, rec.width)
-        assert "z max, t 2" in window.project_panel.tree.findItems(rec.name, Qt.MatchFlag.MatchStartsWith
-                                                                   | Qt.MatchFlag.MatchRecursive)[0].text(0)
+        item = window.project_panel.tree.findItems(rec.name, Qt.MatchFlag.MatchStartsWith | Qt.MatchFlag.MatchRecursive)[0]
+        assert item.text(0).startswith(f"{rec.name} (z max, t 2)\nsegmented · ")
     np.testing.assert_array_equal(project.read_image(recs["zstack.tif"].id).data[0], zstack.max(axis=0))
     np.testing.assert_array_equal(project.read_image(recs["movie.tif"].id).data[0], plane[::-1])
     problems = [window.problems.item(i).text() for i in range(window.problems.count())]
@@ -331,14 +331,22 @@ def test_nothing_clipped_at_the_default_window_size(qtbot, tmp_path: Path, dsb_p
     folder = tmp_path / "Plate 2024-03-12 DAPI"
     folder.mkdir()
     names = []
-    for k, (img, mask) in enumerate(dsb_pairs[:2]):
+    for k, (img, _mask) in enumerate(dsb_pairs[:2]):
         names.append(f"well_B{k:02d}_t003_z02_DAPI.tif")  # a lab's long file name
         shutil.copy(img, folder / names[-1])
+    stack = tmp_path / "Live imaging"
+    stack.mkdir()
+    plane = read_image(dsb_pairs[0][0]).data[0]
+    tifffile.imwrite(stack / "nuclei_t4_z5_GFP.tif", np.stack([np.stack([plane] * 5)] * 4), imagej=True,
+                     metadata={"axes": "TZYX"})
+    names.append("nuclei_t4_z5_GFP.tif")
     root = tmp_path / "a project folder with a long name" / "Screen of nuclei, March 2024"
     with Project.create(root) as p:
-        for image_id in p.add_folder(folder, folder.name).added:
+        added = p.add_folder(folder, folder.name).added
+        added += p.add_folder(stack, stack.name, planes=PlaneChoice(z="max", t=1)).added
+        for image_id in added:
             rec = p.get_image(image_id)
-            p.record_result(image_id, read_mask(dsb_pairs[names.index(rec.name)][1]), {}, {"adapter": "x"})
+            p.record_result(image_id, read_mask(dsb_pairs[names.index(rec.name) % 2][1]), {}, {"adapter": "x"})
         p.add_adapter(small_adapter, name="nuclei adapter 2024-03-12 14:03")
     win = MainWindow(Preferences(device="cpu", threads=1, auto_segment=False), restore_state=False)
     qtbot.addWidget(win)
@@ -347,13 +355,17 @@ def test_nothing_clipped_at_the_default_window_size(qtbot, tmp_path: Path, dsb_p
     QApplication.processEvents()
     assert (win.width(), win.height()) == (1400, 900)  # the default size holds every panel
     assert win.open_project(root)
-    qtbot.waitUntil(lambda: win.measurements.model.rowCount() > 0, timeout=20_000)
+    ids = win.project_panel.image_ids()
+    win.session.request_cells(ids)  # every image measured: each row shows its cell count
+    qtbot.waitUntil(lambda: all(i in win.session.measured for i in ids) and win.measurements.model.rowCount() > 0,
+                    timeout=30_000)
     QApplication.processEvents()
     assert (win.width(), win.height()) == (1400, 900)
 
     tree = win.project_panel.tree
     for name in names:
         item = tree.findItems(name, Qt.MatchFlag.MatchStartsWith | Qt.MatchFlag.MatchRecursive)[0]
+        assert " cells" in item.text(0).splitlines()[1]
         rect = tree.visualItemRect(item)
         room = rect.width() - tree.iconSize().width() - 12
         assert all(_text_fits(tree, line, room) for line in item.text(0).splitlines()), (item.text(0), room)
@@ -497,6 +509,6 @@ def test_problems_are_kept_in_the_project_and_the_last_project_reopens(qtbot, tm
     assert again.session.project.root == tmp_path / "P1"
     assert [again.problems.item(i).text() for i in range(again.problems.count())] == ["/data/x.tif: cannot be read"]
     assert again.docks["Problems"].windowTitle() == "Problems (1)"
-    again.clear_problems()
+    again.problems.clear_all()
     assert again.session.project.list_problems() == [] and again.problems.count() == 0
     again.close()

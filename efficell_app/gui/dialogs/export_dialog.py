@@ -80,7 +80,7 @@ class ExportDialog(QDialog):
         self.pixel_size.setValue(pixel_size_um)
         self.pixel_info = QLabel("")
         self.pixel_info.setWordWrap(True)
-        self.pixel_info.setStyleSheet("color: palette(mid);")
+        self.pixel_info.setStyleSheet("color: palette(placeholder-text);")
         self.channel_names = QLineEdit(", ".join(channel_names))
         self.channel_names.setPlaceholderText("each image's own (or type e.g. DAPI, GFP)")
         self.channel_names.setToolTip("Leave empty for each image's own channel names; names typed here "
@@ -93,7 +93,7 @@ class ExportDialog(QDialog):
                                              self.destination.fontMetrics().horizontalAdvance(str(destination)) + 24))
         self.full_path = QLabel("")
         self.full_path.setWordWrap(True)
-        self.full_path.setStyleSheet("color: palette(mid);")
+        self.full_path.setStyleSheet("color: palette(placeholder-text);")
         self.full_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.destination.textChanged.connect(self._show_full_path)
         browse = QPushButton("Browse…")

@@ -85,7 +85,7 @@ class PlanesDialog(QDialog):
         note = QLabel("A file whose planes are not labelled is read as a z-stack. A plane a file does not have "
                       "is reported under Problems.")
         note.setWordWrap(True)
-        note.setStyleSheet("color: palette(mid);")
+        note.setStyleSheet("color: palette(placeholder-text);")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText(f"Add {n} file{'s' if n != 1 else ''}")
         buttons.button(QDialogButtonBox.StandardButton.Cancel).setText("Leave them out")

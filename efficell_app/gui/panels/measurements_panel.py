@@ -142,8 +142,9 @@ class MeasurementsPanel(QWidget):
     def current_scope(self) -> str:
         return str(self.scope.currentData())
 
-    def set_cells(self, df: pd.DataFrame | None) -> None:
-        """Per-cell rows (must have ``label``; set scope also ``image_id``)."""
+    def set_cells(self, df: pd.DataFrame | None, measuring: int = 0) -> None:
+        """Per-cell rows (must have ``label``; set scope also ``image_id``); ``measuring``: images of
+        the scope still being measured (the count says so)."""
         old_cols = self.model.columns()
         self.model.set_frame(df)
         _fit_columns(self.table, df, self.model.columns() != old_cols)
@@ -151,7 +152,8 @@ class MeasurementsPanel(QWidget):
             for i, c in enumerate(self.model.columns()):  # internal id: the image name is shown instead
                 self.table.setColumnHidden(i, c == IMAGE_COLUMN)
         n = 0 if df is None else len(df)
-        self.count.setText(f"{n} cells")
+        self.count.setText(f"{n} cells" + (f" (measuring {measuring} image{'s' if measuring != 1 else ''}…)"
+                                           if measuring else ""))
         numeric = [] if df is None else [c for c in df.columns if _is_numeric(df[c])
                                          and c not in (ID_COLUMN, IMAGE_COLUMN)]
         for box, pick in ((self.x_col, lambda c: c.startswith("area")), (self.y_col, lambda c: c.endswith("_mean"))):

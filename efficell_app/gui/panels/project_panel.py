@@ -1,7 +1,7 @@
 """Project panel: image sets and their images, with status icons and thumbnails.
 
-Each image is one row of two lines beside its thumbnail: the file name, then its status and
-cell count (and the plane of a z-stack or time series), so a name gets the panel's whole width
+Each image is one row of two lines beside its thumbnail: the file name (with the plane of a
+z-stack or time series), then its status and cell count, so a name gets the panel's whole width
 (long names are shortened in the middle, keeping the end and the extension; the tooltip has
 the full path).
 """
@@ -43,7 +43,7 @@ class ProjectPanel(QWidget):
         super().__init__(parent)
         self.header = QLabel("No project open. Drop a folder of images here to start.")
         self.header.setWordWrap(True)
-        self.header.setStyleSheet("color: palette(mid); padding: 4px;")
+        self.header.setStyleSheet("color: palette(placeholder-text); padding: 4px;")
         self.tree = QTreeWidget()
         self.tree.setColumnCount(2)
         self.tree.setHeaderHidden(True)
@@ -147,9 +147,10 @@ class ProjectPanel(QWidget):
     def _render(self, image_id: int) -> None:
         item = self._items[image_id]
         name, status, detail, planes = self._rows[image_id]
-        second = " · ".join(p for p in (status, detail, planes) if p)
-        item.setText(0, f"{name}\n{second}")
-        tip = f"{item.data(0, ROLE_PATH)}\n{second}"
+        first = f"{name} ({planes})" if planes else name  # the plane is part of which image this is
+        second = " · ".join(p for p in (status, detail) if p)
+        item.setText(0, f"{first}\n{second}")
+        tip = f"{item.data(0, ROLE_PATH)}{' (' + planes + ')' if planes else ''}\n{second}"
         item.setToolTip(0, tip)
         item.setToolTip(1, tip)
 
