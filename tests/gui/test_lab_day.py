@@ -285,6 +285,43 @@ def test_esc_asks_before_cancelling_a_run(window, qtbot, answers, tmp_path: Path
     assert "cancelled" in finished[0] and len(answers.asked) == 2
 
 
+def test_esc_in_the_training_dialog_asks_before_stopping_a_run(window, qtbot, answers, truth_project,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from PySide6.QtTest import QTest
+
+    from efficell_app import tasks
+    from efficell_app.core.errors import Cancelled
+
+    folder, masks = truth_project
+    _open(window, qtbot, folder)
+    project = window.session.project
+    for rec in project.list_images():
+        project.save_annotation(rec.id, read_mask(masks[rec.name]))
+
+    def long_run(project, request, *, cancel=None):  # noqa: ANN001, ANN202 - a run that lasts until cancelled
+        yield tasks.TrainingStarted(None)
+        while not cancel.cancelled:
+            time.sleep(0.02)
+        raise Cancelled("cancelled by the user")
+
+    monkeypatch.setattr(tasks, "train_project_adapter", long_run)
+    dlg = window.annotation.open_training()
+    qtbot.addWidget(dlg)
+    dlg.start_button.click()
+    assert dlg.is_running()
+    dlg.activateWindow()  # the user works in the dialog
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is dlg, timeout=5000)
+    QTest.keyClick(dlg, Qt.Key.Key_Escape)  # "No" (no answer queued)
+    assert len(answers.asked) == 1 and "Stop the training run" in answers.asked[0]
+    assert dlg.isVisible() and dlg.is_running()
+    answers.append("yes")
+    QTest.keyClick(dlg, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not dlg.is_running() and not dlg.isVisible(), timeout=10_000)
+    assert len(answers.asked) == 2
+
+
 def test_no_tool_paints_until_one_is_picked_and_import_over_an_annotation_asks(window, qtbot, answers,
                                                                               truth_project) -> None:
     from test_annotation import click

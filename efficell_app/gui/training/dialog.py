@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -71,6 +72,7 @@ class TrainingDialog(QDialog):
         self.pid: int | None = None
         self._train_ids: list[int] = []  # the training process of the current run
         self.new_adapter: Any = None
+        self._closing = False
         self.previous_model: str | None = None
         self._loss: tuple[list[float], list[float]] = ([], [])
         self._ap: tuple[list[float], list[float]] = ([], [])
@@ -327,6 +329,26 @@ class TrainingDialog(QDialog):
         self.stop_and_wait()
         super().done(r)
 
+    def confirm_stop(self) -> bool:
+        """Ask before a stray Esc or a click on the window's close button ends a training run."""
+        answer = QMessageBox.question(
+            self, "Stop training?", "Stop the training run? Nothing is saved from a run that is stopped.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def reject(self) -> None:
+        """Esc (and the close button, through ``closeEvent``): asks first while training."""
+        if self.is_running() and not self._closing and not self.confirm_stop():
+            return
+        super().reject()
+
     def closeEvent(self, event: Any) -> None:
+        if self.is_running() and event.spontaneous() and not self.confirm_stop():
+            event.ignore()
+            return
         self.stop_and_wait()
-        super().closeEvent(event)
+        self._closing = True  # asked already (or closed by the program): QDialog's reject() must not ask again
+        try:
+            super().closeEvent(event)
+        finally:
+            self._closing = False
