@@ -218,8 +218,8 @@ class Session(QObject):
             self.problem.emit(ev.message)
         elif isinstance(ev, MeasuredImage):
             found = self.project.labels_for(ev.image_id) if self.project is not None else None
-            if found is None or found.origin != ev.origin:
-                return  # measured just before an annotation was saved: it is measured again
+            if found is None or found.origin != ev.origin or ev.calibration.min_object_px != self.prefs.min_object_px:
+                return  # measured just before an annotation was saved (or the settings changed): measured again
             self.measured[ev.image_id] = ev
             self.cells_ready.emit(ev.image_id, ev)
 
@@ -244,6 +244,7 @@ class Session(QObject):
         self.prefs.__dict__.update(prefs.__dict__)
         if self.measure_settings() != old:
             self.measured.clear()
+            self.measuring.clear()
 
     def forget_measurements(self, image_id: int) -> None:
         """The image's labels changed (annotation saved, image removed): measure again when asked."""
