@@ -67,33 +67,8 @@ def failure_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _cpu_text(threads: int | None, torch_threads: int | None = None) -> str:
-    n = threads or torch_threads or max(1, (os.cpu_count() or 2) - 1)
-    return f"CPU ({n} thread{'s' if n != 1 else ''}, {os.cpu_count()} cores)"
-
-
-def quick_device_description(device: str = "auto", threads: int | None = None) -> str:
-    """The device in words at once, without importing torch (a second or more): the CPU when no
-    GPU driver is installed or the CPU is chosen, else that a GPU is being looked for.
-    :func:`device_description` (in a worker) has the last word."""
-    import shutil
-    import sys
-
-    want = device or "auto"
-    if want == "cpu":
-        return _cpu_text(threads)
-    nvidia = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
-    apple = sys.platform == "darwin" and os.uname().machine == "arm64"
-    if not nvidia and not apple and sys.platform.startswith("linux"):
-        return _cpu_text(threads)
-    return "Looking for a GPU…"
-
-
-def device_description(device: str = "auto", threads: int | None = None) -> str:
-    """'GPU: NVIDIA H200 (139 GB)' or 'CPU (3 threads, 4 cores)' for the status bar (imports torch).
-
-    ``threads``: the torch threads the window's work uses (its preference), else torch's own.
-    """
+def device_description(device: str = "auto") -> str:
+    """'GPU: NVIDIA H200 (139 GB)' or 'CPU (16 threads)' for the status bar (imports torch)."""
     with loading_heavy_libraries(preload=False):
         import torch
 
@@ -105,7 +80,7 @@ def device_description(device: str = "auto", threads: int | None = None) -> str:
             return f"GPU: {p.name} ({p.total_memory / 2**30:.0f} GiB)"
     if want in ("auto", "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "GPU: Apple (MPS)"
-    return _cpu_text(threads, torch.get_num_threads())
+    return f"CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
 
 
 def gpu_names() -> list[str]:
@@ -125,5 +100,34 @@ class DeviceFound:
 
 def find_device(device: str = "auto", threads: int | None = None, *,
                 cancel: CancelToken | None = None) -> Iterator[DeviceFound]:
-    """Where work will run, in words (importing torch takes a second: done off the window's thread)."""
-    yield DeviceFound(device_description(device, threads), tuple(gpu_names()))
+    """Where work will run, in words (importing torch takes a second: done off the window's thread).
+
+    ``threads``: the torch threads the window's work uses (its preference): the CPU's words
+    name those, not torch's default.
+    """
+    text = device_description(device)
+    yield DeviceFound(cpu_description(threads) if threads and text.startswith("CPU") else text, tuple(gpu_names()))
+
+
+def cpu_description(threads: int | None = None) -> str:
+    """'CPU (3 threads, 4 cores)': ``threads`` (None: all cores but one, the window's default)."""
+    import os
+
+    n = threads or max(1, (os.cpu_count() or 2) - 1)
+    return f"CPU ({n} thread{'s' if n != 1 else ''}, {os.cpu_count()} cores)"
+
+
+def quick_device_description(device: str = "auto", threads: int | None = None) -> str:
+    """The device in words at once, without importing torch (a second or more): the CPU when it
+    is chosen or no GPU driver is installed (Linux), else that a GPU is being looked for.
+    :func:`find_device` (in a worker) has the last word."""
+    import os
+    import shutil
+    import sys
+
+    if (device or "auto") == "cpu":
+        return cpu_description(threads)
+    nvidia = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+    if sys.platform.startswith("linux") and not nvidia:
+        return cpu_description(threads)
+    return "Looking for a GPU…"

@@ -104,12 +104,13 @@ class ProjectPanel(QWidget):
         item = self._items.get(rec.id)
         if item is None:
             parent = self.add_set(rec.set_name)
-            item = QTreeWidgetItem(["", ""])
+            item = QTreeWidgetItem([rec.path.name, ""])
             item.setData(0, ROLE_KIND, "image")
             item.setData(0, ROLE_ID, int(rec.id))
+            item.setToolTip(0, str(rec.path))
             parent.addChild(item)
             self._items[rec.id] = item
-            self._rows[rec.id] = [rec.path.name, "", "", _planes_text(rec)]
+            self._rows[rec.id] = [item.text(0), "", "", _planes_text(rec)]  # the text is made by _render
             item.setData(0, ROLE_PATH, str(rec.path))
             self._update_set_count(rec.set_name)
         self.set_status(rec.id, rec.status)
