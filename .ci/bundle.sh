@@ -23,10 +23,9 @@ if [[ ! -x "$venv/bin/pyinstaller" ]]; then
   "$venv/bin/pip" install -q "$torch_spec" || "$venv/bin/pip" install -q "$torch_spec" --extra-index-url "$torch_index"
   tv="$("$venv/bin/python" -c 'import torch; v=torch.__version__.split("+")[0].split("."); print(f"0.{int(v[1]) + 15}.*")')"
   "$venv/bin/pip" install -q "torchvision==$tv" --extra-index-url "$torch_index" || "$venv/bin/pip" install -q "torchvision==$tv"
-  # EffiCell's other dependencies (pyproject.toml), without letting pip replace the CPU torch.
-  "$venv/bin/pip" install -q "timm>=1.0.15" "numpy>=1.26" "scipy>=1.11" "tifffile>=2024.1.30" "scikit-image>=0.22" \
-    "pillow>=10" "pandas>=2.1" "openpyxl>=3.1" "safetensors>=0.4" "platformdirs>=4" "roifile>=2024.1.1" \
-    "PySide6-Essentials>=6.6,<6.12" "pyqtgraph>=0.13.7" "pyinstaller>=6.10" "$torch_spec"
+  # EffiCell's other dependencies, as pyproject.toml lists them, without letting pip replace the CPU torch.
+  mapfile -t deps < <("$venv/bin/python" -c 'import tomllib; print("\n".join(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if not d.startswith(("torch", "torchvision"))))')
+  "$venv/bin/pip" install -q "${deps[@]}" "pyinstaller>=6.10" "$torch_spec"
 fi
 t1=$(date +%s)
 "$venv/bin/pyinstaller" --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller build.spec
@@ -38,6 +37,12 @@ home="$(mktemp -d)"; trap 'rm -rf "$home"' EXIT
 run EFFICELL_HOME="$home" ./dist/efficell/efficell --version
 run EFFICELL_HOME="$home" ./dist/efficell/efficell info >/dev/null
 run EFFICELL_HOME="$home" ./dist/efficell/efficell --selftest
+# The microscope-format readers made it into the bundle (native libraries included): read a CZI and an ND2.
+formats="../shared/formats"
+if [[ -d "$formats" ]]; then
+  run EFFICELL_HOME="$home" ./dist/efficell/efficell segment "$formats/czi/nuc_small.czi" \
+      "$formats/nd2/example-cerevisiae.nd2" --out "$home/formats" --no-measure
+fi
 t3=$(date +%s)
 
 echo "bundle: venv $((t1 - t0)) s, pyinstaller $((t2 - t1)) s, checks $((t3 - t2)) s;" \

@@ -6,9 +6,12 @@ The project is built through the public API (``add_folder`` on N small real TIFF
 results for 10% and annotations for 2% of the images), so the index is what a user would
 have. Timed, each in a fresh Python process (no warm caches inside the interpreter):
 
-* ``open``: ``Project.open`` (lock, schema check) + ``list_sets``;
+* ``open``: ``Project.open`` (lock, schema check, SQLite ``quick_check``) + ``list_sets``;
 * ``open + list``: the same plus ``list_images()`` of all N images, what the GUI shows first;
-* ``import``: importing ``efficell_app.project`` (paid once per app start).
+* ``import``: importing ``efficell_app.project`` (paid once per app start);
+* ``close + backup``: one change, then ``close()``, which makes the rolling backup of the index;
+* ``repair``: ``efficell project repair`` of the project with its index emptied (0 bytes), once
+  from the backups and label files, once from the label files alone (backups deleted).
 
 Prints a Markdown table. Not run by CI.
 """
@@ -40,6 +43,33 @@ t3 = time.perf_counter()
 p.close()
 print(json.dumps({"import": t1 - t0, "open": t2 - t1, "open_list": t3 - t1, "n": len(images), "sets": len(sets)}))
 """
+
+_CLOSE = r"""
+import json, sys, time
+from efficell_app.project import Project
+p = Project.open(sys.argv[1])
+p.rename_set(p.list_sets()[0].name, "renamed " + str(time.time()))
+t0 = time.perf_counter()
+p.close()
+print(json.dumps({"close_backup": time.perf_counter() - t0}))
+"""
+
+
+def repair(root: Path, keep_backups: bool) -> dict[str, float]:
+    """Empty the index (as a crash while it was being replaced would) and time the repair."""
+    from efficell_app.project import Project, store
+    from efficell_app.project.repair import repair_project
+
+    if not keep_backups:
+        for b in store.backup_paths(root):
+            b.unlink()
+    (root / store.DB_NAME).write_bytes(b"")
+    t0 = time.perf_counter()
+    report = repair_project(root)
+    seconds = time.perf_counter() - t0
+    with Project.open(root) as p:
+        n = len(p.list_images())
+    return {"seconds": seconds, "images": n, **{k: float(v) for k, v in report.counts.items()}}
 
 
 def build(root: Path, n: int, files: Path) -> dict[str, float]:
@@ -93,6 +123,10 @@ def main() -> None:
         built = build(root, args.n, files)
         runs = [probe(root) for _ in range(args.repeat)]
         db_mb = (root / "project.efficell").stat().st_size / 1e6
+        closes = [json.loads(subprocess.run([sys.executable, "-c", _CLOSE, str(root)], capture_output=True, text=True,
+                                            check=True).stdout.strip().splitlines()[-1])["close_backup"]
+                  for _ in range(args.repeat)]
+        repaired = [repair(root, keep_backups=True), repair(root, keep_backups=False)]
     finally:
         if args.dir is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -103,6 +137,11 @@ def main() -> None:
     print(f"| {runs[0]['n']:,} | {med['open'] * 1e3:.1f} / {worst['open'] * 1e3:.1f} ms "
           f"| {med['open_list'] * 1e3:.0f} / {worst['open_list'] * 1e3:.0f} ms | {med['import'] * 1e3:.0f} ms "
           f"| {db_mb:.1f} MB |")
+    print(f"\nclose with one change (makes the rolling backup): {statistics.median(closes) * 1e3:.0f} ms median, "
+          f"{max(closes) * 1e3:.0f} ms worst")
+    for what, r in zip(("from backups + label files", "from label files alone"), repaired):
+        print(f"repair of the emptied index {what}: {r['seconds']:.1f} s; {int(r['images']):,} images, "
+              f"{int(r['annotations'])} annotation versions, {int(r['results'])} results back")
     print(f"\nbuilt with: {args.n:,} files in {built['make_files_s']:.1f} s; add_folder {built['add_s']:.1f} s "
           f"({built['add_s'] / max(1, built['n_images']) * 1e3:.2f} ms/image); "
           f"{len(range(0, args.n, 10))} results + {len(range(0, args.n, 50))} annotations in "

@@ -14,19 +14,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["accuracy", "speed", "fewshot", "project_vs_cli", "measure", "project", "window", "large_images", "bundle"]
+ORDER = ["accuracy", "speed", "fewshot", "gpu", "project_vs_cli", "measure", "project", "window", "large_images", "bundle"]
 
 
 def machine() -> str:
     """One line describing this machine: CPU model, cores, memory, OS, torch."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from efficell_app.core.device import cpu_name
+
+    cpu = cpu_name()
     mem = ""
     try:
         kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])

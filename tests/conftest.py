@@ -11,6 +11,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 TEST_DATA = Path(__file__).parent / "data"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_FORMATS = Path(__file__).resolve().parents[2] / "shared" / "formats"
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,25 @@ def phase_pairs() -> list[tuple[Path, Path]]:
     """(image, mask) pairs of Usiigaci phase-contrast cells (MIT)."""
     d = TEST_DATA / "usiigaci_phase"
     return [(p, d / "masks" / p.name) for p in sorted((d / "images").glob("*.tif"))]
+
+
+@pytest.fixture(scope="session")
+def formats_dir() -> Path:
+    """../shared/formats: real microscope files (CZI, ND2, LIF, OIB, DV, OME-TIFF; licences in its
+    README, so they are read in place, never copied into the repository)."""
+    if not (SHARED_FORMATS / "README.md").is_file():
+        pytest.skip(f"real microscope files not found at {SHARED_FORMATS} (../shared/formats beside the checkout)")
+    return SHARED_FORMATS
+
+
+@pytest.fixture(scope="session")
+def formats_expected() -> dict:
+    """What EffiCell must read from each file of ../shared/formats (tests/data/formats_expected.json)."""
+    import json
+
+    table = json.loads((TEST_DATA / "formats_expected.json").read_text(encoding="utf-8"))
+    table.pop("_about")
+    return table
 
 
 @pytest.fixture(autouse=True)

@@ -562,7 +562,7 @@ def test_measure_cli_all_bad_keeps_existing_table(cases: Path, tmp_path: Path, c
     _copy(cases, [good_mask], masks, rename=lambda n: "empty_masks.tif")
     out = tmp_path / "table.csv"
     out.write_text("the user's earlier table\n")
-    rc = main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out)])
+    rc = main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out), "--overwrite"])
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback" not in err and "nothing written" in err, err
     assert out.read_text() == "the user's earlier table\n"

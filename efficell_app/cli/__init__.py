@@ -1,4 +1,4 @@
-"""The ``efficell`` command: segment | train | measure | eval | export | models | info.
+"""The ``efficell`` command: segment | train | measure | eval | export | project | models | info.
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)`` and
 ``run(args) -> int``. Exit codes: 0 all succeeded, 1 some inputs failed, 2 usage error.
@@ -15,7 +15,7 @@ import sys
 from .. import __version__
 
 # Order = order in --help.
-SUBCOMMANDS = ("segment", "train", "measure", "eval", "export", "models", "info")
+SUBCOMMANDS = ("segment", "train", "measure", "eval", "export", "project", "models", "info")
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 
 
@@ -59,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    from ..core.device import DeviceUnavailable
     from ..core.errors import EffiCellError
+    from .hints import with_options
 
     try:
         return int(args.func(args))
-    except EffiCellError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (EffiCellError, DeviceUnavailable) as exc:
+        print(f"error: {with_options(exc)}", file=sys.stderr)
         return EXIT_PARTIAL
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)

@@ -24,18 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def device_info() -> dict[str, Any]:
-    """The device EffiCell would pick with ``--device auto``: CUDA, else Apple MPS, else CPU."""
-    import torch
+    """The device EffiCell would pick with ``--device auto`` (CUDA, else Apple MPS, else CPU): name,
+    memory, and the precision inference runs in there."""
+    from ..core.device import describe_device, precision_name
 
-    if torch.cuda.is_available():
-        idx = torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(idx)
-        return {"type": "cuda", "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
-                "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return {"type": "mps", "name": "Apple GPU (Metal)"}
-    return {"type": "cpu", "name": platform.processor() or platform.machine()}
+    dev = describe_device("auto")
+    dev["precision"] = precision_name(dev["device"])
+    return dev
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,7 +62,12 @@ def encoder_info() -> list[dict[str, Any]]:
 
     rows = []
     for spec in list_specs():
-        params, channels, stride = backbone_summary(spec.name)
+        try:
+            params, channels, stride = backbone_summary(spec.name)
+        except (ImportError, RuntimeError) as exc:  # SAM/DINOv2 need timm, which a mismatched torchvision breaks
+            rows.append({"name": spec.name, "family": spec.family, "input_size": spec.input_size,
+                         "unavailable": f"cannot be built: {exc}"})
+            continue
         rows.append({
             "name": spec.name,
             "family": spec.family,
@@ -84,9 +84,19 @@ def encoder_info() -> list[dict[str, Any]]:
     return rows
 
 
+def _timm_version() -> str:
+    """timm's version, or why it cannot be imported: a CPU-only torch beside a torchvision built for
+    CUDA fails at import ("operator torchvision::nms does not exist"); the built-in model needs
+    neither, the SAM and DINOv2 encoders do (docs/install.md)."""
+    try:
+        import timm
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+        return f"unavailable ({str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else type(exc).__name__})"
+    return str(timm.__version__)
+
+
 def collect() -> dict[str, Any]:
     """Everything ``efficell info`` reports, as a JSON-ready dict."""
-    import timm
     import torch
 
     from .. import __version__
@@ -97,7 +107,7 @@ def collect() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
+        "timm": _timm_version(),
         "device": device_info(),
         "threads": torch.get_num_threads(),
         "weights_dir": str(cache_dir()),
@@ -107,12 +117,16 @@ def collect() -> dict[str, Any]:
 
 def _print_text(info: dict[str, Any]) -> None:
     dev = info["device"]
-    mem = f", {dev['memory_gb']} GB" if "memory_gb" in dev else ""
+    mem = f", {dev['memory_gib']} GiB, compute capability {dev['capability']}" if "memory_gib" in dev else ""
     print(f"EffiCell {info['app_version']}  (Python {info['python']}, torch {info['torch']}, timm {info['timm']})")
-    print(f"device: {dev['type']} ({dev['name']}{mem}); CPU threads: {info['threads']}")
+    print(f"device: {dev['device']} ({dev['name']}{mem}); inference precision {dev['precision']}; "
+          f"CPU threads: {info['threads']}")
     print(f"weights folder: {info['weights_dir']}")
     print(f"{'encoder':<20} {'family':<8} {'tile':>5} {'stride':>6} {'encoder':>10} {'adapters':>10}  weights")
     for e in info["encoders"]:
+        if "unavailable" in e:
+            print(f"{e['name']:<20} {e['family']:<8} {e['input_size']:>5}  {e['unavailable']}")
+            continue
         print(f"{e['name']:<20} {e['family']:<8} {e['input_size']:>5} {e['stride']:>6} "
               f"{e['encoder_params'] / 1e6:>9.1f}M {e['adapter_trainable_params'] / 1e6:>9.2f}M  "
               f"{'present' if e['weights_present'] else 'not downloaded'}")

@@ -30,12 +30,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output table: FILE.xlsx or FILE.csv")
     p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size in micrometres (default: from each image's metadata)")
     p.add_argument("--channel-names", metavar="A,B,...", help="names for the image channels, comma separated")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..core.errors import EffiCellError, OutputError
-    from ..core.images import find_images, read_image, read_mask
+    from ..core.export import companion_paths
+    from ..core.fileio import real_path, remove_stale_parts
+    from ..core.images import PlaneChoice, find_images, read_image, read_mask
 
     out = Path(args.out)
     if out.suffix.lower() not in OUT_EXTENSIONS:
@@ -48,13 +53,25 @@ def run(args: argparse.Namespace) -> int:
     if args.pixel_size is not None and not args.pixel_size > 0:
         print("efficell measure: error: --pixel-size must be a positive number of micrometres", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        planes = PlaneChoice.parse(args.z, args.t)
+    except ValueError as exc:
+        print(f"efficell measure: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     channel_names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+    written = [out, *companion_paths(out)] if out.suffix.lower() == ".csv" else [out]
+    existing = [p for p in written if p.exists()]
+    if existing and not args.overwrite:
+        print(f"error: {existing[0]}: file exists; give --overwrite to replace it", file=sys.stderr)
+        return EXIT_PARTIAL
+    # temporary files a killed earlier run left beside the table
+    remove_stale_parts(out.parent, [p.name for p in written], older_than=time.time())
 
     images, skipped = find_images(args.images)
     for path, reason in skipped:
         log.info("skipped %s: %s", path, reason)
-    masks_resolved = masks_dir.resolve()
-    images = [p for p in images if not (p.resolve().parent == masks_resolved and is_mask_name(p))]
+    masks_real = real_path(masks_dir)
+    images = [p for p in images if not (real_path(p).parent == masks_real and is_mask_name(p))]
     if not images:
         print(f"error: {' '.join(args.images)}: no images found", file=sys.stderr)
         return EXIT_PARTIAL
@@ -70,16 +87,18 @@ def run(args: argparse.Namespace) -> int:
     for path in images:
         mask_path = find_mask(path, masks_dir)
         try:
+            img = read_image(path, planes)  # first: an unreadable image is named as such
             if mask_path is None:
                 raise EffiCellError(f"{path}: no mask in {masks_dir} (looked for {image_stem(path)}.tif, "
                                     f"{image_stem(path)}_masks.tif and .png)")
-            img = read_image(path)
             labels = read_mask(mask_path)
             measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names), path.name,
                                      mask_path=mask_path)
         except EffiCellError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failures.append(str(exc))
+            from .hints import with_options
+
+            print(f"error: {with_options(exc)}", file=sys.stderr)
+            failures.append(with_options(exc))
             continue
         cell_tables.append(measured.cells)
         image_rows.append(measured.summary | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})

@@ -9,7 +9,8 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment images into label masks (<stem>_masks.tif)",
-                       description="Segment every cell. Writes DIR/<stem>_masks.tif (uint16; uint32 above 65,535 cells) "
+                       description="Segment every cell. Writes DIR/<stem>_masks.tif (uint16; uint32 above 65,535 cells; "
+                                   "DIR/<stem>_s<k>_masks.tif for scene k, from 0, of a file with several scenes) "
                                    "and DIR/measurements.xlsx.")
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", type=Path, help="output folder")
@@ -22,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-size", type=float, default=None, help="pixel size in µm (default: from the file's metadata)")
     p.add_argument("--channel-names", default=None, help="comma-separated channel names for the measurements")
     p.add_argument("--no-measure", action="store_true", help="do not write measurements.xlsx")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output masks")
+    p.add_argument("--overwrite", action="store_true",
+                   help="segment every image again, replacing existing masks (by default a re-run keeps the masks an "
+                        "earlier run with the same settings completed, and refuses to replace any other file)")
     p.add_argument("--project", type=Path, default=None, help="segment the images of an EffiCell project instead")
     p.add_argument("--set", dest="set_name", default=None, help="with --project: only this image set")
     p.set_defaults(func=run)
@@ -32,8 +35,8 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     tty = stream.isatty()
     bar_w = 24
     done = int(bar_w * ev.index / max(ev.total, 1))
-    status = f"{ev.n_cells} cells, {ev.seconds:.1f} s" if ev.ok else "failed"
-    line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.path.name}: {status}"
+    status = ("kept from an earlier run" if ev.kept else f"{ev.n_cells} cells, {ev.seconds:.1f} s") if ev.ok else "failed"
+    line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.name}: {status}"
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
 
 
@@ -69,20 +72,26 @@ def run(args: argparse.Namespace) -> int:
     try:
         segmenter = load_segmenter(args.model, args.device)
     except (EffiCellError, ValueError) as exc:
-        print(f"error: {exc}", file=err)
+        from .hints import with_options
+
+        print(f"error: {with_options(exc)}", file=err)
         return 1
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    failed = 0
+    failed = kept = 0
+    total = len(images)
     cancel = CancelToken()
     try:
         for ev in segment_files(images, args.out, segmenter, opts, cancel):
             _progress(ev, err)
+            where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
+            total = ev.total
+            kept += ev.kept
             if not ev.ok:
                 failed += 1
-                print(f"error: {ev.path}: {ev.message}", file=err)
-            elif ev.message:
-                print(f"warning: {ev.path}: {ev.message}", file=err)
+                print(f"error: {where}: {ev.message}", file=err)
+            elif ev.message and not ev.kept:
+                print(f"warning: {where}: {ev.message}", file=err)
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -90,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         cancel.cancel()
         print("\ncancelled", file=err)
         return 130
-    print(f"{len(images) - failed} of {len(images)} image(s) segmented into {args.out}", file=err)
+    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
+          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
+          file=err)
     return 1 if failed else 0
 
 

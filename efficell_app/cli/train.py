@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cell diameter (px) the model works at (default: the init adapter's, else 24); "
                         "each image is rescaled so its cells (measured on its mask) have this size")
     p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--batch-size", type=int, default=None, help="crops per step (default 4 on a CPU, 8 on a GPU)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 fine-tuning, 2e-3 fresh)")
@@ -82,7 +85,7 @@ def pair_files(images: Path, masks: Path) -> tuple[list[tuple[Path, Path | None]
 
 def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     """Build the TrainConfig; ValueError / FileNotFoundError for usage errors."""
-    from ..core.images import parse_channels
+    from ..core.images import PlaneChoice, parse_channels
     from ..core.training import TrainConfig
 
     if args.minutes is not None and args.minutes <= 0:
@@ -94,6 +97,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     if (args.val_images is None) != (args.val_masks is None):
         raise ValueError("give both --val-images and --val-masks, or neither")
     channels = parse_channels(args.channels)
+    planes = PlaneChoice.parse(getattr(args, "z", None), getattr(args, "t", None))
     from ..core.encoders import get_spec
     from ..core.inference import choose_device
 
@@ -101,7 +105,13 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
         get_spec(args.encoder)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
-    choose_device(args.device)
+    from ..core.device import DeviceUnavailable
+    from .hints import with_options
+
+    try:
+        choose_device(args.device)
+    except DeviceUnavailable as exc:
+        raise ValueError(with_options(exc)) from None
     pairs, problems = pair_files(args.images, args.masks)
     if not pairs:
         raise FileNotFoundError(f"{args.images}: no image files found")
@@ -109,6 +119,12 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     if args.val_images is not None:
         val, vp = pair_files(args.val_images, args.val_masks)
         problems += vp
+    if planes != PlaneChoice():  # stacks: each image is read here with the plane choice
+        pairs, pp = _read_planes(pairs, planes)
+        problems += pp
+        if val is not None:
+            val, vp = _read_planes(val, planes)
+            problems += vp
     init = None if str(args.init).lower() == "none" else args.init
     weights = None if str(args.encoder_weights).lower() == "none" else args.encoder_weights
     cfg = TrainConfig(train=pairs, out=args.out, val=val, encoder=args.encoder, encoder_weights=weights,
@@ -116,6 +132,37 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
                       epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, cache_dir=args.cache_dir, name=args.name)
     return cfg, problems
+
+
+def _read_planes(pairs: list[tuple[Path, Path | None]], planes: Any) -> tuple[list[tuple[Any, Path | None]], list[str]]:
+    """Images of ``pairs`` read with the ``--z``/``--t`` choice; unreadable ones named and left out."""
+    from ..core.errors import EffiCellError
+    from ..core.images import read_image
+
+    out, problems = [], []
+    for image, mask in pairs:
+        try:
+            out.append((read_image(image, planes), mask))
+        except EffiCellError as exc:
+            from .hints import with_options
+
+            problems.append(f"{with_options(exc)}; skipped")
+    return out, problems
+
+
+def check_output(path: Path) -> None:
+    """Fail now, not after the training budget, when the adapter could not be written there."""
+    import tempfile
+
+    from ..core.errors import OutputError
+    from ..core.fileio import _explain
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".check.part", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(path, _explain(path, exc)) from exc
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def _fmt_eta(s: float | None) -> str:
@@ -198,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL
     cancel = CancelToken()
     try:
+        check_output(Path(args.out))
         return run_training(config, err, sys.stdout, cancel, problems)
     except EffiCellError as exc:
         print(f"error: {exc}", file=err)

@@ -135,14 +135,37 @@ def _cell_value(v: Any) -> Any:
     return _cell_text(str(v))
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet read a cell as a formula
+
+
+def neutralise_formula(text: str) -> str:
+    """Text a spreadsheet keeps as text: the OWASP escape against formula (CSV) injection.
+
+    A text starting with ``= + - @``, a tab or a carriage return gets a leading apostrophe,
+    so ``=HYPERLINK(...)`` in a set, image or channel name is shown, never run. Used for every
+    text cell and header of the CSV and xlsx exports (numbers are written as numbers).
+    """
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
 def _cell_text(text: str) -> str:
-    """Text Excel keeps as text: no control characters, never a formula, at most 32,767 characters."""
+    """Text Excel keeps as text: escaped (:func:`neutralise_formula`), no control characters,
+    at most 32,767 characters."""
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
-    text = ILLEGAL_CHARACTERS_RE.sub("", text)
-    if text.startswith("="):
-        text = " " + text
-    return text[:32767]
+    return ILLEGAL_CHARACTERS_RE.sub("", neutralise_formula(text))[:32767]
+
+
+def _csv_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell and header escaped (:func:`neutralise_formula`); numbers untouched."""
+    import pandas as pd
+
+    out = df.rename(columns=lambda c: neutralise_formula(str(c)))
+    for j, dt in enumerate(out.dtypes):
+        if not pd.api.types.is_numeric_dtype(dt):  # text, object or category columns
+            col = out.iloc[:, j].astype(object)
+            out.isetitem(j, col.map(lambda v: neutralise_formula(v) if isinstance(v, str) else v))
+    return out
 
 
 # ----------------------------------------------------------------------------- tables
@@ -177,7 +200,7 @@ def write_xlsx(cells: pd.DataFrame, images: pd.DataFrame | None, settings: dict[
         else:
             wb.create_sheet("Images")
         ws = wb.create_sheet("Settings")
-        rows = [(k, _cell_value(v)) for k, v in _flatten(rec)]
+        rows = [(_cell_text(k), _cell_value(v)) for k, v in _flatten(rec)]
         _set_widths(ws, ["setting", "value"], [[r[0] for r in rows], [r[1] for r in rows]])
         ws.freeze_panes = "A2"
         ws.append(["setting", "value"])
@@ -197,8 +220,31 @@ def _save_workbook(wb: Any, path: Path) -> None:
     from openpyxl.writer.excel import ExcelWriter
 
     wb.properties.modified = _dt.datetime.now(tz=_dt.timezone.utc).replace(tzinfo=None)
-    with ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True) as archive:
-        ExcelWriter(wb, archive).write_data()
+    try:
+        with ZipFile(path, "w", ZIP_DEFLATED, allowZip64=True) as archive:
+            ExcelWriter(wb, archive).write_data()
+    except BaseException:
+        _discard_sheets(wb)
+        raise
+
+
+def _discard_sheets(wb: Any) -> None:
+    """After a failed save, quietly end what openpyxl's write-only sheets still hold (row
+    generators, temporary files): left to the garbage collector they print "Exception ignored
+    ... Traceback" blocks on the user's terminal (a full disk, for one)."""
+    import contextlib
+
+    for ws in wb.worksheets:
+        rows, writer = getattr(ws, "_rows", None), getattr(ws, "_writer", None)
+        if rows is not None:
+            with contextlib.suppress(Exception):
+                rows.close()
+            ws._rows = None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.xf.close()
+            with contextlib.suppress(Exception):
+                writer.cleanup()
 
 
 def _cells_sheet(i: int) -> str:
@@ -207,7 +253,7 @@ def _cells_sheet(i: int) -> str:
 
 def _frame_sheet(wb: Any, name: str, df: pd.DataFrame) -> None:
     ws = wb.create_sheet(name)
-    header = [str(c) for c in df.columns]
+    header = [_cell_text(str(c)) for c in df.columns]
     columns = [df[c].to_numpy() for c in df.columns]
     _set_widths(ws, header, [col[:200] for col in columns])
     ws.freeze_panes = "A2"
@@ -243,9 +289,14 @@ def write_csv(cells: pd.DataFrame, path: str | Path, settings: dict[str, Any] | 
     to ``<stem>_settings.json`` beside it.
     """
     images_path, settings_path = companion_paths(path)
-    _write(path, lambda tmp: cells.to_csv(tmp, index=False, encoding="utf-8-sig"))
+    # CRLF rows (RFC 4180): a carriage return inside a text cell is then quoted, so it can never
+    # start a new row (and with it a formula) in the reader.
+    safe = _csv_frame(cells)
+    _write(path, lambda tmp: safe.to_csv(tmp, index=False, encoding="utf-8-sig", lineterminator="\r\n"))
     if images is not None:
-        _write(images_path, lambda tmp: images.to_csv(tmp, index=False, encoding="utf-8-sig"))
+        safe_images = _csv_frame(images)
+        _write(images_path, lambda tmp: safe_images.to_csv(tmp, index=False, encoding="utf-8-sig",
+                                                           lineterminator="\r\n"))
     text = settings_json(settings)
     _write(settings_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return Path(path)
@@ -292,6 +343,27 @@ def write_label_tiff(labels: np.ndarray, path: str | Path, pixel_size_um: float 
                              extratags=[(SETTINGS_TAG, "s", 0, info, True)], **kwargs)
 
     return _write(path, writer)
+
+
+def read_label_settings(path: str | Path) -> dict[str, Any] | None:
+    """The settings :func:`write_label_tiff` recorded in a label TIFF; None when it holds none
+    (a file from another program) or cannot be read."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tag = page.tags.get(SETTINGS_TAG)
+            text = tag.value if tag is not None else (tif.imagej_metadata or {}).get("Info")
+    except Exception:  # noqa: BLE001 - unreadable or not a TIFF: no record
+        return None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        record = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def write_overlay_png(image: ImageData, labels: np.ndarray, path: str | Path,
@@ -446,6 +518,7 @@ def _json_number(v: Any) -> float | int | None:
 
 
 __all__ = [
-    "EXCEL_MAX_DATA_ROWS", "cell_polygons", "companion_paths", "settings_record", "write_csv", "write_geojson",
-    "write_imagej_rois", "write_label_tiff", "write_overlay_png", "write_xlsx",
+    "EXCEL_MAX_DATA_ROWS", "FORMULA_START", "cell_polygons", "companion_paths", "settings_record", "write_csv", "write_geojson",
+    "write_imagej_rois", "write_label_tiff", "write_overlay_png", "write_xlsx", "neutralise_formula",
+    "read_label_settings",
 ]

@@ -6,7 +6,8 @@ float16. Every training step then runs only the adapters.
 
 Entries are keyed by a signature, as micro-sam keys its embeddings: sha256 of the image
 content hash, the encoder name, the encoder weights' sha256, the tile box, the dihedral
-transform, the scale and the cache version. They live in memory, or, for large training
+transform, the scale, the precision the encoder ran in (when not float32) and the cache
+version. They live in memory, or, for large training
 sets, in ``.npy`` files named by signature in a cache folder (written atomically, read
 memory-mapped), where a later training run on the same images finds them again.
 
@@ -43,10 +44,15 @@ def array_sha256(a: np.ndarray) -> str:
 
 
 def feature_signature(image_sha: str, encoder_name: str, weights_sha: str, box: tuple[int, int, int, int], k: int,
-                      scale: float) -> str:
-    """The cache key of one tile's features under dihedral transform ``k``."""
-    text = "|".join([image_sha, encoder_name, weights_sha, ",".join(str(int(v)) for v in box), str(int(k)),
-                     f"{float(scale):.6f}", f"v{CACHE_VERSION}"])
+                      scale: float, precision: str = "fp32") -> str:
+    """The cache key of one tile's features under dihedral transform ``k``.
+
+    ``precision`` is the arithmetic the encoder ran in ('fp32', 'bf16', 'fp16'); float32 keys
+    are those of the first cache version, so features cached then are found again.
+    """
+    parts = [image_sha, encoder_name, weights_sha, ",".join(str(int(v)) for v in box), str(int(k)),
+             f"{float(scale):.6f}", f"v{CACHE_VERSION}"]
+    text = "|".join(parts + ([precision] if precision != "fp32" else []))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -123,11 +129,16 @@ class FeatureCache:
     each ``(C_i, H'/stride, W'/stride)``, where ``(H', W')`` is the transformed tile size.
     """
 
-    def __init__(self, encoder, device: str = "cpu", cache_dir: str | Path | None = None) -> None:  # noqa: ANN001 - FrozenEncoder
+    def __init__(self, encoder, device: str = "cpu", cache_dir: str | Path | None = None,  # noqa: ANN001 - FrozenEncoder
+                 precision: str = "auto") -> None:
+        from .device import precision_name
         from .model.adapter_io import RANDOM_WEIGHTS
 
         self.encoder = encoder
         self.device = device
+        # The same arithmetic as inference on this device (bf16 on a GPU by default), so that
+        # the adapters train on the features they will be given.
+        self.precision = precision_name(device, precision)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +151,7 @@ class FeatureCache:
         self._mem: dict[str, np.ndarray] = {}
 
     def signature(self, image_sha: str, box: tuple[int, int, int, int], k: int, scale: float) -> str:
-        return feature_signature(image_sha, self.encoder_name, self.weights_sha, box, k, scale)
+        return feature_signature(image_sha, self.encoder_name, self.weights_sha, box, k, scale, self.precision)
 
     def __contains__(self, sig: str) -> bool:
         return sig in self._mem or (self.cache_dir is not None and self._file(sig).is_file())
@@ -215,12 +226,14 @@ class FeatureCache:
     def _compute(self, tile: np.ndarray, k: int) -> np.ndarray:
         import torch
 
+        from .device import autocast
         from .training_data import dihedral_tensor
 
         t0 = time.perf_counter()
         x = dihedral_tensor(k, torch.from_numpy(np.ascontiguousarray(tile, dtype=np.float32)))[None].to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.precision):
             feats = self.encoder(x)
+        # .cpu() waits for the GPU, so encoder_seconds is the real time on any device
         out = torch.cat([f[0].float() for f in feats], 0).to("cpu", torch.float16).numpy()
         self.stats.encoder_seconds += time.perf_counter() - t0
         self.stats.misses += 1

@@ -4,12 +4,63 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputError
+
+
+def real_path(path: str | Path) -> Path:
+    """``path`` absolute, with ``.``/``..`` and symlinks resolved: one spelling per file.
+
+    ``os.path.realpath`` rather than ``Path.resolve``: it never raises, also not for a
+    symlink loop (the loop is left in the path, and reading it then fails with a clear
+    OS error where the file is used).
+    """
+    return Path(os.path.realpath(os.fspath(path)))
+
+
+QUICK_HASH_BLOCK = 1 << 20  # quick hash: size + first and last MiB
+
+
+def quick_hash(path: Path, size: int | None = None) -> str:
+    """SHA-256 of the size plus the first and last MiB: cheap even for multi-GB files.
+
+    It tells whether a file is still the one seen before (a relinked project image, the input
+    of a batch output); a full-content hash is recorded where provenance needs one.
+    """
+    size = path.stat().st_size if size is None else size
+    h = hashlib.sha256(size.to_bytes(8, "little"))
+    with open(path, "rb") as fh:
+        h.update(fh.read(QUICK_HASH_BLOCK))
+        if size > QUICK_HASH_BLOCK:
+            fh.seek(max(QUICK_HASH_BLOCK, size - QUICK_HASH_BLOCK))
+            h.update(fh.read(QUICK_HASH_BLOCK))
+    return h.hexdigest()
+
+
+def remove_stale_parts(folder: Path, names: Iterable[str], older_than: float) -> int:
+    """Delete the temporary files :func:`atomic_path` left for these file names in ``folder``
+    when its writer was killed (``.<stem>.<random><suffix>.part``), if older than ``older_than``
+    (a ``time.time()``; a writer that is running now is left alone)."""
+    n = 0
+    wanted = [(f".{Path(name).stem}.", f"{Path(name).suffix}.part") for name in names]
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for e in entries:
+        if not e.name.startswith(".") or not e.name.endswith(".part"):
+            continue
+        if any(e.name.startswith(a) and e.name.endswith(b) for a, b in wanted):
+            with contextlib.suppress(OSError):
+                if e.is_file(follow_symlinks=False) and e.stat().st_mtime < older_than:
+                    os.unlink(e.path)
+                    n += 1
+    return n
 
 
 def _explain(path: Path, exc: OSError) -> str:

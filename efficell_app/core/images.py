@@ -4,6 +4,10 @@ Every reader returns an :class:`ImageData`: raw pixel values (never normalised) 
 ``(C, H, W)`` array, channel names, the pixel size when the file records it, and the
 path. Z-stacks and time series are never guessed: the caller chooses a plane (or a
 maximum projection) and otherwise gets an error that says how to choose.
+
+TIFF, PNG, JPEG and BMP are read here; microscope vendor formats (CZI, ND2, LIF, OIB, DV)
+by :mod:`.readers`. A file with several scenes (positions, wells, OME images) is one image
+per scene: :func:`scene_names` lists them and ``read_image(..., scene=k)`` reads one.
 """
 
 from __future__ import annotations
@@ -11,145 +15,120 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ImageReadError
+from .image_data import (  # noqa: F401 - re-exported: the types every caller of the readers uses
+    ImageData,
+    PlaneChoice,
+    PlanesNeeded,
+    block_rows,
+    channels_equal,
+    check_scene,
+    plane_index,
+    to_cyx,
+    to_um,
+    unique_scene_names,
+)
 
 log = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES
+# Microscope formats read by .readers (one module per vendor); extension -> format name.
+VENDOR_FORMATS = {".czi": "Zeiss CZI", ".nd2": "Nikon ND2", ".lif": "Leica LIF", ".oib": "Olympus OIB",
+                  ".dv": "DeltaVision"}
+VENDOR_SUFFIXES = tuple(VENDOR_FORMATS)
+IMAGE_SUFFIXES = TIFF_SUFFIXES + RASTER_SUFFIXES + VENDOR_SUFFIXES
+READABLE = "TIFF/OME-TIFF, PNG, JPEG, BMP, CZI, ND2, LIF, OIB, DV"  # for messages and file dialogs
+# Name filters of an "open images" file dialog (Qt's syntax; no Qt needed here).
+IMAGE_FILE_FILTER = ";;".join([
+    "Images (" + " ".join(f"*{x}" for x in IMAGE_SUFFIXES if x.count(".") == 1) + ")",
+    "Microscope files (" + " ".join(f"*{x}" for x in VENDOR_SUFFIXES) + ")",
+    "TIFF and OME-TIFF (*.tif *.tiff)",
+    "All files (*)",
+])
 MIN_SIDE = 8  # smaller images cannot hold a cell the model could see
 MEMMAP_MIN_BYTES = 32 * 2**20  # uncompressed TIFFs at least this big are memory-mapped, not read (see read_image)
 MAX_CHANNELS = 16
-
-# TIFF/OME units to micrometres.
-_UNIT_TO_UM = {
-    "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
-    "\\u00B5m": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4,
-}
-
-
-@dataclass(frozen=True)
-class PlaneChoice:
-    """How to reduce a z-stack or time series to one 2-D (multi-channel) image.
-
-    ``z`` and ``t`` are a plane index, ``"max"`` (maximum projection), or ``None`` (the
-    file must have no such axis, or only one plane on it).
-    """
-
-    z: int | str | None = None
-    t: int | None = None
-
-    @classmethod
-    def parse(cls, z: str | None = None, t: str | None = None) -> PlaneChoice:
-        zz: int | str | None = None
-        if z is not None:
-            zz = "max" if z.strip().lower() in ("max", "mip") else int(z)
-        return cls(z=zz, t=None if t is None else int(t))
-
-
-class PlanesNeeded(ImageReadError):
-    """A z-stack or time series read without saying which plane to use.
-
-    ``sizes`` maps each axis still to choose (``"Z"``, ``"T"``) to its number of planes;
-    ``unlabelled`` is set when the file does not say what its planes are (they may also be
-    channels). The message names no command-line option: the window asks with a dialog, the
-    command line adds its own options (:attr:`command_line`).
-    """
-
-    def __init__(self, path: str | Path | None, sizes: dict[str, int], unlabelled: bool = False) -> None:
-        self.sizes = dict(sizes)
-        self.unlabelled = unlabelled
-        if unlabelled:
-            n = next(iter(sizes.values()))
-            reason = (f"3-D image of {n} planes without metadata: say whether they are channels, z-planes or "
-                      "time points (choose a plane or a projection)")
-        else:
-            words = {"Z": "z-planes", "T": "time points"}
-            stack = " and ".join(f"{n} {words[ax]}" for ax, n in sizes.items())
-            reason = f"is a stack of {stack}; choose " + " and ".join(
-                "a z-plane or the maximum projection" if ax == "Z" else "a time point" for ax in sizes)
-        super().__init__(path, reason)
-
-    @property
-    def command_line(self) -> str:
-        """The options of ``efficell segment`` that choose these planes."""
-        if self.unlabelled:
-            return "--z N|max or --t N"
-        return " and ".join("--z N or --z max" if ax == "Z" else "--t N" for ax in self.sizes)
-
-
-@dataclass
-class ImageData:
-    """An image as read from disk: raw values, channel-first."""
-
-    data: np.ndarray  # (C, H, W), the file's dtype
-    path: Path | None = None
-    channel_names: tuple[str, ...] = ()
-    pixel_size_um: float | None = None
-    rgb: bool = False  # an RGB(A) colour image such as H&E histology
-    notes: list[str] = field(default_factory=list)  # warnings worth showing the user
-
-    def __post_init__(self) -> None:
-        if self.data.ndim != 3:
-            raise ValueError(f"ImageData wants (C, H, W), got shape {self.data.shape}")
-        if not self.channel_names:
-            n = self.data.shape[0]
-            names = ("red", "green", "blue") if self.rgb and n == 3 else tuple(f"ch{i}" for i in range(n))
-            self.channel_names = names
-
-    @property
-    def n_channels(self) -> int:
-        return int(self.data.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return int(self.data.shape[1]), int(self.data.shape[2])
-
-    def with_data(self, data: np.ndarray) -> ImageData:
-        return replace(self, data=data, notes=list(self.notes))
-
 
 def is_image_file(path: str | Path) -> bool:
     name = str(path).lower()
     return name.endswith(IMAGE_SUFFIXES) and not Path(path).name.startswith(".")
 
 
+def display_name(path: str | Path, scene: str | None) -> str:
+    """``file`` or, for one scene of a multi-scene file, ``file [scene]`` (as projects and tables show it)."""
+    name = Path(path).name
+    return f"{name} [{scene}]" if scene is not None else name
+
+
 def find_images(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Expand files and folders (recursively) into image files.
 
     Returns ``(images, skipped)``, where ``skipped`` lists ``(path, reason)`` for files in the
-    given folders that are not images, so the caller can say what was left out.
+    given folders that are not images, so the caller can say what was left out. An entry named
+    like an image that cannot be one (a broken link, a symlink loop, a folder named
+    ``x.tif`` holding no images) is kept in ``images``: its reader names the problem.
     """
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
+            found = len(images)
             for f in sorted(p.rglob("*")):
-                if not f.is_file() or f.name.startswith("."):
+                if f.name.startswith("."):
                     continue
-                if is_image_file(f):
-                    images.append(f)
-                else:
-                    skipped.append((f, f"not an image file ({f.suffix or 'no extension'})"))
+                if f.is_file():
+                    if is_image_file(f):
+                        images.append(f)
+                    else:
+                        skipped.append((f, f"not an image file ({f.suffix or 'no extension'})"))
+                elif is_image_file(f) and not (f.is_dir() and _holds_images(f)):
+                    images.append(f)  # named like an image but is not a readable file
+            if len(images) == found and is_image_file(p):
+                images.append(p)  # a folder named like an image, holding none
         else:
             images.append(p)  # named explicitly: let the reader say what is wrong with it
     return images, skipped
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(f.is_file() and is_image_file(f) for f in folder.rglob("*"))
+
+
+def _check_readable(path: Path, what: str) -> None:
+    """Name what is wrong with a path before decoding it: a missing file, a link to nothing, a
+    folder, an empty or unreadable file (permission denied is said as such, not as damage)."""
+    if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, "is a symbolic link to nothing (a broken link or a symlink loop)")
+        raise ImageReadError(path, f"{what}file not found")
+    if path.is_dir():
+        raise ImageReadError(path, f"is a folder, not {'a mask' if what else 'an image'} file")
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except PermissionError as exc:
+        raise ImageReadError(path, "cannot be read: permission denied (check the file's permissions)") from exc
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    if empty:
+        raise ImageReadError(path, f"{what}file is empty (0 bytes)")
 
 
 # ----------------------------------------------------------------------------- readers
 
 
 def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis: int | None = None,
-               memmap: bool | None = None) -> ImageData:
-    """Read a TIFF/OME-TIFF, PNG, JPEG or BMP file.
+               memmap: bool | None = None, scene: int | None = None) -> ImageData:
+    """Read a TIFF/OME-TIFF, PNG, JPEG, BMP or microscope (CZI, ND2, LIF, OIB, DV) file.
 
-    ``channel_axis`` overrides the channel axis of a plain 3-D TIFF without metadata
+    ``scene`` picks one scene (0-based, as :func:`scene_names` lists them) of a file that holds
+    several; ``None`` reads a single-scene file and refuses a multi-scene one with a message
+    naming its scenes. ``channel_axis`` overrides the channel axis of a plain 3-D TIFF without metadata
     (0 = channel-first, -1 = channel-last). Raises :class:`ImageReadError` naming the file.
 
     Large images are memory-mapped instead of read: when a TIFF's first series is stored
@@ -163,27 +142,30 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
     """
     path = Path(path)
     planes = planes or PlaneChoice()
-    if not path.exists():
-        raise ImageReadError(path, "file not found")
-    if path.is_dir():
-        raise ImageReadError(path, "is a folder, not an image file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ImageReadError(path, "file is empty (0 bytes)")
+    _check_readable(path, "")
     lower = path.name.lower()
+    vendor = VENDOR_FORMATS.get(path.suffix.lower())
     kind = file_kind(path)  # read by content: a PNG named .tif is still a PNG
     try:
         if not lower.endswith(IMAGE_SUFFIXES):
-            raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads TIFF, PNG, JPEG, BMP)")
-        if kind == "TIFF" or (kind is None and lower.endswith(TIFF_SUFFIXES)):
-            img = _read_tiff(path, planes, channel_axis, memmap)
+            raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads {READABLE})")
+        if vendor is not None and kind is None:
+            from . import readers
+
+            img = readers.read(path, planes, scene)
+        elif kind == "TIFF" or (kind is None and lower.endswith(TIFF_SUFFIXES)):
+            img = _read_tiff(path, planes, channel_axis, memmap, scene)
         else:
+            _single_scene(path, scene)
             img = _read_raster(path)
     except ImageReadError:
         raise
     except MemoryError as exc:
         raise ImageReadError(path, "image too large to load into memory") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear line
+        if vendor is not None and kind is None:
+            raise ImageReadError(path, f"cannot be read as {vendor} ({_short(exc)}); the file may be damaged, "
+                                 "truncated or of a variant EffiCell's reader does not know") from exc
         if kind is None:
             raise ImageReadError(path, f"cannot be read as an image: {_NOT_AN_IMAGE}") from exc
         raise ImageReadError(path, f"cannot be read as an image ({_short(exc)}); the file may be damaged or truncated") from exc
@@ -198,6 +180,38 @@ _MAGIC = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"M
           (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
 _NOT_AN_IMAGE = "its content is not TIFF, PNG, JPEG or BMP (another kind of file, or damaged)"
 _SUFFIX_KIND = {".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+
+
+def scene_names(path: str | Path) -> list[str]:
+    """The names of the scenes (positions, wells, OME images) of an image file; one entry for a
+    single-scene file. Unnamed scenes are called ``scene k``. Reads the header only.
+
+    A file that cannot be opened gives one entry: :func:`read_image` then says what is wrong."""
+    path = Path(path)
+    vendor = VENDOR_FORMATS.get(path.suffix.lower())
+    kind = file_kind(path)
+    if not path.is_file() or (kind is None and vendor is None and not str(path).lower().endswith(TIFF_SUFFIXES)):
+        return [path.name]  # read_image says what is wrong with it
+    try:
+        if vendor is not None and kind is None:
+            from . import readers
+
+            return readers.scene_names(path)
+        if kind == "TIFF" or kind is None:
+            import tifffile
+
+            with tifffile.TiffFile(path, is_mmstack=False) as tif:
+                return [name for name, _ in _tiff_scenes(tif)] or [path.name]  # no series: read_image says why
+    except ImageReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reader's own failure, told once by read_image
+        log.debug("%s: scenes not listed (%s)", path, exc)
+    return [path.name]
+
+
+def _single_scene(path: Path, scene: int | None) -> None:
+    if scene not in (None, 0):
+        raise ImageReadError(path, f"scene {scene} does not exist (the file holds 1)")
 
 
 def file_kind(path: str | Path) -> str | None:
@@ -236,47 +250,45 @@ def _read_raster(path: Path) -> ImageData:
             im = im.convert("RGB")
         arr = np.asarray(im)[..., :3]
     data = np.moveaxis(arr, -1, 0)
-    if _channels_equal(data):
+    if channels_equal(data):
         return ImageData(data=np.ascontiguousarray(data[:1]), path=path)
     return ImageData(data=np.ascontiguousarray(data), path=path, rgb=True)
 
 
-def _channels_equal(data: np.ndarray) -> bool:
-    """True for 'RGB' files that are really grayscale (R == G == B everywhere); compared a block of rows at a time."""
-    if data.shape[0] != 3:
-        return False
-    step = _block_rows(data.shape[2])
-    for r in range(0, data.shape[1], step):
-        block = data[:, r:r + step]
-        if not (np.array_equal(block[0], block[1]) and np.array_equal(block[0], block[2])):
-            return False
-    return True
+def _tiff_scenes(tif) -> list[tuple[str, object]]:  # noqa: ANN001 - tifffile objects
+    """(name, series) per scene: every image of an OME-TIFF (positions of a Micro-Manager file
+    included: the file is opened with ``is_mmstack=False``), else the first series alone (later
+    series of a plain TIFF are thumbnails or pyramid levels, not scenes)."""
+    series = list(tif.series)
+    if tif.is_ome and len(series) > 1:
+        return list(zip(unique_scene_names([s.name for s in series]), series))
+    return [(Path(tif.filehandle.path).name, series[0])] if series else []
 
 
-def _block_rows(width: int, pixels: int = 4_000_000) -> int:
-    """Rows per block for row-wise passes over large images (about ``pixels`` pixels a block)."""
-    return max(1, pixels // max(1, width))
-
-
-def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap: bool | None = None) -> ImageData:
+def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap: bool | None = None,
+               scene: int | None = None) -> ImageData:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        if not tif.series:
+    with tifffile.TiffFile(path, is_mmstack=False) as tif:
+        scenes = _tiff_scenes(tif)
+        if not scenes:
             raise ImageReadError(path, "TIFF holds no image data")
-        series = tif.series[0]
+        k = check_scene(path, scene, [n for n, _ in scenes])
+        scene_name, series = scenes[k] if len(scenes) > 1 else (None, scenes[0][1])
         axes = series.axes.upper()
         arr = _tiff_memmap(path, tif, series) if memmap is not False else None
         if arr is not None and memmap is None and arr.nbytes < MEMMAP_MIN_BYTES:
             arr = None
         if arr is None:
             arr = series.asarray()
-        pixel_size = _tiff_pixel_size(tif)
-        names = _tiff_channel_names(tif)
-    data, rgb = _to_cyx(path, arr, axes, planes, channel_axis)
+        pixels = _ome_pixels(tif, k)  # the OME-XML is parsed once: it can be megabytes (Bio-Formats' original metadata)
+        pixel_size = _tiff_pixel_size(tif, pixels)
+        names = _tiff_channel_names(tif, pixels)
+    data, rgb = to_cyx(path, arr, axes, planes, channel_axis)
     if names and len(names) != data.shape[0]:
         names = ()
-    return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb)
+    return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb,
+                     scene=scene_name)
 
 
 def _tiff_memmap(path: Path, tif, series) -> np.memmap | None:  # noqa: ANN001 - tifffile objects
@@ -300,86 +312,29 @@ def _tiff_memmap(path: Path, tif, series) -> np.memmap | None:  # noqa: ANN001 -
         return None
 
 
-def _to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel_axis: int | None) -> tuple[np.ndarray, bool]:
-    """Bring a TIFF series to (C, Y, X), applying the user's z/t choice.
-
-    A memory-mapped series stays a memory map (views only; no copy unless a maximum
-    projection is asked for)."""
-    mapped = isinstance(arr, np.memmap)
-    arr = arr if mapped else np.asarray(arr)
-    # Drop singleton axes other than Y and X.
-    keep = [i for i, a in enumerate(axes) if arr.shape[i] != 1 or a in "YX"]
-    arr = arr.reshape([arr.shape[i] for i in keep])
-    axes = "".join(axes[i] for i in keep)
-    rgb = "S" in axes and arr.shape[axes.index("S")] in (3, 4)
-    # Unlabelled leading axes (Q, I) of a plain TIFF: interpret, or ask.
-    unknown = [a for a in axes if a not in "YXCSZT"]
-    if unknown:
-        if arr.ndim == 3 and axes.endswith("YX"):
-            n, last = arr.shape[0], arr.shape[2]
-            no_plane_choice = planes.z is None and planes.t is None
-            if channel_axis == 0 or (channel_axis is None and n <= 4 and no_plane_choice):
-                axes = "C" + axes[1:]
-            elif channel_axis == -1 or (channel_axis is None and last <= 4 < n and no_plane_choice):
-                axes = "YXC"  # pages of (rows, columns) that are really (Y, X, channels)
-            elif planes.z is not None:
-                axes = "Z" + axes[1:]
-            elif planes.t is not None:
-                axes = "T" + axes[1:]
-            else:
-                raise PlanesNeeded(path, {"Z": n}, unlabelled=True)
-        elif arr.ndim == 3 and axes[:2] == "YX" and arr.shape[2] <= 4:
-            axes = axes[:2] + "C"
-        else:
-            raise ImageReadError(path, f"{arr.ndim}-D image with axes '{axes}' and shape {tuple(arr.shape)} "
-                                 "cannot be interpreted; save it as 2-D planes or as an OME/ImageJ hyperstack")
-    if channel_axis is not None and "C" not in axes and "S" not in axes and arr.ndim == 3:
-        axes = "C" + axes[1:] if channel_axis == 0 else axes[:2] + "C"
-    missing = {ax: int(arr.shape[axes.index(ax)]) for ax, choice in (("Z", planes.z), ("T", planes.t))
-               if ax in axes and choice is None}
-    if missing:
-        raise PlanesNeeded(path, missing)
-    for ax, choice, label in (("T", planes.t, "time points"), ("Z", planes.z, "z-planes")):
-        if ax not in axes:
-            continue
-        i = axes.index(ax)
-        n = arr.shape[i]
-        if choice == "max":
-            arr = arr.max(axis=i)
-        else:
-            if not 0 <= int(choice) < n:
-                raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")
-            arr = arr[(slice(None),) * i + (int(choice),)]  # a view (keeps a memory map mapped)
-        axes = axes.replace(ax, "")
-    axes = axes.replace("S", "C")
-    if axes.count("C") > 1:
-        raise ImageReadError(path, f"image has two channel axes ({axes}); cannot interpret")
-    if "C" not in axes:
-        arr = arr[None]
-        axes = "C" + axes
-    if set(axes) != set("CYX") or len(axes) != 3:
-        raise ImageReadError(path, f"{arr.ndim}-D image with axes '{axes}' cannot be reduced to a 2-D image")
-    arr = np.transpose(arr, [axes.index("C"), axes.index("Y"), axes.index("X")])
-    if rgb and arr.shape[0] == 4:
-        arr = arr[:3]
-    if rgb and _channels_equal(arr):
-        arr, rgb = arr[:1], False
-    if mapped and isinstance(arr, np.memmap):
-        return arr, rgb  # a (possibly strided) view of the file: contiguous copies would read it all
-    return np.ascontiguousarray(arr), rgb
-
-
-def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
-    """Pixel size in µm from OME-XML, ImageJ metadata, or TIFF resolution tags in cm."""
+def _ome_pixels(tif, index: int):  # noqa: ANN001, ANN202 - tifffile.TiffFile -> Element | None
+    """The ``Pixels`` element of the ``index``-th OME ``Image``; None for a TIFF without (readable) OME-XML."""
+    if not (tif.is_ome and tif.ome_metadata):
+        return None
     try:
-        if tif.is_ome and tif.ome_metadata:
-            root = ET.fromstring(tif.ome_metadata)
-            for el in root.iter():
-                if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
-                    unit = el.get("PhysicalSizeXUnit", "µm")
-                    factor = _UNIT_TO_UM.get(unit)
-                    if factor:
-                        return float(el.get("PhysicalSizeX")) * factor
+        root = ET.fromstring(tif.ome_metadata)
+    except ET.ParseError as exc:  # bad metadata must not stop the image from loading
+        log.debug("ignoring unreadable OME-XML: %s", exc)
+        return None
+    images = [el for el in root if el.tag.endswith("Image")]
+    if not images:
+        return None
+    image = images[min(index, len(images) - 1)]
+    return next((el for el in image.iter() if el.tag.endswith("Pixels")), None)
+
+
+def _tiff_pixel_size(tif, pixels=None) -> float | None:  # noqa: ANN001 - tifffile.TiffFile, OME Pixels element
+    """Pixel size in µm from OME-XML (``pixels``, the scene's OME ``Pixels``), ImageJ metadata, or TIFF resolution tags in cm."""
+    try:
+        if pixels is not None and pixels.get("PhysicalSizeX"):
+            px = to_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"))
+            if px:
+                return px
         page = tif.pages[0]
         tags = page.tags
         xres = tags.get("XResolution")
@@ -392,8 +347,7 @@ def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
         ij = tif.imagej_metadata or {}
         unit = str(ij.get("unit", "")).strip().lower()
         if tif.is_imagej and unit:
-            factor = _UNIT_TO_UM.get(unit)
-            return per_unit * factor if factor else None
+            return to_um(per_unit, unit)
         res_unit = tags.get("ResolutionUnit")
         if res_unit is not None and int(res_unit.value) == 3:  # centimetre
             value = per_unit * 1e4
@@ -403,11 +357,12 @@ def _tiff_pixel_size(tif) -> float | None:  # noqa: ANN001 - tifffile.TiffFile
     return None
 
 
-def _tiff_channel_names(tif) -> tuple[str, ...]:  # noqa: ANN001
+def _tiff_channel_names(tif, pixels=None) -> tuple[str, ...]:  # noqa: ANN001
+    """Channel names of the scene's OME ``pixels`` or the ImageJ labels; () where the file names none
+    (an OME ``Channel`` without ``Name`` has only an ID such as ``Channel:0:0``, which is no name)."""
     try:
-        if tif.is_ome and tif.ome_metadata:
-            root = ET.fromstring(tif.ome_metadata)
-            names = [el.get("Name") for el in root.iter() if el.tag.endswith("}Channel") or el.tag == "Channel"]
+        if pixels is not None:
+            names = [el.get("Name") for el in pixels if el.tag.endswith("Channel")]
             if names and all(names):
                 return tuple(str(n) for n in names)
         ij = tif.imagej_metadata or {}
@@ -434,7 +389,7 @@ def _validate(img: ImageData) -> ImageData:
         raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack of planes rather than "
                              f"channels (at most {MAX_CHANNELS} channels are supported)")
     if data.dtype.kind == "f":
-        step = _block_rows(w)
+        step = block_rows(w)
         n_bad = sum(int(np.count_nonzero(~np.isfinite(data[:, r:r + step]))) for r in range(0, h, step))
         if n_bad == data.size:
             raise ImageReadError(path, "every pixel is NaN or infinite")
@@ -459,10 +414,7 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
     Refuses negative or non-integer labels and, when ``shape`` is given, a different size.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "mask file not found")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "mask file is empty (0 bytes)")
+    _check_readable(path, "mask ")
     kind = file_kind(path)  # by content, as read_image
     try:
         if kind == "TIFF" or (kind is None and str(path).lower().endswith(TIFF_SUFFIXES)):

@@ -434,6 +434,9 @@ def _sort_key(values: np.ndarray) -> tuple[np.ndarray, Any] | None:
     return None
 
 
+_SCALE_ABOVE = 1e150  # |values| above this are scaled before sums and squares (see _intensity_stats)
+
+
 def _intensity_stats(values: np.ndarray, group: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """mean, median, min, max, std (ddof=0) and sum of ``values`` per group, vectorised.
 
@@ -441,10 +444,20 @@ def _intensity_stats(values: np.ndarray, group: np.ndarray, n: int) -> dict[str,
     """
     count = np.bincount(group, minlength=n).astype(np.float64)
     vf = values.astype(np.float64, copy=False)
-    total = np.bincount(group, weights=vf, minlength=n)
-    mean = total / count
-    dev = vf - mean[group]
+    # Values near the float64 limit (1e303...) would overflow the sums: compute on values
+    # scaled to at most 1 and scale back. Ordinary values are not scaled (same results).
+    top = float(np.abs(vf).max(initial=0.0))
+    scale = top if math.isfinite(top) and top > _SCALE_ABOVE else 1.0
+    vs = vf / scale if scale != 1.0 else vf
+    total_s = np.bincount(group, weights=vs, minlength=n)
+    mean = total_s / count
+    dev = vs - mean[group]
     std = np.sqrt(np.bincount(group, weights=dev * dev, minlength=n) / count)
+    if scale != 1.0:
+        with np.errstate(over="ignore"):  # a sum beyond float64 is infinite, written as empty
+            mean, std, total = mean * scale, std * scale, total_s * scale
+    else:
+        total = total_s
     keyed = _sort_key(values)
     if keyed is not None:
         key, undo = keyed

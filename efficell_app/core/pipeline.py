@@ -61,7 +61,8 @@ class Segmenter:
     """A loaded model ready to segment images on one device."""
 
     def __init__(self, model, meta, adapter_sha256: str, adapter_path: Path | None = None,  # noqa: ANN001
-                 device: str = "cpu", instance_params: InstanceParams | None = None) -> None:
+                 device: str = "cpu", instance_params: InstanceParams | None = None, precision: str = "auto",
+                 batch_size: int | None = None) -> None:
         from .inference import DensePredictor
 
         self.model = model
@@ -72,15 +73,22 @@ class Segmenter:
         spec = model.encoder.spec
         self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
                                                            if k in InstanceParams.__dataclass_fields__})
-        self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size)
+        self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size,
+                                        precision=precision, batch_size=batch_size)
+        self._device_info: dict[str, Any] = {}
         from .strips import STRIP_PIXELS
 
         self.strip_pixels = STRIP_PIXELS  # larger model-scale images are segmented in strips (bounded memory)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, model: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = "auto") -> Segmenter:
-        """Load an adapter file (or the built-in one) with the encoder it was trained for."""
+    def load(cls, model: str | Path | None = None, device: str = "auto", encoder_weights: str | Path | None = "auto",
+             precision: str = "auto", batch_size: int | None = None) -> Segmenter:
+        """Load an adapter file (or the built-in one) with the encoder it was trained for.
+
+        ``precision``: "auto" (bf16 on a GPU, fp32 elsewhere), "fp32", "bf16" or "fp16";
+        ``batch_size``: tiles per forward pass (None: 4 on a GPU, 1 on a CPU).
+        """
         from .encoders import build_encoder
         from .inference import choose_device
         from .model import EffiCellModel
@@ -90,12 +98,12 @@ class Segmenter:
         meta = read_adapter_meta(path)
         dev = choose_device(device)
         try:
-            encoder = build_encoder(meta.encoder, weights=encoder_weights)
+            encoder = build_encoder(meta.encoder, weights=encoder_weights, device=dev)
         except KeyError as exc:
             raise AdapterError(path, f"adapter needs encoder '{meta.encoder}', which this EffiCell does not know") from exc
         sha = encoder.weights_sha256 or RANDOM_WEIGHTS
         adapters, meta, adapter_sha = load_adapter(path, encoder.spec.name, sha)
-        return cls(EffiCellModel(encoder, adapters), meta, adapter_sha, path, dev)
+        return cls(EffiCellModel(encoder, adapters), meta, adapter_sha, path, dev, precision=precision, batch_size=batch_size)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -105,6 +113,16 @@ class Segmenter:
         return {"app_version": __version__, "encoder": enc.spec.name, "encoder_sha256": self.meta.encoder_sha256,
                 "adapter": self.meta.name or (self.adapter_path.stem if self.adapter_path else ""),
                 "adapter_sha256": self.adapter_sha256, "adapter_file": str(self.adapter_path) if self.adapter_path else None}
+
+    @property
+    def device_info(self) -> dict[str, Any]:
+        """The device the model runs on now (name, memory; see :func:`.device.describe_device`)."""
+        from .device import describe_device
+
+        dev = self.predictor.device  # the CPU after a GPU out-of-memory fallback
+        if dev not in self._device_info:
+            self._device_info[dev] = describe_device(dev)
+        return self._device_info[dev]
 
     @property
     def target_diameter(self) -> float:
@@ -147,26 +165,10 @@ class Segmenter:
             xs = resize_each_channel(x, scale)
             prob, geo = self.predictor.predict(xs, cancel, lambda d, n: report(base + (1 - base) * d / n))
             labels_s = dense_to_labels(prob, geo[0], self.scaled_params(1.0))
-        labels = resize_labels(labels_s, (h, w))
-        conf = _cell_confidence(labels_s, prob)
-        if labels_s.shape != (h, w):  # cells may vanish when shrinking: renumber, keep their confidences aligned
-            from skimage.segmentation import relabel_sequential
-
-            kept = np.unique(labels)
-            kept = kept[kept > 0]
-            labels = relabel_sequential(labels)[0].astype(np.int32)
-            conf = conf[kept - 1]
-        _fg, dis, region = disagreement(prob[0], geo[0])
-        uncertainty = float(dis[region].mean()) if region.any() else 0.0
-        umap = None
-        if keep_uncertainty_map:
-            umap = resize_image(dis[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else dis
-            umap = fit_shape(umap, (h, w)).astype(np.float16)
+        labels, conf, uncertainty, umap = finish_labels(labels_s, prob, geo, (h, w), scale, is_blank(img),
+                                                        keep_uncertainty_map)
         notes.extend(self.predictor.notes)
         self.predictor.notes.clear()
-        if is_blank(img):
-            labels[:] = 0
-            conf = np.zeros(0, np.float32)
         report(1.0)
         settings = self.result_settings(diameter, plan.estimated, scale, channels)
         return SegmentationResult(labels=labels, diameter=float(diameter or 0.0), scale=scale, settings=settings,
@@ -176,11 +178,15 @@ class Segmenter:
     def result_settings(self, diameter: float | None, estimated: bool, scale: float,
                         channels: tuple[int, ...] | None) -> dict[str, Any]:
         """Everything needed to reproduce a result."""
+        from .device import precision_name
+
+        pred = self.predictor
         return {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
                 "diameter_estimated": estimated, "scale": round(scale, 5),
-                "channels": list(channels) if channels else None, "device": self.predictor.device,
+                "channels": list(channels) if channels else None, "device": pred.device,
+                "device_info": self.device_info, "precision": precision_name(pred.device, pred.precision),
                 "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
-                "normalisation": self.meta.normalisation, "tile": self.predictor.tile, "overlap": self.predictor.overlap}
+                "normalisation": self.meta.normalisation, "tile": pred.tile, "overlap": pred.overlap}
 
     def scaled_params(self, scale: float) -> InstanceParams:
         """The instance parameters for a model-scale image rescaled by ``scale`` (the minimum cell size scales)."""
@@ -219,6 +225,36 @@ class _NativePass:
             prob, geo = self.seg.predictor.predict(self.x, self.cancel, lambda d, n: self.report(1.0 + d / n))
             self._out = (prob, geo, dense_to_labels(prob, geo[0], self.seg.scaled_params(1.0)))
         return iter(self._out)
+
+
+def finish_labels(labels_s: np.ndarray, prob: np.ndarray, geo: np.ndarray, shape: tuple[int, int], scale: float,
+                  blank: bool = False, keep_uncertainty_map: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
+    """From model-scale labels and dense maps to what a result holds at the input's ``shape``:
+    ``(labels, cell_confidence, uncertainty, uncertainty_map or None)``.
+
+    Torch-free, so that CPU worker processes run it (:mod:`.pipelined`) as :meth:`Segmenter.segment` does.
+    """
+    h, w = shape
+    labels = resize_labels(labels_s, (h, w))
+    conf = _cell_confidence(labels_s, prob)
+    if labels_s.shape != (h, w):  # cells may vanish when shrinking: renumber, keep their confidences aligned
+        from skimage.segmentation import relabel_sequential
+
+        kept = np.unique(labels)
+        kept = kept[kept > 0]
+        labels = relabel_sequential(labels)[0].astype(np.int32)
+        conf = conf[kept - 1]
+    _fg, dis, region = disagreement(prob[0], geo[0])
+    uncertainty = float(dis[region].mean()) if region.any() else 0.0
+    umap = None
+    if keep_uncertainty_map:
+        umap = resize_image(dis[None].astype(np.float32), 1.0 / scale)[0] if scale != 1.0 else dis
+        umap = fit_shape(umap, (h, w)).astype(np.float16)
+    if blank:
+        labels[:] = 0
+        conf = np.zeros(0, np.float32)
+    return labels, conf, uncertainty, umap
 
 
 def _cell_confidence(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Where the package's bundled resources are, in a source checkout and in a PyInstaller bundle."""
+"""Where the package's bundled resources (built-in model, samples, icons) are, however EffiCell
+was installed."""
 
 from __future__ import annotations
 
@@ -6,16 +7,28 @@ import os
 import sys
 from pathlib import Path
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # efficell_app/
+
 
 def resources_dir() -> Path:
-    """``resources/`` beside the package (checkout) or inside the bundle (``sys._MEIPASS``)."""
+    """The resources folder, looked for in this order:
+
+    1. ``EFFICELL_RESOURCES`` (a folder given by the user or a test);
+    2. inside a PyInstaller bundle: ``sys._MEIPASS/resources`` (build.spec puts it there);
+    3. inside the installed package: ``efficell_app/resources`` (a wheel or ``pip install .``:
+       setup.py copies the top-level ``resources/`` there at build time);
+    4. ``resources/`` beside the package (a source checkout or an editable install).
+    """
     env = os.environ.get("EFFICELL_RESOURCES")
     if env:
         return Path(env)
     base = getattr(sys, "_MEIPASS", None)
     if base:
         return Path(base) / "resources"
-    return Path(__file__).resolve().parents[2] / "resources"
+    inside = _PACKAGE / "resources"
+    if inside.is_dir():
+        return inside
+    return _PACKAGE.parent / "resources"
 
 
 def models_dir() -> Path:

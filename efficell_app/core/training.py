@@ -483,6 +483,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         step += 1
         step_seconds += time.time() - t_step
         terms["total"] = float(loss.detach())
+        if not math.isfinite(terms["total"]):  # diverged: the weights are no longer finite numbers
+            raise EffiCellError(f"training diverged at step {step} (the loss is not finite); try a lower learning rate")
         for k_, v in terms.items():
             ema[k_] = v if k_ not in ema else 0.9 * ema[k_] + 0.1 * v
         el = time.time() - t_start
@@ -642,7 +644,8 @@ class _Validator:
 
         t0 = time.time()
         model = CachedFeatureModel(self.cache, adapters, features_only=features_only)
-        pred = DensePredictor(model, device=self.device, tile=self.tile, patch=self.stride)
+        # no CPU fallback: the adapters being trained stay on the training device
+        pred = DensePredictor(model, device=self.device, tile=self.tile, patch=self.stride, cpu_fallback=False)
         try:
             return [pred.predict(v.x) for v in self.vals]
         finally:
@@ -700,6 +703,7 @@ def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, tar
                best: dict[str, float] | None, run: dict[str, Any]):  # noqa: ANN202
     import torch
 
+    from .device import describe_device
     from .model.adapter_io import AdapterMeta
 
     metrics: dict[str, Any] = {}
@@ -713,6 +717,7 @@ def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, tar
     training = {"images": summary, "init_adapter": init, "target_diameter": target_d, "scales": list(cfg.scales),
                 "seed": cfg.seed, "minutes": cfg.minutes, "epochs": cfg.epochs,
                 "hardware": f"{platform.machine()}, {torch.get_num_threads()} threads, {run['device']}",
+                "device_info": describe_device(run["device"]),
                 "torch": torch.__version__, **run}
     name = cfg.name or Path(cfg.out).stem
     return AdapterMeta(encoder=encoder.spec.name, encoder_sha256=enc_sha, in_channels=tuple(encoder.out_channels),

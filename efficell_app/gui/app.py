@@ -15,6 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     """Create the application and the main window; a folder argument opens that project."""
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    from .display_check import display_problem
+
+    problem = display_problem()
+    if problem is not None:  # Qt would abort the process (exit 134) with a line about plugins
+        print(problem, file=sys.stderr)
+        return 1
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "efficell", *argv])

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__, tasks
+from ..core.device import quick_device_text
 from ..core.errors import EffiCellError
 from .annotation import AnnotationTools
 from .dialogs.welcome_dialog import SampleProjectMaker
@@ -139,7 +140,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(lambda: self.session.cancel_run())
         # Filled at once (no torch import); the background check below has the last word.
-        self.device_label = QLabel(tasks.quick_device_description(self.prefs.device, self.prefs.effective_threads()))
+        self.device_label = QLabel(quick_device_text(self.prefs.device, self.prefs.effective_threads()))
         self.device_label.setToolTip("Where segmentation runs (change in Tools > Settings)")
         sb.addPermanentWidget(self.progress_text)
         sb.addPermanentWidget(self.progress)
@@ -301,8 +302,9 @@ class MainWindow(QMainWindow):
             self.add_paths([folder])
 
     def add_files_dialog(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "",
-                                                "Images (*.tif *.tiff *.png *.jpg *.jpeg *.bmp);;All files (*)")
+        from ..core.images import IMAGE_FILE_FILTER
+
+        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "", IMAGE_FILE_FILTER)
         if files:
             self.add_paths(files)
 
@@ -636,7 +638,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ device
     def _detect_device(self) -> None:
         """Find the device in the background (importing torch takes a second)."""
-        self.device_label.setText(tasks.quick_device_description(self.prefs.device, self.prefs.effective_threads()))
+        self.device_label.setText(quick_device_text(self.prefs.device, self.prefs.effective_threads()))
         self._device_worker = start_task(tasks.find_device, self.prefs.device, self.prefs.effective_threads(),
                                          on_event=self._device_found)
 

@@ -173,9 +173,8 @@ class Session(QObject):
             if not isinstance(ev, tasks.ImagesAdded):
                 return
             report = ev.report
-            for path, reason in report.skipped:
-                if path not in report.stacks:  # a stack is no problem yet: the user is asked for a plane
-                    self.problem.emit(f"{path}: {reason}")
+            for path, reason in report.problems():  # a stack is no problem yet: the user is asked for a plane
+                self.problem.emit(f"{path}: {reason}")
             self.images_added.emit(report)
             self.load_thumbnails(report.added)
             self.message.emit(report.summary())

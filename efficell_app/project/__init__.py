@@ -6,6 +6,7 @@ Layout on disk (a project is a folder; move or copy the whole folder and it stil
 
     MyProject/
       project.efficell      the index: an SQLite database in WAL mode (schema in store.py)
+      project.efficell.backup1..3   rolling copies of the index (newest first), see Safety
       project.lock          "pid host time" of the process that has the project open
       images/<set>/...      images copied in (``add_folder(..., copy=True)``); otherwise
                             images stay where they are and are referenced by path
@@ -39,6 +40,28 @@ Locking
     gets :class:`ProjectLockedError`: "<folder>: the project is open in another EffiCell
     (pid 123 on host lab-pc since ...); close it there first" (``err.holder`` has pid/host/time).
 
+Safety (nothing a lab made is lost; docs/reliability.md lists the cases tested)
+    * Paths are resolved once, where they enter the project (``..``, symlinks, relative
+      spellings): one file is one record. The project deletes an image file only when it
+      copied that file in itself, which it records in the ``copies`` table when copying
+      (schema 2), when no other image uses it, and when its content is still that copy's;
+      never by how a path is spelled (a user's own ``images/`` folder is safe). Projects of
+      schema 1 have no such records: their images, copied or not, are never deleted.
+    * The index is checked when opened (SQLite ``quick_check``): an empty (0-byte), unreadable
+      or corrupt index is refused with :class:`ProjectDamagedError` naming the file, never
+      opened as an empty project. SQLite errors during use become :class:`ProjectError`
+      naming the index. ``close()`` keeps a rolling backup (``backup1..3``, SQLite's online
+      backup API, checked before it replaces an older one) when the session changed anything.
+    * Label and adapter files in flight are journaled in the index (``file_journal``): after
+      a crash, :meth:`Project.tidy` removes exactly those (and temporary files); a file the
+      index does not know is never deleted nor overwritten (a new version takes the next free
+      number). Each label file carries its own index row and its image's row (TIFF description).
+    * ``efficell project repair DIR`` (:func:`project.repair.repair_project`) rebuilds a damaged
+      or lost index from the rows the damaged one still holds, the newest good backup, and the
+      label and adapter files; the damaged index is kept aside (``project.efficell.damaged-<time>``).
+    * Adapters are checked (tensors inside the file, finite values, the checksum recorded when
+      saved) by ``add_adapter``/``import_adapter``: a truncated or NaN adapter is refused.
+
 Versions
     The schema version is stored in the database (``PRAGMA user_version``) and in the meta
     table. Older projects are migrated forward on open (the database is backed up first as
@@ -66,20 +89,27 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
                                                  # project there is refused
     p = Project.open(folder)                     # or open_project(folder). Raises
                                                  # ProjectLockedError / ProjectVersionError /
-                                                 # NotAProjectError; after a crash of the last
-                                                 # session its unfinished temp files are removed
+                                                 # NotAProjectError (ProjectDamagedError for an
+                                                 # empty or corrupt index); after a crash of the
+                                                 # last session its journaled unfinished files
+                                                 # and temp files are removed
     with Project.open(folder) as p: ...          # close() on exit
     p.close()  ;  p.root  ;  p.name  ;  p.closed  ;  p.exports_dir
     Project.is_project(folder) -> bool ;  p.info() -> dict (project_id, created, versions)
-    p.tidy() -> int                              remove temp and unrecorded label files of interrupted writes
+    p.tidy() -> int                              remove temp files and the journaled files of interrupted writes
+    p.unindexed_label_files() -> list[Path]      label files no index row refers to (kept; repair adds them)
+    from efficell_app.project.repair import repair_project
+    repair_project(folder) -> RepairReport       rebuild a damaged index (``efficell project repair``)
 
     # image sets and images
     p.create_set(name) -> SetInfo                p.list_sets() -> list[SetInfo]
     p.rename_set(old, new) ; p.delete_set(name)  (removes its images' annotations/results)
     p.add_folder(path, set_name, copy=False, planes=None, progress=None, cancel=None)
         -> AddReport(set_name, added: list[int], skipped: list[(Path, reason)], duplicates)
-        adds images recursively (set created if needed); a file already in the set is a
-        duplicate; non-images and unreadable images are skipped with the reason;
+        adds images recursively (set created if needed); a file already in the set (under
+        any spelling of its path) is a duplicate; copies never replace an existing file (a
+        free name "x_2.tif" is taken); non-images, unreadable images and the project's own
+        data (annotations/, results/, adapters/, exports/) are skipped with the reason;
         report.summary() is one line for the user; cancel keeps what was added
         (report.cancelled); progress(done, total) after each file.
     p.add_files(paths, set_name, ...) -> AddReport   (same, for explicit files)
@@ -88,7 +118,8 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
     p.read_image(image_id) -> core.images.ImageData
     p.set_status(image_id, status)               status in STATUSES =
                                                  ("new", "segmented", "annotated", "reviewed")
-    p.remove_image(image_id)                     (its annotations/results; never the user's file)
+    p.remove_image(image_id)                     (its annotations/results, and its file only when the
+                                                 project copied it in; never the user's file)
     p.image_sha256(image_id) -> str              full-file SHA-256 (computed once, stored)
     p.missing_images(set_name=None) -> list[ImageRecord]   files no longer where recorded
     p.relink(old_prefix, new_folder) -> RelinkReport(relinked, still_missing, mismatched)
@@ -134,7 +165,8 @@ API (all paths returned are absolute ``pathlib.Path``; ids are ints)::
     # segment_project (they record results with start_run / record_result above)
 
 Errors: :class:`ProjectError` (an ``EffiCellError``) and its subclasses
-:class:`ProjectLockedError`, :class:`ProjectVersionError`, :class:`NotAProjectError`,
+:class:`ProjectLockedError`, :class:`ProjectVersionError`, :class:`NotAProjectError`
+(and its :class:`ProjectDamagedError`),
 :class:`NotFoundError` (no such set/image/result/adapter; also a ``KeyError``);
 bad image files are reported per file (``AddReport.skipped``), never raised mid-batch.
 """
@@ -143,7 +175,8 @@ from __future__ import annotations
 
 from .adapters import AdapterInfo
 from .annotations import ANNOTATION_HISTORY, AnnotationVersion
-from .errors import NotAProjectError, NotFoundError, ProjectError, ProjectLockedError, ProjectVersionError
+from .errors import (NotAProjectError, NotFoundError, ProjectDamagedError, ProjectError, ProjectLockedError,
+                     ProjectVersionError)
 from .images import STATUSES, AddReport, ImageRecord, RelinkReport, SetInfo, relink_prefixes
 from .measuring import FoundLabels, MeasuredImage, MeasureSettings
 from .project import Project, open_project
@@ -164,6 +197,7 @@ __all__ = [
     "NotAProjectError",
     "NotFoundError",
     "Project",
+    "ProjectDamagedError",
     "ProjectError",
     "ProjectLockedError",
     "ProjectVersionError",

@@ -114,8 +114,11 @@ def add_adapter(store: Store, file: str | Path, name: str | None = None, encoder
     Name, encoder, training images and metrics default to what the file's own EffiCell
     metadata says; an encoder must be known one way or the other.
     """
+    from ..core.model.adapter_io import check_adapter_file
+
     file = Path(file)
     header, _ = read_safetensors_header(file)  # refuse anything that is not a safetensors file
+    check_adapter_file(file)  # ... and one that is cut short, holds NaN, or fails its checksum
     core = core_metadata(header)
     name = clean_name(name or str(core.get("name") or "") or file.stem, "adapter")
     encoder = encoder or core.get("encoder")
@@ -132,16 +135,19 @@ def add_adapter(store: Store, file: str | Path, name: str | None = None, encoder
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")[:60] or "adapter"
         dest = store.root / "adapters" / f"{stem}-{digest[:12]}.safetensors"
         dest.parent.mkdir(parents=True, exist_ok=True)
+        stored = store.to_stored(dest)
         if not (dest.is_file() and sha256_file(dest) == digest):
+            store.intend_write(stored)
             with atomic_path(dest) as tmp:
                 shutil.copyfile(file, tmp)
         with store.tx() as conn:
             cur = conn.execute(
                 "INSERT INTO adapters(name, encoder, path, sha256, size, training_images, metrics, metadata, created) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, str(encoder), store.to_stored(dest), digest, dest.stat().st_size,
+                (name, str(encoder), stored, digest, dest.stat().st_size,
                  to_json(list(training_images)), to_json(metrics or {}), to_json(metadata or {}), now_iso()))
             aid = int(cur.lastrowid)
+            store.settle(conn, [stored])
     return get_adapter(store, aid)
 
 
@@ -159,12 +165,16 @@ def rename_adapter(store: Store, key: str | int, new_name: str) -> AdapterInfo:
 def delete_adapter(store: Store, key: str | int) -> None:
     info = get_adapter(store, key)
     with store.write_lock:
+        stored = store.to_stored(info.path)
         with store.tx() as conn:
             conn.execute("DELETE FROM adapters WHERE id = ?", (info.id,))
-            shared = conn.execute("SELECT count(*) FROM adapters WHERE path = ?", (store.to_stored(info.path),)).fetchone()[0]
+            shared = conn.execute("SELECT count(*) FROM adapters WHERE path = ?", (stored,)).fetchone()[0]
+            if not shared:
+                store.journal(conn, [stored], "delete")
         if not shared:
             remove_files([info.path])
             info.path.parent.mkdir(exist_ok=True)  # keep adapters/ even when it became empty
+            store.settled([stored])
 
 
 def _library_entry(info: AdapterInfo) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NotFoundError
-from .images import _IMAGE_COLUMNS, ImageRecord, _record, get_image, set_id
+from .images import _IMAGE_COLUMNS, ImageRecord, _record, get_image, image_entry, set_id
 from .labelfile import check_labels, count_cells, read_labels, remove_files, remove_stale_temps, write_labels
 from .store import Store, now_iso
 
@@ -53,19 +53,26 @@ def save_annotation(store: Store, image_id: int, labels: np.ndarray, note: str =
         version = int(row["v"] or 0) + 1 if row else 1
         folder = store.root / "annotations" / str(rec.id)
         remove_stale_temps(folder)
-        path = folder / f"v{version:06d}.tif"
-        write_labels(path, labels)
+        path, version = store.free_label_path(folder, "v", version)
+        stored = store.to_stored(path)
         created = now_iso()
         n = count_cells(labels)
+        store.intend_write(stored)
+        write_labels(path, labels, {"project_id": store.project_id, "kind": "annotation", "image_id": rec.id,
+                                    "version": version, "n_cells": n, "note": note, "created": created,
+                                    "image": image_entry(rec)})
         with store.tx() as conn:
             conn.execute("INSERT INTO annotations(image_id, version, path, n_cells, note, created) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (rec.id, version, store.to_stored(path), n, note, created))
+                         "VALUES (?, ?, ?, ?, ?, ?)", (rec.id, version, stored, n, note, created))
             old = conn.execute("SELECT id, path FROM annotations WHERE image_id = ? ORDER BY version DESC "
                                "LIMIT -1 OFFSET ?", (rec.id, keep)).fetchall()
             conn.executemany("DELETE FROM annotations WHERE id = ?", [(r[0],) for r in old])
             conn.execute("UPDATE images SET status = 'annotated' WHERE id = ? AND status IN ('new', 'segmented')",
                          (rec.id,))
+            store.settle(conn, [stored])
+            store.journal(conn, [r[1] for r in old], "delete")
         remove_files([store.from_stored(r[1]) for r in old])
+        store.settled([r[1] for r in old])
     return AnnotationVersion(rec.id, version, path, n, note, created)
 
 

@@ -13,6 +13,14 @@ class NotAProjectError(ProjectError):
     """The folder holds no EffiCell project (or its index is damaged beyond use)."""
 
 
+class ProjectDamagedError(NotAProjectError):
+    """The project's index file is empty, unreadable or corrupt; ``efficell project repair`` rebuilds it."""
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
 class ProjectLockedError(ProjectError):
     """Another EffiCell (process or window) has the project open."""
 

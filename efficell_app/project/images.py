@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
 import shutil
 import time
@@ -16,8 +17,16 @@ from typing import Any
 
 from ..core.cancel import CancelToken
 from ..core.errors import ImageReadError, InputError
-from ..core.fileio import atomic_path
-from ..core.images import ImageData, PlaneChoice, PlanesNeeded, find_images, read_image
+from ..core.fileio import atomic_path, quick_hash, real_path
+from ..core.images import (
+    ImageData,
+    PlaneChoice,
+    PlanesNeeded,
+    display_name,
+    find_images,
+    read_image,
+    scene_names,
+)
 from ..core.pairing import split_name
 from .errors import NotFoundError, ProjectError
 from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
@@ -25,7 +34,6 @@ from .store import Store, from_json, is_absolute_anywhere, now_iso, to_json
 log = logging.getLogger(__name__)
 
 STATUSES = ("new", "segmented", "annotated", "reviewed")
-QUICK_HASH_BLOCK = 1 << 20  # quick hash: size + first and last MiB
 FULL_HASH_LIMIT = 256 << 20  # files up to this size get their full SHA-256 when added
 _COMMIT_EVERY = 50  # images per transaction while adding (a crash loses at most these)
 _PROJECT_OWN = ("annotations", "results", "adapters", "exports")
@@ -61,10 +69,14 @@ class ImageRecord:
     planes: PlaneChoice
     status: str
     added: str
+    scene: int | None = None  # scene index in a multi-scene file (CZI scene, ND2 position, OME image)
+    scene_name: str | None = None
+    copied: bool = False  # the file is a copy the project made (table ``copies``), not the user's
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """``file``, or ``file [scene]`` for one scene of a multi-scene file."""
+        return display_name(self.path, self.scene_name if self.scene is not None else None)
 
     @property
     def inside_project(self) -> bool:
@@ -83,6 +95,8 @@ class AddReport:
     #: skipped z-stacks / time series (also in ``skipped``): file -> the planes to choose from
     #: (``core.images.PlanesNeeded.sizes``); adding them again with a ``PlaneChoice`` works
     stacks: dict[Path, dict[str, int]] = field(default_factory=dict)
+    #: the entries of ``skipped`` that are such stacks (a file, or ``file [scene]``): not problems yet
+    stack_entries: set[Path] = field(default_factory=set)
 
     @property
     def n_added(self) -> int:
@@ -92,11 +106,15 @@ class AddReport:
     def n_skipped(self) -> int:
         return len(self.skipped)
 
+    def problems(self) -> list[tuple[Path, str]]:
+        """The skipped files that are problems: all but the stacks waiting for a plane choice."""
+        return [(p, r) for p, r in self.skipped if p not in self.stack_entries]
+
     def reasons(self) -> dict[str, int]:
         """How many files were skipped for each kind of reason (extension details folded)."""
         out: dict[str, int] = {}
         for _, reason in self.skipped:
-            key = re.sub(r"\s*\(.*\)$", "", reason)
+            key = re.sub(r"\s*\([^()]*\)$", "", reason)  # only the last parenthesis: "(.txt)", "(...)"
             out[key] = out.get(key, 0) + 1
         return out
 
@@ -120,22 +138,6 @@ class RelinkReport:
 
 
 # ----------------------------------------------------------------------------- hashes
-
-
-def quick_hash(path: Path, size: int | None = None) -> str:
-    """SHA-256 of the size plus the first and last MiB: cheap even for multi-GB files.
-
-    It identifies a file for relinking (same size and same ends); ``sha256_file`` is the
-    full-content hash recorded for provenance.
-    """
-    size = path.stat().st_size if size is None else size
-    h = hashlib.sha256(size.to_bytes(8, "little"))
-    with open(path, "rb") as fh:
-        h.update(fh.read(QUICK_HASH_BLOCK))
-        if size > QUICK_HASH_BLOCK:
-            fh.seek(max(QUICK_HASH_BLOCK, size - QUICK_HASH_BLOCK))
-            h.update(fh.read(QUICK_HASH_BLOCK))
-    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -195,7 +197,8 @@ def _safe_folder_name(name: str) -> str:
 # ----------------------------------------------------------------------------- images
 
 _IMAGE_COLUMNS = ("i.id, s.name AS set_name, i.path, i.size, i.quick_hash, i.sha256, i.width, i.height, "
-                  "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added")
+                  "i.channels, i.channel_names, i.pixel_size_um, i.rgb, i.planes, i.status, i.added, "
+                  "i.scene, i.scene_name, EXISTS (SELECT 1 FROM copies c WHERE c.path = i.path) AS copied")
 
 
 @functools.lru_cache(maxsize=256)
@@ -216,8 +219,18 @@ def _record(store: Store, r: Any) -> ImageRecord:
         height=int(r["height"]), channels=int(r["channels"]),
         channel_names=_names(r["channel_names"]), pixel_size_um=r["pixel_size_um"],
         rgb=bool(r["rgb"]), planes=_planes(r["planes"]), status=str(r["status"]),
-        added=str(r["added"]),
+        added=str(r["added"]), scene=None if r["scene"] is None else int(r["scene"]), scene_name=r["scene_name"],
+        copied=bool(r["copied"]),
     )
+
+
+def image_entry(rec: ImageRecord) -> dict[str, Any]:
+    """An image's index row as JSON-able values (kept in its label files for ``project repair``)."""
+    return {"id": rec.id, "set": rec.set_name, "path": rec.stored_path, "size": rec.size,
+            "quick_hash": rec.quick_hash, "sha256": rec.sha256, "width": rec.width, "height": rec.height,
+            "channels": rec.channels, "channel_names": list(rec.channel_names), "pixel_size_um": rec.pixel_size_um,
+            "rgb": rec.rgb, "planes": {"z": rec.planes.z, "t": rec.planes.t}, "added": rec.added,
+            "scene": rec.scene, "scene_name": rec.scene_name, "copied": rec.copied}
 
 
 def list_images(store: Store, set_name: str | None = None, status: str | None = None) -> list[ImageRecord]:
@@ -258,15 +271,15 @@ def set_status(store: Store, image_id: int, status: str) -> None:
 
 def read_project_image(store: Store, image_id: int) -> ImageData:
     rec = get_image(store, image_id)
-    return read_recorded_image(rec.path, rec.planes)
+    return read_recorded_image(rec.path, rec.planes, rec.scene)
 
 
-def read_recorded_image(path: Path, planes: PlaneChoice) -> ImageData:
-    """The pixels of an image recorded in a project at ``path`` (needs no open project: a unit
-    of work on another machine reads its image with this)."""
+def read_recorded_image(path: Path, planes: PlaneChoice, scene: int | None = None) -> ImageData:
+    """The pixels of an image recorded in a project at ``path`` (scene ``scene`` of a multi-scene
+    file); needs no open project: a unit of work on another machine reads its image with this."""
     if not path.exists():
         raise ImageReadError(path, "file not found (moved or renamed? relink the folder in the project)")
-    return read_image(path, planes=planes)
+    return read_image(path, planes=planes, scene=scene)
 
 
 def image_sha256(store: Store, image_id: int) -> str:
@@ -282,16 +295,29 @@ def image_sha256(store: Store, image_id: int) -> str:
     return digest
 
 
-def _probe(path: Path, planes: PlaneChoice) -> dict[str, Any]:
-    """Everything recorded about an image file (reads it once)."""
-    img = read_image(path, planes=planes)
+def _probe_file(path: Path) -> dict[str, Any]:
+    """What is recorded about a file (its hashes), whichever of its scenes is added."""
     st = path.stat()
+    return {"size": st.st_size, "mtime": st.st_mtime, "quick_hash": quick_hash(path, st.st_size),
+            "sha256": sha256_file(path) if st.st_size <= FULL_HASH_LIMIT else None}
+
+
+def _probe(path: Path, planes: PlaneChoice, scene: int | None = None) -> dict[str, Any]:
+    """What is recorded about one image (one scene of a file): reads it once."""
+    img = read_image(path, planes=planes, scene=scene)
     return {
-        "size": st.st_size, "mtime": st.st_mtime, "quick_hash": quick_hash(path, st.st_size),
-        "sha256": sha256_file(path) if st.st_size <= FULL_HASH_LIMIT else None,
         "height": img.shape[0], "width": img.shape[1], "channels": img.n_channels,
         "channel_names": to_json(list(img.channel_names)), "pixel_size_um": img.pixel_size_um, "rgb": int(img.rgb),
     }
+
+
+def _scenes_of(path: Path) -> list[int | None]:
+    """Scene indices as recorded for ``path``: [None] for a single-scene file."""
+    try:
+        n = len(scene_names(path))
+    except (InputError, OSError):
+        return [None]
+    return [None] if n == 1 else list(range(n))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -302,7 +328,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _place(src: Path, dest: Path, taken: set[str], store: Store) -> Path | None:
-    """A copy target for ``src`` near ``dest``: ``None`` if ``src`` is already copied there."""
+    """A free copy target for ``src`` at or near ``dest``; ``None`` if ``src`` is already copied
+    there for this set. Never a file that exists already: whoever put it there, it is kept."""
     stem, suffix = split_name(dest.name)
     k = 1
     while True:
@@ -310,14 +337,12 @@ def _place(src: Path, dest: Path, taken: set[str], store: Store) -> Path | None:
         if store.to_stored(cand) in taken:
             if _same_file(src, cand):
                 return None
-        elif not cand.exists():
+        elif not os.path.lexists(cand):
             return cand
         k += 1
 
 
 def _copy_in(src: Path, dst: Path) -> None:
-    if dst.is_file() and dst.stat().st_size == src.stat().st_size and quick_hash(dst) == quick_hash(src):
-        return
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
@@ -330,8 +355,10 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
     planes = planes or PlaneChoice()
     sid = set_id(store, set_name, create=True)
     report = report or AddReport(set_name=clean_name(set_name))
-    existing = {str(r["path"]) for r in store.query("SELECT path FROM images WHERE set_id = ?", (sid,))}
-    own = [store.root / d for d in _PROJECT_OWN]
+    rows = store.query("SELECT path, scene FROM images WHERE set_id = ?", (sid,))
+    existing = {str(r["path"]) for r in rows}
+    existing_scenes = {(str(r["path"]), r["scene"]) for r in rows}
+    own = [store.real_root / d for d in _PROJECT_OWN]
     pending: list[tuple[Any, ...]] = []
     last_commit = time.monotonic()
 
@@ -341,10 +368,14 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
             return
         with store.tx() as conn:
             for row in pending:
+                row, copied = row[:-1], row[-1]
                 cur = conn.execute(
                     "INSERT INTO images(set_id, path, size, mtime, quick_hash, sha256, height, width, channels, "
-                    "channel_names, pixel_size_um, rgb, planes, status, added) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new', ?)", row)
+                    "channel_names, pixel_size_um, rgb, planes, added, scene, scene_name, status) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'new')", row)
+                if copied:  # the record that makes this file the project's own
+                    conn.execute("INSERT OR REPLACE INTO copies(path, size, quick_hash, created) VALUES (?, ?, ?, ?)",
+                                 (row[1], row[2], row[4], row[13]))
                 report.added.append(int(cur.lastrowid))
         pending.clear()
         last_commit = time.monotonic()
@@ -352,40 +383,64 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
     planes_json = to_json({"z": planes.z, "t": planes.t}) if (planes.z is not None or planes.t is not None) else None
 
     def add_one(src: Path, target: Path | None) -> None:
-        src = Path(src).absolute()
+        src = real_path(src)  # the door: one spelling per file ('..', symlinks, relative paths)
         if any(_is_under(src, d) for d in own):
             report.skipped.append((src, "is part of the project's own data (annotations, results, adapters)"))
             return
-        dest = Path(target) if (copy and target is not None) else src
-        stored = store.to_stored(dest)
-        if stored in existing and dest != src:
-            # Another file already took this name in the set's copy folder: the same image
-            # again is a duplicate, a different one gets a free name ("x_2.tif").
-            placed = _place(src, dest, existing, store)
-            if placed is None:
+        copying = copy and target is not None
+        if copying:
+            dest = _place(src, real_path(target), existing, store)
+            if dest is None:  # this very file was copied into the set before
                 report.duplicates += 1
                 return
-            dest, stored = placed, store.to_stored(placed)
-        if stored in existing:
-            report.duplicates += 1
-            return
+        else:
+            dest = src
+        stored = store.to_stored(dest)
+        if stored in existing and not copying:  # already added: count its images without reading them again
+            known = _scenes_of(src)
+            if all((stored, k) in existing_scenes for k in known):
+                report.duplicates += len(known)
+                return
         try:
-            if dest != src:
+            if copying:
                 _copy_in(src, dest)
-            info = _probe(dest, planes)
+            names = scene_names(dest)
+            file_info = _probe_file(dest)
         except (InputError, OSError) as exc:
             reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
             report.skipped.append((src, reason))
-            if isinstance(exc, PlanesNeeded):
-                report.stacks[src] = exc.sizes
-            if dest != src:
+            if copying:
                 with contextlib.suppress(OSError):
                     dest.unlink()
             return
-        existing.add(stored)
-        pending.append((sid, stored, info["size"], info["mtime"], info["quick_hash"], info["sha256"],
-                        info["height"], info["width"], info["channels"], info["channel_names"],
-                        info["pixel_size_um"], info["rgb"], planes_json, now_iso()))
+        scenes: list[tuple[int | None, str | None]] = [(None, None)] if len(names) == 1 else list(enumerate(names))
+        n_added = 0
+        for scene, scene_name in scenes:
+            if (stored, scene) in existing_scenes:
+                report.duplicates += 1
+                continue
+            try:
+                info = _probe(dest, planes, scene)
+            except (InputError, OSError) as exc:
+                reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
+                entry = src if scene is None else Path(f"{src} [{scene_name}]")
+                report.skipped.append((entry, reason))
+                if isinstance(exc, PlanesNeeded):  # the plane choice is asked for once per file, every scene's axes
+                    known = report.stacks.setdefault(src, {})
+                    for ax, n in exc.sizes.items():
+                        known[ax] = max(n, known.get(ax, 0))
+                    report.stack_entries.add(entry)
+                continue
+            existing_scenes.add((stored, scene))
+            n_added += 1
+            pending.append((sid, stored, file_info["size"], file_info["mtime"], file_info["quick_hash"],
+                            file_info["sha256"], info["height"], info["width"], info["channels"], info["channel_names"],
+                            info["pixel_size_um"], info["rgb"], planes_json, now_iso(), scene, scene_name, copying))
+        if n_added:
+            existing.add(stored)
+        elif copying and stored not in existing:
+            with contextlib.suppress(OSError):
+                dest.unlink()  # nothing of the copy was added
         if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > 2.0:
             flush()
 
@@ -407,7 +462,7 @@ def add_folder(store: Store, folder: str | Path, set_name: str, *, copy: bool = 
                planes: PlaneChoice | None = None, progress: Progress | None = None,
                cancel: CancelToken | None = None) -> AddReport:
     """Add every image under ``folder`` (recursively); non-images are counted as skipped."""
-    folder = Path(folder).absolute()
+    folder = real_path(folder)
     report = AddReport(set_name=clean_name(set_name))
     if not folder.is_dir():
         raise InputError(folder, "folder not found" if not folder.exists() else "is a file, not a folder")
@@ -417,6 +472,37 @@ def add_folder(store: Store, folder: str | Path, set_name: str, *, copy: bool = 
     pairs = [(f, base.joinpath(*f.relative_to(folder).parts) if copy else None) for f in images]
     return add_files(store, pairs, set_name, copy=copy, planes=planes, progress=progress, cancel=cancel,
                      report=report)
+
+
+def own_copies_to_delete(store: Store, stored_paths: Iterable[str]) -> list[str]:
+    """Of the paths of images just removed from the index, the files the project may delete now
+    (stored paths, journaled for deletion; their ``copies`` rows are gone).
+
+    Only a file the project copied in itself (recorded in ``copies`` when it copied it), that no
+    image left in the index still uses, and whose content is still that copy's (size and quick
+    hash): a file someone put at that place since is kept. Call after the image rows are gone.
+    """
+    out: list[str] = []
+    forget: list[str] = []
+    for stored in dict.fromkeys(stored_paths):
+        row = store.one("SELECT size, quick_hash FROM copies WHERE path = ?", (stored,))
+        if row is None or store.one("SELECT 1 FROM images WHERE path = ?", (stored,)):
+            continue
+        forget.append(stored)
+        path = store.from_stored(stored)
+        try:
+            same = path.is_file() and path.stat().st_size == row["size"] and quick_hash(path) == row["quick_hash"]
+        except OSError:
+            same = False
+        if same:
+            out.append(stored)
+        elif path.exists():
+            log.info("%s: kept (no longer the copy the project made)", path)
+    if forget:
+        with store.tx() as conn:
+            conn.executemany("DELETE FROM copies WHERE path = ?", [(s,) for s in forget])
+            store.journal(conn, out, "delete")
+    return out
 
 
 def _is_under(path: Path, folder: Path) -> bool:
@@ -471,6 +557,8 @@ def relink(store: Store, old_prefix: str | Path, new_folder: str | Path) -> Reli
     if updates:
         with store.tx() as conn:
             conn.executemany("UPDATE images SET path = ? WHERE id = ?", updates)
+            # a copy whose images now point elsewhere is no longer the project's to delete
+            conn.execute("DELETE FROM copies WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.path = copies.path)")
     report.relinked = [i for _, i in updates]
     return report
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..core.errors import ImageReadError, InputError
 from ..core.fileio import atomic_path
+
+RECORD_KEY = "efficell_label_file"  # marks the JSON record in a label file's ImageDescription
+RECORD_VERSION = 1
 
 
 def check_labels(labels: np.ndarray, shape: tuple[int, int] | None = None, what: str = "label image") -> np.ndarray:
@@ -37,17 +42,38 @@ def count_cells(labels: np.ndarray) -> int:
     return int(ids.size - (1 if ids[0] == 0 else 0))
 
 
-def write_labels(path: Path, labels: np.ndarray) -> None:
-    """Write ``labels`` to ``path``: the old file or the complete new one, never half (fsync'd)."""
+def write_labels(path: Path, labels: np.ndarray, record: dict[str, Any] | None = None) -> None:
+    """Write ``labels`` to ``path``: the old file or the complete new one, never half (fsync'd).
+
+    ``record`` (JSON) goes into the TIFF's ImageDescription: the index row of the file and of
+    its image, so that ``efficell project repair`` can rebuild a lost index from the files.
+    """
     import tifffile
 
+    description = json.dumps({RECORD_KEY: RECORD_VERSION, **record}, default=str) if record else None
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             tifffile.imwrite(fh, labels, compression="zlib", compressionargs={"level": 1},
-                             software="EffiCell", metadata=None)
+                             software="EffiCell", metadata=None, description=description)
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def read_label_record(path: Path) -> dict[str, Any] | None:
+    """The record :func:`write_labels` put into a label file; None for files without one."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            text = tif.pages[0].description if tif.pages else ""
+    except Exception:  # noqa: BLE001 - a damaged or foreign file simply has no record
+        return None
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and RECORD_KEY in record else None
 
 
 def read_labels(path: Path) -> np.ndarray:

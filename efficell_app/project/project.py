@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.cancel import CancelToken
+from ..core.fileio import real_path
 from ..core.images import ImageData, PlaneChoice, is_image_file
 from . import adapters as _ad
 from . import annotations as _an
@@ -47,13 +48,15 @@ class Project:
     def open(cls, folder: str | Path) -> Project:
         """Open an existing project; raises ProjectLockedError / ProjectVersionError / NotAProjectError.
 
-        After a crash of the last session (its WAL file is still there), what its unfinished
-        writes left is removed (:meth:`tidy`).
+        After a crash of the last session (its WAL file is still there) or when the index
+        journaled a file write that did not finish, what those writes left is removed
+        (:meth:`tidy`); files the index does not know are never touched.
         """
         project = cls(Store.open(folder))
-        if project._store.unclean_shutdown:
+        store = project._store
+        if store.unclean_shutdown or store.one("SELECT 1 FROM file_journal LIMIT 1"):
             n = project.tidy()
-            log.info("%s: the last session did not close cleanly; %d unfinished file(s) removed", folder, n)
+            log.info("%s: the last session did not finish every file write; %d unfinished file(s) removed", folder, n)
         return project
 
     @staticmethod
@@ -93,27 +96,54 @@ class Project:
         return {str(r["key"]): str(r["value"]) for r in self._store.query("SELECT key, value FROM meta")}
 
     def tidy(self) -> int:
-        """Remove what interrupted writes left behind; returns how many files went.
+        """Finish what interrupted writes left; returns how many files were removed.
 
-        That is temporary files, and label files in ``annotations/`` and ``results/`` that no
-        index row refers to (written but not recorded, or forgotten but not yet deleted when
-        the process died). Holds the write lock, so a save in progress is never touched.
+        Removed are temporary files, and the files the index itself journaled as in flight
+        (written but not recorded, or forgotten but not yet deleted when the process died) that
+        no row uses. A file the index does not know is never deleted (it may be one a lost or
+        older index knew: ``efficell project repair`` can bring it back); it is only counted in
+        the log. Holds the write lock, so a save in progress is never touched.
         """
         n = 0
         store = self._store
         with store.write_lock:
-            referenced = {store.from_stored(r["path"]) for table in ("annotations", "results")
-                          for r in store.query(f"SELECT path FROM {table}")}
-            for sub, pattern in (("annotations", _ANNOTATION_FILE), ("results", _RESULT_FILE)):
+            journal = [str(r["path"]) for r in store.query("SELECT path FROM file_journal")]
+            for stored in journal:
+                if not self._uses(stored):
+                    path = store.from_stored(stored)
+                    if path.is_file():
+                        remove_files([path])
+                        n += 1
+            store.settled(journal)
+            for sub in ("annotations", "results"):
                 base = self.root / sub
                 for d in (base.iterdir() if base.is_dir() else ()):
-                    if not d.is_dir():
-                        continue
-                    n += remove_stale_temps(d)
-                    orphans = [f for f in d.iterdir() if pattern.fullmatch(f.name) and f not in referenced]
-                    remove_files(orphans)
-                    n += len(orphans)
+                    if d.is_dir():
+                        n += remove_stale_temps(d)
+            unknown = self.unindexed_label_files()
+            if unknown:
+                log.warning("%s: %d label file(s) the index does not know were kept (e.g. %s); "
+                            "`efficell project repair` can add them back", self.root, len(unknown), unknown[0])
         return n + sum(remove_stale_temps(self.root / d) for d in ("adapters", "exports"))
+
+    def _uses(self, stored: str) -> bool:
+        sql = " UNION ALL ".join(f"SELECT 1 FROM {t} WHERE path = ?" for t in ("annotations", "results", "adapters",
+                                                                                 "images"))
+        return bool(self._store.query(sql, (stored,) * 4))
+
+    def unindexed_label_files(self) -> list[Path]:
+        """Label files in ``annotations/`` and ``results/`` that no index row refers to."""
+        store = self._store
+        known = {str(r["path"]) for table in ("annotations", "results")
+                 for r in store.query(f"SELECT path FROM {table}")}
+        out: list[Path] = []
+        for sub, pattern in (("annotations", _ANNOTATION_FILE), ("results", _RESULT_FILE)):
+            base = self.root / sub
+            for d in (sorted(base.iterdir()) if base.is_dir() else ()):
+                if d.is_dir():
+                    out += [f for f in sorted(d.iterdir())
+                            if pattern.fullmatch(f.name) and store.to_stored(f) not in known]
+        return out
 
     # ------------------------------------------------------------------ sets
 
@@ -148,7 +178,7 @@ class Project:
         report = _im.AddReport(set_name=set_name.strip())
         pairs: list[tuple[Path, Path | None]] = []
         base = self.root / "images" / _im._safe_folder_name(report.set_name)
-        for p in map(Path, paths):
+        for p in map(real_path, paths):  # the door: one spelling per file
             if p.is_dir():
                 found, skipped = _im.find_images([p])
                 report.skipped.extend(skipped)
@@ -184,17 +214,16 @@ class Project:
 
     def _remove_images(self, ids: list[int]) -> None:
         store = self._store
-        files: list[Path] = []
         with store.write_lock:
-            for i in ids:
-                rec = _im.get_image(store, i)
-                files += [v.path for v in _an.annotation_history(store, i)]
-                files += [r.path for r in _rs.list_results(store, i)]
-                if rec.stored_path.startswith("images/"):  # copied in by add_folder(copy=True)
-                    files.append(rec.path)
+            recs = [_im.get_image(store, i) for i in ids]
+            labels = [str(r["path"]) for i in ids for table in ("annotations", "results")
+                      for r in store.query(f"SELECT path FROM {table} WHERE image_id = ?", (i,))]
             with store.tx() as conn:
-                conn.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
-            remove_files(files)
+                conn.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])  # rows of labels cascade
+                store.journal(conn, labels, "delete")
+            copies = _im.own_copies_to_delete(store, [r.stored_path for r in recs])  # never the user's files
+            remove_files([store.from_stored(s) for s in labels + copies])
+            store.settled(labels + copies)
 
     def missing_images(self, set_name: str | None = None) -> list[_im.ImageRecord]:
         """Images whose file is no longer where it was recorded (moved, renamed, drive not mounted)."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NotFoundError
-from .images import get_image, set_id
+from .images import get_image, image_entry, set_id
 from .labelfile import check_labels, count_cells, read_labels, remove_stale_temps, write_labels
 from .store import Store, from_json, now_iso, to_json
 
@@ -86,14 +86,20 @@ def record_result(store: Store, image_id: int, labels: np.ndarray, settings: dic
         rid = int(row["m"] or 0) + 1 if row else 1
         folder = store.root / "results" / str(rec.id)
         remove_stale_temps(folder)
-        path = folder / f"r{rid:06d}.tif"
-        write_labels(path, labels)
+        path, rid = store.free_label_path(folder, "r", rid)
+        stored = store.to_stored(path)
+        n, created = count_cells(labels), now_iso()
+        store.intend_write(stored)
+        write_labels(path, labels, {"project_id": store.project_id, "kind": "result", "image_id": rec.id,
+                                    "result_id": rid, "run_id": run_id, "n_cells": n, "settings": settings,
+                                    "identity": identity, "seconds": seconds, "created": created,
+                                    "image": image_entry(rec)})
         with store.tx() as conn:
             conn.execute("INSERT INTO results(id, image_id, run_id, path, n_cells, settings, identity, seconds, "
                          "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (rid, rec.id, run_id, store.to_stored(path), count_cells(labels), to_json(settings),
-                          to_json(identity), seconds, now_iso()))
+                         (rid, rec.id, run_id, stored, n, to_json(settings), to_json(identity), seconds, created))
             conn.execute("UPDATE images SET status = 'segmented' WHERE id = ? AND status = 'new'", (rec.id,))
+            store.settle(conn, [stored])
     return path
 
 
@@ -132,5 +138,7 @@ def delete_results(store: Store, image_id: int, keep_last: int = 0) -> int:
             old = conn.execute("SELECT id, path FROM results WHERE image_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?",
                                (int(image_id), max(0, keep_last))).fetchall()
             conn.executemany("DELETE FROM results WHERE id = ?", [(r[0],) for r in old])
+            store.journal(conn, [r[1] for r in old], "delete")
         remove_files([store.from_stored(r[1]) for r in old])
+        store.settled([r[1] for r in old])
     return len(old)

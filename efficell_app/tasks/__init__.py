@@ -63,7 +63,6 @@ from .runtime import (
     find_device,
     gpu_names,
     loading_heavy_libraries,
-    quick_device_description,
 )
 from .segment import (
     BatchEvent,
@@ -143,7 +142,6 @@ __all__ = [
     "load_segmenter",
     "loading_heavy_libraries",
     "mark_annotated",
-    "quick_device_description",
     "measure_images",
     "rank_uncertainty",
     "save_annotation",

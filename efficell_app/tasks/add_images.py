@@ -66,6 +66,7 @@ def add_images(project: Project, paths: Sequence[str | Path], set_name: str, *, 
         merged.skipped.extend(r.skipped)
         merged.duplicates += r.duplicates
         merged.stacks.update(r.stacks)
+        merged.stack_entries |= r.stack_entries
         merged.cancelled = merged.cancelled or r.cancelled
     yield ImagesAdded(merged, set_name)
 

@@ -85,8 +85,10 @@ class ExportFailed:
 
 
 def file_stem(name: str) -> str:
-    """A file-system-safe stem for files named after an image or project (``"a b.ome.tif"`` -> ``"a b"``)."""
-    stem = image_stem(name)
+    """A file-system-safe stem for files named after an image or project (``"a b.ome.tif"`` -> ``"a b"``;
+    one scene of a multi-scene file, ``"plate.czi [A1]"`` -> ``"plate_A1"``, so scenes never share a file)."""
+    base, bracket, scene = name.partition(" [")
+    stem = image_stem(base) + (f"_{scene.removesuffix(']')}" if bracket and name.endswith("]") else "")
     return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in stem).strip() or "image"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,8 +50,12 @@ def loading_heavy_libraries(preload: bool = True) -> Iterator[None]:
 
 def describe_error(exc: BaseException) -> str:
     """One line for the user about why work stopped (the exception object itself travels with the event)."""
+    from ..core.device import DeviceUnavailable
+
     if isinstance(exc, EffiCellError):
         return str(exc)
+    if isinstance(exc, DeviceUnavailable):
+        return f"the device chosen in Settings ({exc.device}) cannot be used: {exc}"
     if isinstance(exc, MemoryError):
         return "out of memory: try a smaller image, fewer images at once, or the CPU device"
     return f"unexpected error: {type(exc).__name__}: {exc}"
@@ -67,29 +70,23 @@ def failure_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def device_description(device: str = "auto") -> str:
-    """'GPU: NVIDIA H200 (139 GB)' or 'CPU (16 threads)' for the status bar (imports torch)."""
-    with loading_heavy_libraries(preload=False):
-        import torch
+def device_description(device: str = "auto", threads: int | None = None) -> str:
+    """The status bar's words for ``device`` (:func:`~efficell_app.core.device.device_text`; imports torch).
 
-    want = device or "auto"
-    if want != "cpu" and torch.cuda.is_available():
-        idx = int(want.split(":")[1]) if want.startswith("cuda:") else 0
-        if idx < torch.cuda.device_count():
-            p = torch.cuda.get_device_properties(idx)
-            return f"GPU: {p.name} ({p.total_memory / 2**30:.0f} GiB)"
-    if want in ("auto", "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "GPU: Apple (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    ``threads``: the torch threads the window's work uses (its preference), named instead of torch's default."""
+    with loading_heavy_libraries(preload=False):
+        import torch  # noqa: F401 - imported under the import lock
+
+    from ..core.device import device_text
+
+    return device_text(device, threads)
 
 
 def gpu_names() -> list[str]:
     """The CUDA devices torch sees (for the settings dialog's device list)."""
-    import torch
+    from ..core.device import gpu_names as names
 
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return names()
 
 
 @dataclass(frozen=True)
@@ -101,33 +98,5 @@ class DeviceFound:
 def find_device(device: str = "auto", threads: int | None = None, *,
                 cancel: CancelToken | None = None) -> Iterator[DeviceFound]:
     """Where work will run, in words (importing torch takes a second: done off the window's thread).
-
-    ``threads``: the torch threads the window's work uses (its preference): the CPU's words
-    name those, not torch's default.
-    """
-    text = device_description(device)
-    yield DeviceFound(cpu_description(threads) if threads and text.startswith("CPU") else text, tuple(gpu_names()))
-
-
-def cpu_description(threads: int | None = None) -> str:
-    """'CPU (3 threads, 4 cores)': ``threads`` (None: all cores but one, the window's default)."""
-    import os
-
-    n = threads or max(1, (os.cpu_count() or 2) - 1)
-    return f"CPU ({n} thread{'s' if n != 1 else ''}, {os.cpu_count()} cores)"
-
-
-def quick_device_description(device: str = "auto", threads: int | None = None) -> str:
-    """The device in words at once, without importing torch (a second or more): the CPU when it
-    is chosen or no GPU driver is installed (Linux), else that a GPU is being looked for.
-    :func:`find_device` (in a worker) has the last word."""
-    import os
-    import shutil
-    import sys
-
-    if (device or "auto") == "cpu":
-        return cpu_description(threads)
-    nvidia = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
-    if sys.platform.startswith("linux") and not nvidia:
-        return cpu_description(threads)
-    return "Looking for a GPU…"
+    The window shows :func:`~efficell_app.core.device.quick_device_text` meanwhile."""
+    yield DeviceFound(device_description(device, threads), tuple(gpu_names()))

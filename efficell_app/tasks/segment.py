@@ -90,10 +90,11 @@ class ImageJob:
     planes: PlaneChoice = field(default_factory=PlaneChoice)
     pixel_size_um: float | None = None  # as recorded
     channel_names: tuple[str, ...] = ()  # as recorded
+    scene: int | None = None  # scene of a multi-scene file, as recorded
 
     @classmethod
     def of(cls, rec: ImageRecord) -> ImageJob:
-        return cls(rec.path, rec.name, rec.planes, rec.pixel_size_um, tuple(rec.channel_names))
+        return cls(rec.path, rec.name, rec.planes, rec.pixel_size_um, tuple(rec.channel_names), rec.scene)
 
 
 @dataclass
@@ -134,7 +135,7 @@ def segment_image(job: ImageJob, settings: SegmentSettings, segmenter: Segmenter
 
     seg = segmenter if segmenter is not None else cached_segmenter(settings.model, settings.device,
                                                                    settings.encoder_weights)
-    img = read_recorded_image(Path(job.path), job.planes)
+    img = read_recorded_image(Path(job.path), job.planes, job.scene)
     res = seg.segment(img, diameter=settings.diameter, channels=settings.channels, cancel=cancel)
     measurement = None
     if settings.measure is not None:
@@ -216,7 +217,8 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
     settings = SegmentSettings(diameter=diameter, channels=channels, measure=measure)
     identity = dict(segmenter.identity)
     run_id = project.start_run({"diameter": diameter, "channels": list(channels) if channels else None,
-                                "set": set_name, "only_new": only_new}, identity, set_name)
+                                "set": set_name, "only_new": only_new,
+                                "device_info": getattr(segmenter, "device_info", None)}, identity, set_name)
     try:
         yield from _segment_all(project, segmenter, todo, run_id, identity, settings, cancel)
     except Cancelled:

@@ -132,7 +132,7 @@ def test_locked_output_is_saved_beside_it(folders, tmp_path: Path, monkeypatch, 
         return real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", locked)
-    rc = main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out)])
+    rc = main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out), "--overwrite"])
     err = capsys.readouterr().err
     assert rc == 1 and "open in another program" in err and "saved to" in err
     assert out.read_bytes() == b"open in Excel"

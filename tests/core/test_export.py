@@ -378,6 +378,6 @@ def test_awkward_text_stays_text_in_excel(tmp_path: Path) -> None:
     export.write_xlsx(cells, None, {"long": "x" * 40_000}, tmp_path / "t.xlsx")
     wb = load_workbook(tmp_path / "t.xlsx")
     rows = _sheet_rows(wb["Cells"])
-    assert rows[1][0].strip() == "=HYPERLINK(\"x\")" and wb["Cells"]["A2"].data_type == "s"
+    assert rows[1][0] == "'=HYPERLINK(\"x\")" and wb["Cells"]["A2"].data_type == "s"  # OWASP escape
     assert rows[2] == ["bell.tif", 2, None]
     assert len(dict(_sheet_rows(wb["Settings"])[1:])["long"]) == 32767

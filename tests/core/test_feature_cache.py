@@ -160,3 +160,24 @@ def test_cached_model_predicts_like_the_real_model() -> None:
     for a, b, c in zip(real, first, again):
         np.testing.assert_allclose(a, b, atol=2e-2)
         np.testing.assert_array_equal(b, c)
+
+
+def test_features_are_cached_in_the_inference_precision() -> None:
+    """On a GPU inference runs in bf16: the cache computes the training features the same way and keys
+    them apart from float32 ones (whose keys stay those of cache version 1, so old caches are found)."""
+    import hashlib
+
+    base = ("img", "enc", "w", (0, 0, 16, 16), 0, 1.0)
+    v1 = hashlib.sha256("img|enc|w|0,0,16,16|0|1.000000|v1".encode()).hexdigest()
+    assert feature_signature(*base) == feature_signature(*base, "fp32") == v1
+    assert feature_signature(*base, "bf16") != v1
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    tile = np.random.default_rng(0).random((3, 64, 64)).astype(np.float32)
+    fp32, bf16 = FeatureCache(enc), FeatureCache(enc, precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32.get_tile(tile), bf16.get_tile(tile)
+    assert fp32.signature("s", (0, 0, 64, 64), 0, 1.0) != bf16.signature("s", (0, 0, 64, 64), 0, 1.0)
+    for x, y in zip(a, b):
+        scale = float(np.abs(x.astype(np.float32)).max()) + 1e-6
+        assert 0 < np.abs(x.astype(np.float32) - y.astype(np.float32)).max() / scale < 0.05

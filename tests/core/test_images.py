@@ -282,9 +282,12 @@ def test_text_file_with_image_extension(tmp_path: Path, name: str) -> None:
 def test_missing_folder_and_unsupported_extension(tmp_path: Path) -> None:
     refused(tmp_path / "nope.tif", "not found")
     refused(tmp_path, "folder")
-    p = tmp_path / "data.czi"
-    p.write_bytes(b"ZISRAWFILE" + bytes(100))
+    p = tmp_path / "data.ims"
+    p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     refused(p, "unsupported file type")
+    czi = tmp_path / "data.czi"  # a CZI cut short after its magic: the CZI reader's reason, named as CZI
+    czi.write_bytes(b"ZISRAWFILE" + bytes(100))
+    refused(czi, "cannot be read as Zeiss CZI (")
 
 
 # ----------------------------------------------------------------------------- paths

@@ -119,6 +119,7 @@ def test_gpu_out_of_memory_retries_smaller_then_cpu(random_segmenter, monkeypatc
 
     monkeypatch.setattr(pred, "_forward", fake_forward)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(pred, "_staging_device", lambda nbytes: "cpu")  # no GPU memory to ask about here
     pred.device, pred.batch_size = "cuda", 4
     got = pred.predict(x)
     assert pred.device == "cpu"

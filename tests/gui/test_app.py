@@ -60,19 +60,3 @@ def test_gui_import_does_not_load_torch_or_pandas() -> None:
             "print(','.join(m for m in ('torch', 'pandas', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-
-
-def test_device_description_names_the_gpu_and_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    import types
-
-    import torch
-
-    from efficell_app.tasks import device_description
-
-    props = types.SimpleNamespace(name="NVIDIA H200", total_memory=141 * 2**30)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
-    assert device_description("auto") == "GPU: NVIDIA H200 (141 GiB)"
-    assert device_description("cuda:0") == "GPU: NVIDIA H200 (141 GiB)"
-    assert device_description("cpu").startswith("CPU (")

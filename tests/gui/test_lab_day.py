@@ -220,6 +220,39 @@ def test_z_stack_and_time_series_segmented_with_a_chosen_plane(window, qtbot, tm
     assert not [t for t in messages if "--z" in t or "--t" in t]
 
 
+def test_microscope_stacks_ask_every_axis_in_one_dialog(window, qtbot, formats_dir: Path) -> None:
+    """Real vendor z-stacks and time series (ND2 TZ, CZI TZ, DV Z, and a two-position Micro-Manager
+    time course), dropped together: one dialog knows every axis of every file (and scene), and the
+    files are added with the chosen planes. Read in place (their licences keep them out of the repo)."""
+    import nd2
+
+    files = {"nd2/cluster.nd2": {"Z": 10, "T": 3}, "czi/CellDivision_T3_Z5_CH2_X240_Y170.czi": {"Z": 5, "T": 3},
+             "dv/toxo.dv": {"Z": 17}, "ome-tiff/181003_multi_pos_time_course_1_MMStack.ome.tif": {"T": 10}}
+    window.seg_panel.auto_segment.setChecked(False)
+    messages: list[str] = []
+    window.statusBar().messageChanged.connect(messages.append)
+    drop(window, *(formats_dir / f for f in files))
+    qtbot.waitUntil(lambda: window.planes_dialog is not None and window.planes_dialog.isVisible(), timeout=30_000)
+    dlg = window.planes_dialog
+    assert {p.name: s for p, s in dlg.stacks.items()} == {Path(f).name: s for f, s in files.items()}
+    assert dlg.z_box.isVisible() and dlg.t_box.isVisible()
+    assert dlg.z_plane.maximum() == 17 and dlg.t_point.maximum() == 10
+    assert [window.problems.item(i).text() for i in range(window.problems.count())] == []  # asked, not a problem
+    dlg.z_one.setChecked(True)
+    dlg.z_plane.setValue(3)  # 1-based, as Fiji counts
+    dlg.t_point.setValue(2)
+    dlg.accept()
+    project = window.session.project
+    qtbot.waitUntil(lambda: len(project.list_images()) == 5, timeout=60_000)  # the time course has two positions
+    wait_run_done(qtbot, window)
+    recs = project.list_images()
+    assert all((r.planes.z, r.planes.t) == (2, 1) for r in recs)
+    cluster = next(r for r in recs if r.name == "cluster.nd2")
+    np.testing.assert_array_equal(project.read_image(cluster.id).data, nd2.imread(formats_dir / "nd2/cluster.nd2")[1, 2])
+    assert [window.problems.item(i).text() for i in range(window.problems.count())] == []
+    assert not [t for t in messages if "--z" in t or "--t" in t]
+
+
 def test_stacks_left_out_are_listed_without_command_line_options(window, qtbot, tmp_path: Path) -> None:
     folder = tmp_path / "left out"
     folder.mkdir()

@@ -538,8 +538,8 @@ _STROKER = textwrap.dedent("""
         tifffile.imwrite = imwrite
     elif mode == "index":  # hang after the file is in place, before the index records it
         real_write = an.write_labels
-        def write_labels(path, labels):
-            real_write(path, labels)
+        def write_labels(path, labels, *args):
+            real_write(path, labels, *args)
             if current[0] == hang_at:
                 hang("written")
         an.write_labels = write_labels
@@ -680,26 +680,31 @@ def test_killed_at_random_moments_loses_at_most_the_last_stroke(
         _check_after_crash(root, image_id, shape, last, (last, last + 1))
 
 
-def test_tidy_removes_only_unrecorded_label_files(labelled_project: tuple[Project, list[int]]) -> None:
-    """After a crash, label files no index row refers to go; recorded ones and anything else stay."""
+def test_tidy_removes_only_what_the_index_journaled(labelled_project: tuple[Project, list[int]]) -> None:
+    """After a crash, tidy removes temporary files and the label files the index itself journaled
+    as in flight; a label file the index does not know is kept (it may be a lost index's)."""
     p, ids = labelled_project
     lab = np.zeros((96, 128), np.int32)
     lab[5:9, 5:9] = 1
     v1 = p.save_annotation(ids[0], lab)
     res = p.latest_result(ids[0])
     folder_a, folder_r = v1.path.parent, res.path.parent
-    orphans = [folder_a / "v000002.tif", folder_r / "r000099.tif", p.root / "results" / "77" / "r000100.tif"]
-    for f in orphans:
+    in_flight = [folder_a / "v000002.tif", folder_r / "r000099.tif", p.root / "results" / "77" / "r000100.tif"]
+    for f in in_flight:  # what a writer killed between writing the file and recording it leaves
+        p._store.intend_write(p._store.to_stored(f))
         f.parent.mkdir(exist_ok=True)
         f.write_bytes(b"written before the crash, never recorded")
-    keep = [folder_a / "notes.txt", folder_a / "v1.tif", p.root / "adapters" / "mine.safetensors"]
+    keep = [folder_a / "notes.txt", folder_a / "v1.tif", p.root / "adapters" / "mine.safetensors",
+            folder_a / "v000003.tif", folder_r / "r000200.tif"]  # the last two: files the index does not know
     for f in keep:
         f.write_text("a user's file")
     temp = folder_r / ".r000101.abc.tif.part"
     temp.write_bytes(b"half")
     assert p.tidy() == 4
-    assert not any(f.exists() for f in [*orphans, temp])
+    assert not any(f.exists() for f in [*in_flight, temp])
     assert all(f.exists() for f in keep)
     assert not (p.root / "results" / "77").exists()
+    assert p.unindexed_label_files() == [folder_a / "v000003.tif", folder_r / "r000200.tif"]
     assert np.array_equal(p.load_annotation(ids[0]), lab) and p.load_labels(res).shape == (96, 128)
     assert p.save_annotation(ids[0], lab).version == 2
+    assert p.save_annotation(ids[0], lab).version == 4  # v000003.tif is not ours to overwrite

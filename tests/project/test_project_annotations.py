@@ -101,14 +101,17 @@ def test_bad_labels_are_refused(project: Project, image_id: int) -> None:
     assert v.n_cells == 1 and project.load_annotation(image_id).dtype == np.int32
 
 
-def test_orphan_file_from_an_interrupted_save_is_replaced(project: Project, image_id: int) -> None:
-    """A file written but never committed (crash between the two) is overwritten by the next save."""
+def test_a_label_file_the_index_does_not_know_is_never_overwritten(project: Project, image_id: int) -> None:
+    """A file the index does not know (an older or lost index's annotation) is kept: the save takes
+    the next free version. A temporary file of an interrupted write goes. (A file the index
+    journaled as in flight when the process died is replaced: test_faults, the 'index' kill.)"""
     folder = project.root / "annotations" / str(image_id)
     folder.mkdir(parents=True)
-    (folder / "v000001.tif").write_bytes(b"half written")
+    (folder / "v000001.tif").write_bytes(b"someone's annotation")
     (folder / ".v000001.abc.tif.part").write_bytes(b"temp")
     assert project.load_annotation(image_id) is None
     lab = _labels(project, image_id, 2)
-    project.save_annotation(image_id, lab)
-    assert np.array_equal(project.load_annotation(image_id), lab)
-    assert sorted(p.name for p in folder.iterdir()) == ["v000001.tif"]
+    v = project.save_annotation(image_id, lab)
+    assert v.version == 2 and np.array_equal(project.load_annotation(image_id), lab)
+    assert (folder / "v000001.tif").read_bytes() == b"someone's annotation"
+    assert sorted(p.name for p in folder.iterdir()) == ["v000001.tif", "v000002.tif"]

@@ -166,7 +166,8 @@ def build_encoder(
         path = ensure_weights_file(spec) if weights == "auto" else Path(weights)
         if spec.load_checkpoint is None:
             raise ValueError(f"encoder '{name}' has no checkpoint loader")
-    backbone = spec.builder(small=small)
+    with torch.device(device):  # built where it runs: no slow CPU initialisation of weights that a GPU will hold
+        backbone = spec.builder(small=small)
     sha = None
     if path is not None:
         from .weights import file_sha256, known_sha256

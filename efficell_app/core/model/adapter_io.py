@@ -3,10 +3,16 @@
 safetensors holds only tensors and strings: loading an adapter from another lab cannot run
 code (no pickle). The metadata says which encoder (name and weights sha256) the adapter was
 trained for; loading it with another encoder is refused.
+
+Every adapter is checked before use (:func:`check_adapter_file`): the tensors must lie inside
+the file (a truncated file is refused), every floating-point value must be finite, and the
+tensors must match ``tensors_sha256``, the checksum recorded in the metadata when the file was
+saved (adapters saved by older versions have none and are only checked for the first two).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -15,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterError
-from ..fileio import atomic_path
+from ..fileio import atomic_write_bytes
 
 FORMAT = "efficell-adapter"
 FORMAT_VERSION = 1
@@ -43,6 +49,7 @@ class AdapterMeta:
     licence: str = ""
     app_version: str = ""
     created: str = ""
+    tensors_sha256: str = ""  # tensors_digest() of the file's tensors, recorded by save_adapter
 
     def to_json(self) -> str:
         d = dict(self.__dict__)
@@ -79,8 +86,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def save_adapter(path: str | Path, adapters, meta: AdapterMeta, half: bool = False) -> str:  # noqa: ANN001 - EffiCellAdapters
-    """Write atomically (never a half-written adapter); returns the file's sha256."""
-    from safetensors.torch import save_file
+    """Write atomically (never a half-written adapter); returns the file's sha256.
+
+    Refuses non-finite weights (a training that diverged): nothing is written then. The
+    tensors' checksum goes into the metadata (``tensors_sha256``).
+    """
+    from safetensors.torch import save
 
     from ... import __version__
 
@@ -91,9 +102,109 @@ def save_adapter(path: str | Path, adapters, meta: AdapterMeta, half: bool = Fal
         v = v.detach().cpu().contiguous()
         state[k] = v.half() if (half and v.is_floating_point()) else v
     path = Path(path)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={META_KEY: meta.to_json()})
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise AdapterError(path, f"the weights are not finite numbers (NaN or infinite values in '{bad}'); the "
+                                 "training diverged: nothing was written (try a lower learning rate)")
+    meta.tensors_sha256 = ""
+    header, data = _split(save(state, metadata={META_KEY: meta.to_json()}), path)
+    meta.tensors_sha256 = tensors_digest(header, data)
+    atomic_write_bytes(path, save(state, metadata={META_KEY: meta.to_json()}))
     return file_sha256(path)
+
+
+# ----------------------------------------------------------------------------- checks
+
+# safetensors dtype -> (unsigned integer of the same width, bits of the exponent): a float is
+# NaN or infinite exactly when all its exponent bits are set.
+_FLOAT_BITS = {"F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80), "F32": ("<u4", 0x7F800000),
+               "F64": ("<u8", 0x7FF0000000000000)}
+
+
+def _split(raw: bytes, path: Path | None) -> tuple[dict[str, Any], bytes]:
+    """A safetensors file's JSON header and its data section."""
+    if len(raw) < 8:
+        raise AdapterError(path, "adapter file is truncated or empty")
+    n = int.from_bytes(raw[:8], "little")
+    if n <= 0 or n + 8 > len(raw):
+        raise AdapterError(path, "not a safetensors adapter file, or it is truncated")
+    try:
+        header = json.loads(raw[8:8 + n])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AdapterError(path, f"adapter file is damaged ({type(exc).__name__})") from exc
+    if not isinstance(header, dict):
+        raise AdapterError(path, "adapter file is damaged (no safetensors header)")
+    return header, raw[8 + n:]
+
+
+def _tensors(header: dict[str, Any], data: bytes, path: Path | None) -> dict[str, tuple[str, list[int], bytes]]:
+    """name -> (dtype, shape, raw bytes), checking that every tensor lies inside the file."""
+    out: dict[str, tuple[str, list[int], bytes]] = {}
+    end_max = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = (int(x) for x in info["data_offsets"])
+            dtype, shape = str(info["dtype"]), [int(d) for d in info["shape"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AdapterError(path, f"adapter file is damaged (tensor '{name}' is not described)") from exc
+        if not 0 <= start <= end:
+            raise AdapterError(path, f"adapter file is damaged (tensor '{name}' has bad offsets)")
+        if end > len(data):
+            raise AdapterError(path, f"adapter file is truncated or damaged (tensor '{name}' ends past the end of the file)")
+        out[name] = (dtype, shape, data[start:end])
+        end_max = max(end_max, end)
+    if end_max < len(data):
+        raise AdapterError(path, "adapter file is damaged (bytes after its last tensor)")
+    return out
+
+
+def tensors_digest(header: dict[str, Any], data: bytes) -> str:
+    """SHA-256 over every tensor in name order: name, dtype, shape and raw bytes (not the metadata)."""
+    h = hashlib.sha256()
+    for name, (dtype, shape, raw) in sorted(_tensors(header, data, None).items()):
+        h.update(json.dumps([name, dtype, shape]).encode("utf-8"))
+        h.update(raw)
+    return h.hexdigest()
+
+
+def check_adapter_file(path: str | Path) -> dict[str, Any]:
+    """Refuse an adapter file whose tensors are cut short, hold NaN/infinite values, or differ
+    from the checksum recorded when it was saved; returns its safetensors header.
+
+    Works on any safetensors file (the EffiCell metadata is optional here).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise AdapterError(path, "adapter file not found") from exc
+    except PermissionError as exc:
+        raise AdapterError(path, "cannot read the adapter file (permission denied)") from exc
+    except OSError as exc:
+        raise AdapterError(path, f"cannot read the adapter file ({exc.strerror or exc})") from exc
+    header, data = _split(raw, path)
+    tensors = _tensors(header, data, path)
+    import numpy as np
+
+    for name, (dtype, _, buf) in sorted(tensors.items()):
+        if dtype not in _FLOAT_BITS:
+            continue
+        word, exponent = _FLOAT_BITS[dtype]
+        bits = np.frombuffer(buf, dtype=word)
+        if bits.size and bool(((bits & np.array(exponent, dtype=word)) == exponent).any()):
+            raise AdapterError(path, f"the adapter's weights are not finite numbers (NaN or infinite values in "
+                                     f"'{name}'): the file is damaged or comes from a training that diverged")
+    text = (header.get("__metadata__") or {}).get(META_KEY) if isinstance(header.get("__metadata__"), dict) else None
+    recorded = ""
+    if text:
+        with contextlib.suppress(ValueError, AttributeError):
+            recorded = str(json.loads(text).get("tensors_sha256") or "")
+    if recorded and recorded != tensors_digest(header, data):
+        raise AdapterError(path, "the adapter's weights do not match the checksum recorded when it was saved "
+                                 "(the file was changed or damaged); use the original file")
+    return header
 
 
 def read_adapter_meta(path: str | Path) -> AdapterMeta:
@@ -130,6 +241,7 @@ def load_adapter(path: str | Path, encoder_name: str | None = None, encoder_sha2
     path = Path(path)
     meta = read_adapter_meta(path)
     check_compatible(meta, path, encoder_name, encoder_sha256)
+    check_adapter_file(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -188,14 +188,20 @@ class ModelsDialog(QDialog):
         self.message.setText(text)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self._handle = start_call(fn, on_progress=self._event, on_finished=self._ended,
-                                  on_error=lambda exc: self._done(f"<span style='color:#b91c1c'>"
-                                                                  f"{tasks.describe_error(exc)}</span>"))
+        # Each slot names its own worker: the signals of an earlier, finished worker may still be
+        # queued when the next one starts, and must not end the new one.
+        holder: list[Any] = []
+        self._handle = start_call(fn, on_progress=self._event, on_finished=lambda: self._ended(holder[0]),
+                                  on_error=lambda exc: self._failed(holder[0], exc))
+        holder.append(self._handle)
         self._update_buttons()
 
-    def _ended(self) -> None:
-        handle = self._handle
-        if handle is None or handle.outcome == "failed":
+    def _failed(self, handle: Any, exc: BaseException) -> None:
+        if handle is self._handle:
+            self._done(f"<span style='color:#b91c1c'>{tasks.describe_error(exc)}</span>")
+
+    def _ended(self, handle: Any) -> None:
+        if handle is not self._handle or handle.outcome == "failed":
             return
         self._done("Cancelled. The partial download is kept and resumes next time." if handle.outcome == "cancelled"
                    else "Done: the encoder is ready.")

@@ -104,7 +104,7 @@ class ProjectPanel(QWidget):
         item = self._items.get(rec.id)
         if item is None:
             parent = self.add_set(rec.set_name)
-            item = QTreeWidgetItem([rec.path.name, ""])
+            item = QTreeWidgetItem([rec.name, ""])
             item.setData(0, ROLE_KIND, "image")
             item.setData(0, ROLE_ID, int(rec.id))
             item.setToolTip(0, str(rec.path))

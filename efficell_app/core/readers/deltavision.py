@@ -1,0 +1,26 @@
+"""DeltaVision DV through mrc (memory-mapped: only the planes used are read). DV files name no
+channels (only wavelengths), so channel names stay unknown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..image_data import ImageData, PlaneChoice, to_cyx, to_um
+from .common import pick_scene
+
+
+def scene_names(path: Path) -> list[str]:
+    return [path.name]
+
+
+def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
+    import mrc
+
+    pick_scene(path, scene, scene_names(path))
+
+    with mrc.DVFile(path) as dv:
+        axes = "".join(dv.axes).upper()
+        data, rgb = to_cyx(path, dv.data, axes, planes, None)
+        data = data.copy()  # the memory map closes with the file
+        px = to_um(dv.voxel_size.x, "µm")
+    return ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb)
