@@ -91,25 +91,6 @@ def _read(p: Path):  # noqa: ANN202 - (H, W) array
     return a if a.ndim == 2 else a[..., 0]
 
 
-def _mosaic(tiles: list, size: int, start: int):  # noqa: ANN001, ANN202
-    """A size x size image tiled row by row from ``tiles`` (cycled from ``start``), cut at the edges."""
-    import numpy as np
-
-    out = np.zeros((size, size), tiles[0].dtype)
-    y = x = row_h = 0
-    i = start
-    while y < size:
-        t = tiles[i % len(tiles)]
-        i += 1
-        h, w = t.shape
-        out[y:y + h, x:x + w] = t[: size - y, : size - x]
-        x += w
-        row_h = max(row_h, h)
-        if x >= size:
-            x, y, row_h = 0, y + row_h, 0
-    return out
-
-
 def _field(pack_dir: Path, s: str):  # noqa: ANN202 - one Usiigaci field, 1022 x 1024
     import numpy as np
 
@@ -121,6 +102,7 @@ def images_1024(pack_dir: Path, n: int, size: int = 1024) -> list:
     """``n`` real ``size`` x ``size`` images as ImageData: Usiigaci fields (4 orientations each) first, then DSB mosaics."""
     import numpy as np
 
+    from benchmarks.mosaic import tile_mosaic
     from efficell_app.core.images import ImageData
 
     out = []
@@ -133,7 +115,7 @@ def images_1024(pack_dir: Path, n: int, size: int = 1024) -> list:
     dsb = [_read(p) for p in sorted((pack_dir / "dsb").glob("*.tif"))]
     j = 0
     while len(out) < n:
-        out.append(ImageData(_mosaic(dsb, size, 7 * j)[None], path=Path(f"dsb_mosaic_{j:03d}.tif")))
+        out.append(ImageData(tile_mosaic(dsb, size, 7 * j)[None], path=Path(f"dsb_mosaic_{j:03d}.tif")))
         j += 1
     return out
 

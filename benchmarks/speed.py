@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.mosaic import tile_mosaic  # noqa: E402
 from benchmarks.report import load_average, machine, write_section  # noqa: E402
 
 SIZES = (512, 1024, 2048)
@@ -39,19 +40,7 @@ def mosaic(data: Path, size: int) -> np.ndarray:
     for s in stems:
         img = read_image(data / "dsb2018_fluo" / "images" / f"{s}.tif")
         tiles.append((np.clip(normalize(img.data)[0], 0, 1) * 255).astype(np.uint8))
-    out = np.zeros((size, size), np.uint8)
-    y = x = row_h = 0
-    i = 0
-    while y < size:
-        t = tiles[i % len(tiles)]
-        i += 1
-        h, w = t.shape
-        out[y:y + h, x:x + w] = t[: size - y, : size - x]
-        x += w
-        row_h = max(row_h, h)
-        if x >= size:
-            x, y, row_h = 0, y + row_h, 0
-    return out
+    return tile_mosaic(tiles, size)
 
 
 def timed(fn, repeats: int) -> float:  # noqa: ANN001

@@ -104,3 +104,17 @@ def pointwise_segmenter(random_segmenter):  # noqa: ANN001, ANN201
     random_segmenter.predictor.tile = 128
     random_segmenter.predictor.overlap = 32
     return random_segmenter
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A real Dask ``LocalCluster`` of 2 worker processes (one task each) and its client, shared by the
+    cluster tests (starting one takes seconds); skipped without the ``cluster`` extra."""
+    pytest.importorskip("distributed", reason="the cluster extra is not installed: pip install 'efficell[cluster]'")
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        yield client

@@ -28,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "earlier run with the same settings completed, and refuses to replace any other file)")
     p.add_argument("--project", type=Path, default=None, help="segment the images of an EffiCell project instead")
     p.add_argument("--set", dest="set_name", default=None, help="with --project: only this image set")
+    p.add_argument("--cluster", default=None, metavar="SPEC",
+                   help="run on a Dask cluster: local[:N] (N worker processes here), tcp://host:port (a running "
+                        "scheduler), or slurm|pbs|sge|lsf[:JOBS] (dask-jobqueue, configured in the Dask config); "
+                        "needs pip install 'efficell[cluster]' and folders every worker sees (docs/cluster.md)")
     p.set_defaults(func=run)
 
 
@@ -38,6 +42,16 @@ def _progress(ev, stream) -> None:  # noqa: ANN001
     status = ("kept from an earlier run" if ev.kept else f"{ev.n_cells} cells, {ev.seconds:.1f} s") if ev.ok else "failed"
     line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.name}: {status}"
     print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
+
+
+def _report(ev, err) -> None:  # noqa: ANN001
+    """The progress line of one image (one scene of a file), then its error or warning."""
+    _progress(ev, err)
+    where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
+    if not ev.ok:
+        print(f"error: {where}: {ev.message}", file=err)
+    elif ev.message and not ev.kept:
+        print(f"warning: {where}: {ev.message}", file=err)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +72,16 @@ def run(args: argparse.Namespace) -> int:
         print("efficell segment: error: --diameter must be a positive number of pixels", file=err)
         return 2
     names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+    if args.cluster is not None:
+        from ..tasks.cluster import parse_cluster
+
+        try:
+            parse_cluster(args.cluster)
+        except ValueError as exc:
+            print(f"efficell segment: error: {exc}", file=err)
+            return 2
+        if args.project is not None:
+            return _project_on_cluster(args, channels)
     if args.project is not None:
         return _run_project(args, channels)
     if not args.paths or args.out is None:
@@ -69,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         print("efficell segment: error: no image files found in " + ", ".join(map(str, args.paths)), file=err)
         return 1
+    if args.cluster is not None:
+        return _files_on_cluster(args, images, channels, planes, names)
     try:
         segmenter = load_segmenter(args.model, args.device)
     except (EffiCellError, ValueError) as exc:
@@ -83,15 +109,10 @@ def run(args: argparse.Namespace) -> int:
     cancel = CancelToken()
     try:
         for ev in segment_files(images, args.out, segmenter, opts, cancel):
-            _progress(ev, err)
-            where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
+            _report(ev, err)
             total = ev.total
             kept += ev.kept
-            if not ev.ok:
-                failed += 1
-                print(f"error: {where}: {ev.message}", file=err)
-            elif ev.message and not ev.kept:
-                print(f"warning: {where}: {ev.message}", file=err)
+            failed += not ev.ok
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -124,5 +145,90 @@ def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
             elif isinstance(ev, ImageSegmented):
                 n += 1
                 print(f"{ev.path}: {ev.n_cells} cells", file=err)
+    print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
+    return 1 if failed else 0
+
+
+def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, planes, names) -> int:  # noqa: ANN001
+    """``efficell segment IMAGES --out DIR --cluster SPEC``: the same lines as a local run, plus
+    the cluster and its dashboard; Ctrl-C stops every worker's image and leaves complete masks only."""
+    from ..core.batch import BatchOptions
+    from ..core.errors import EffiCellError
+    from ..tasks.cluster import connect
+    from ..tasks.cluster_segment import segment_files_on_cluster
+
+    err = sys.stderr
+    opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
+                        measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
+    failed = kept = 0
+    total = len(images)
+    try:
+        with connect(args.cluster) as conn:
+            _announce(conn, err)
+            events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device)
+            try:
+                for ev in events:
+                    _report(ev, err)
+                    total = ev.total  # one per scene of a multi-scene file
+                    kept += ev.kept
+                    failed += not ev.ok
+            except KeyboardInterrupt:
+                print("\ncancelling: stopping the images in flight…", file=err, flush=True)
+                events.close()  # cancels every future, waits for the workers, removes half-written files
+                raise
+    except EffiCellError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("cancelled (the masks written are complete; run the same command again to finish)", file=err)
+        return 130
+    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
+          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
+          file=err)
+    return 1 if failed else 0
+
+
+def _announce(conn, err) -> None:  # noqa: ANN001
+    print(f"cluster: {conn.description}", file=err)
+    if conn.dashboard:
+        print(f"dashboard: {conn.dashboard}", file=err, flush=True)
+    print("loading the model on the workers (a job queue may take a while to start them)…", file=err, flush=True)
+
+
+def _project_on_cluster(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
+    """``efficell segment --project DIR --cluster SPEC``: the window's use case on a cluster, printing its events."""
+    from ..core.errors import EffiCellError
+    from ..project import open_project
+    from ..tasks import ImageFailed, ImageSegmented, SegmentSettings, Status
+    from ..tasks.cluster_segment import segment_images_on_cluster
+
+    err = sys.stderr
+    settings = SegmentSettings(model=args.model, diameter=args.diameter, channels=channels, device=args.device,
+                               measure=None)
+    failed = n = 0
+    try:
+        with open_project(args.project) as project:
+            events = segment_images_on_cluster(project, None, settings, cluster=args.cluster, set_name=args.set_name)
+            try:
+                for ev in events:
+                    if isinstance(ev, ImageFailed):
+                        n += 1
+                        failed += 1
+                        print(f"error: {ev.message}", file=err)
+                    elif isinstance(ev, ImageSegmented):
+                        n += 1
+                        print(f"{ev.path}: {ev.n_cells} cells", file=err)
+                    elif isinstance(ev, Status):  # connecting, the dashboard's address, loading the model
+                        print(ev.message, file=err, flush=True)
+            except KeyboardInterrupt:
+                print("\ncancelling: stopping the images in flight…", file=err, flush=True)
+                events.close()
+                raise
+    except EffiCellError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("cancelled (the results recorded stay in the project)", file=err)
+        return 130
     print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
     return 1 if failed else 0

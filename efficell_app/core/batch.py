@@ -28,7 +28,7 @@ from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
 from .fileio import quick_hash, real_path, remove_stale_parts
 from .images import PlaneChoice, PlanesNeeded, display_name, read_image, scene_names
-from .measure import MIN_OBJECT_PX, file_calibration, measure_image
+from .measure import MIN_OBJECT_PX, ImageMeasurement, file_calibration, measure_image
 from .pairing import image_stem
 
 log = logging.getLogger(__name__)
@@ -163,11 +163,39 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
     ``options.measure`` is False) and ``efficell_run.json`` recording the app version, model
     identity and settings, also when the table could not be written (its error is raised then).
     """
-    from .export import write_label_tiff
-
     opts = options or BatchOptions()
-    out_dir = Path(out_dir)
+    out_dir = output_folder(Path(out_dir))
     started = time.time()
+    items = expand_scenes(list(paths))
+    names = output_names(items)
+    # what a killed run was writing (its temporary files) goes; its complete masks are kept
+    remove_stale_parts(out_dir, [*names.values(), TABLE_FILE, RUN_FILE], older_than=started)
+    key = run_key(segmenter.identity, opts)
+    measurements: list[ImageMeasurement] = []
+    records = []
+    total = len(items)
+    for i, item in enumerate(items, start=1):
+        if cancel is not None and cancel.cancelled:
+            break
+        try:
+            ev, measured = segment_item(item, out_dir / names[item], segmenter, opts, key, cancel)
+        except Cancelled:
+            break
+        ev.index, ev.total = i, total
+        if measured is not None:
+            measurements.append(measured)
+        records.append(file_record(ev, item))
+        yield ev
+    write_run_files(out_dir, run_settings(segmenter.identity, getattr(segmenter, "device_info", None), opts, key),
+                    records, measurements if opts.measure else [])
+
+
+# ----------------------------------------------------------------------------- the pieces every batch runner shares
+# (core.batch.segment_files here, the Dask workers and client of tasks.cluster_segment there)
+
+
+def output_folder(out_dir: Path) -> Path:
+    """``out_dir``, created; an :class:`OutputError` saying why it cannot be."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only parent, ...
@@ -175,83 +203,109 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
 
         reason = "is a file, not a folder" if out_dir.is_file() else _explain(out_dir / "x", exc)
         raise OutputError(out_dir, f"cannot create the output folder: {reason}") from exc
-    items = expand_scenes(list(paths))
-    names = output_names(items)
-    # what a killed run was writing (its temporary files) goes; its complete masks are kept
-    remove_stale_parts(out_dir, [*names.values(), TABLE_FILE, RUN_FILE], older_than=started)
-    key = run_key(segmenter.identity, opts)
-    cells_tables, image_rows, records = [], [], []
-    total = len(items)
-    for i, item in enumerate(items, start=1):
-        path, scene, scene_name = item
-        if cancel is not None and cancel.cancelled:
-            break
-        t0 = time.time()
-        target = out_dir / names[item]
-        try:
-            decision = resume_decision(target, path, key, opts.overwrite)
-            if decision.action == "refuse":
-                raise OutputError(target, decision.reason)
-            if decision.action == "keep":
-                ev = _kept(i, total, item, target, opts, cells_tables, image_rows, decision.reason, t0)
-            else:
-                img = read_image(path, opts.planes, scene=scene)
-                res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
-                cal = file_calibration(img, opts.pixel_size_um, opts.channel_names)
-                source = {"source": str(path), **({"scene": scene_name, "scene_index": scene} if scene is not None else {})}
-                batch = {"run_key": key, **_input_stamp(path)}
-                write_label_tiff(res.labels, target, cal.pixel_size_um, metadata={**source, **res.settings,
-                                                                                  BATCH_KEY: batch})
-                if opts.measure:
-                    measured = measure_image(res.labels, img, cal, display_name(path, scene_name))
-                    cells_tables.append(measured.cells)
-                    image_rows.append(measured.summary | {"diameter_px": res.settings.get("diameter_px")})
-                ev = FileEvent(i, total, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0,
-                               res.settings, scene=scene_name)
-        except Cancelled:
-            break
-        except PlanesNeeded as exc:  # a stack: say which options choose its plane
-            ev = FileEvent(i, total, path, False, f"{exc.reason} ({exc.command_line})", seconds=time.time() - t0,
-                           scene=scene_name)
-        except EffiCellError as exc:
-            ev = FileEvent(i, total, path, False, getattr(exc, "reason", str(exc)), seconds=time.time() - t0,
-                           scene=scene_name)
-        except (ValueError, OSError, MemoryError) as exc:
-            ev = FileEvent(i, total, path, False, str(exc) or type(exc).__name__, seconds=time.time() - t0,
-                           scene=scene_name)
-        record = {"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
-                  "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3), "kept": ev.kept,
-                  "diameter_px": (ev.settings or {}).get("diameter_px")}  # typed in, or estimated for this image
-        if scene is not None:
-            record.update(scene=scene_name, scene_index=scene)
-        records.append(record)
-        yield ev
-    settings = {**segmenter.identity, "device_info": getattr(segmenter, "device_info", None),
-                "diameter_px": opts.diameter or "estimated per image (see files)",
-                "min_object_px": MIN_OBJECT_PX, "channels": list(opts.channels) if opts.channels else None,
-                "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
-                "run_key": key, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return out_dir
+
+
+def segment_item(item: Item, target: Path, segmenter, opts: BatchOptions, key: str,  # noqa: ANN001
+                 cancel: CancelToken | None = None) -> tuple[FileEvent, ImageMeasurement | None]:
+    """One image of a batch into ``target``: kept (:func:`resume_decision`), refused, or segmented
+    and written atomically with its record; measured when ``opts.measure``. A bad image is a
+    failed event (the reason alone: the path goes beside it); only :class:`Cancelled` is raised,
+    also when the run was cancelled after the image was segmented (nothing is written then).
+    The event's ``index``/``total`` are the caller's to set."""
+    path, scene, scene_name = item
+    t0 = time.time()
+    try:
+        decision = resume_decision(target, path, key, opts.overwrite)
+        if decision.action == "refuse":
+            raise OutputError(target, decision.reason)
+        if decision.action == "keep":
+            return _kept(item, target, opts, decision.reason, t0)
+        img = read_image(path, opts.planes, scene=scene)
+        res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
+        if cancel is not None:
+            cancel.raise_if_cancelled()  # it finished after the run was cancelled: write nothing
+        cal = file_calibration(img, opts.pixel_size_um, opts.channel_names)
+        write_mask(res.labels, target, cal.pixel_size_um, item, res.settings, key)
+        measured = (_with_diameter(measure_image(res.labels, img, cal, display_name(path, scene_name)), res.settings)
+                    if opts.measure else None)
+        return (FileEvent(0, 0, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0,
+                          res.settings, scene=scene_name), measured)
+    except Cancelled:
+        raise
+    except PlanesNeeded as exc:  # a stack: say which options choose its plane
+        return FileEvent(0, 0, path, False, f"{exc.reason} ({exc.command_line})", seconds=time.time() - t0,
+                         scene=scene_name), None
+    except EffiCellError as exc:
+        return FileEvent(0, 0, path, False, getattr(exc, "reason", str(exc)), seconds=time.time() - t0,
+                         scene=scene_name), None
+    except (ValueError, OSError, MemoryError) as exc:
+        return FileEvent(0, 0, path, False, str(exc) or type(exc).__name__, seconds=time.time() - t0,
+                         scene=scene_name), None
+
+
+def batch_record(key: str, source: Path) -> dict[str, Any]:
+    """What a mask records under :data:`BATCH_KEY`: the run's key and its input's stamp (:func:`resume_decision` reads it)."""
+    return {"run_key": key, **_input_stamp(source)}
+
+
+def write_mask(labels: np.ndarray, target: Path, pixel_size_um: float | None, item: Item,
+               settings: dict[str, Any], key: str) -> Path:
+    """Write a batch's mask atomically with everything it records: its source (and scene), the
+    result's settings and the :func:`batch_record` that makes the batch resumable."""
+    from .export import write_label_tiff
+
+    path, scene, scene_name = item
+    source = {"source": str(path), **({"scene": scene_name, "scene_index": scene} if scene is not None else {})}
+    return write_label_tiff(labels, target, pixel_size_um,
+                            metadata={**source, **settings, BATCH_KEY: batch_record(key, path)})
+
+
+def file_record(ev: FileEvent, item: Item) -> dict[str, Any]:
+    """The entry of one image in ``efficell_run.json``."""
+    record = {"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
+              "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3), "kept": ev.kept,
+              "diameter_px": (ev.settings or {}).get("diameter_px")}  # typed in, or estimated for this image
+    if item[1] is not None:
+        record.update(scene=item[2], scene_index=item[1])
+    return record
+
+
+def run_settings(identity: dict[str, Any], device_info: dict[str, Any] | None, opts: BatchOptions, key: str,
+                 **extra: Any) -> dict[str, Any]:
+    """The ``settings`` of a batch's run record (and of its table): model identity, device, options, run key."""
+    return {**identity, "device_info": device_info,
+            "diameter_px": opts.diameter or "estimated per image (see files)",
+            "min_object_px": MIN_OBJECT_PX, "channels": list(opts.channels) if opts.channels else None,
+            "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
+            "run_key": key, **extra, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_run_files(out_dir: Path, settings: dict[str, Any], records: list[dict[str, Any]],
+                    measurements: list[ImageMeasurement]) -> None:
+    """``measurements.xlsx`` (when there are measurements, in the order given) and
+    ``efficell_run.json``; the run record is written also when the table cannot be (its error is raised then)."""
+    from .fileio import atomic_write_text
+
     failure: OutputError | None = None
-    if opts.measure and image_rows:
+    if measurements:
         from .export import write_xlsx
 
         import pandas as pd
 
-        cells = pd.concat(cells_tables, ignore_index=True) if cells_tables else pd.DataFrame()
+        cells = pd.concat([m.cells for m in measurements], ignore_index=True)
         try:
-            write_xlsx(cells, pd.DataFrame(image_rows), settings, out_dir / TABLE_FILE)
+            write_xlsx(cells, pd.DataFrame([m.summary for m in measurements]), settings, out_dir / TABLE_FILE)
         except OutputError as exc:  # the run record is still written (it is small), then the error goes up
             failure = exc
-    from .fileio import atomic_write_text
-
     record = {"settings": settings, "files": records, "errors": [str(failure)] if failure else []}
     atomic_write_text(out_dir / RUN_FILE, json.dumps(record, indent=1, default=str))
     if failure is not None:
         raise failure
 
 
-def _kept(i: int, total: int, item: Item, target: Path, opts: BatchOptions, cells_tables: list, image_rows: list,  # noqa: PLR0913
-          note: str, t0: float) -> FileEvent:
+def _kept(item: Item, target: Path, opts: BatchOptions, note: str,
+          t0: float) -> tuple[FileEvent, ImageMeasurement | None]:
     """The event of a mask kept from an earlier run; its cells are measured for the table."""
     from .export import read_label_settings
     from .images import read_mask
@@ -259,11 +313,16 @@ def _kept(i: int, total: int, item: Item, target: Path, opts: BatchOptions, cell
     path, scene, scene_name = item
     labels = read_mask(target)
     settings = read_label_settings(target) or {}
+    measured = None
     if opts.measure:
         img = read_image(path, opts.planes, scene=scene)
-        measured = measure_image(labels, img, file_calibration(img, opts.pixel_size_um, opts.channel_names),
-                                 display_name(path, scene_name))
-        cells_tables.append(measured.cells)
-        image_rows.append(measured.summary | {"diameter_px": settings.get("diameter_px")})
+        measured = _with_diameter(measure_image(labels, img, file_calibration(img, opts.pixel_size_um, opts.channel_names),
+                                                display_name(path, scene_name)), settings)
     n = int(len(np.unique(labels[labels > 0])))
-    return FileEvent(i, total, path, True, note, target, n, time.time() - t0, settings, kept=True, scene=scene_name)
+    return (FileEvent(0, 0, path, True, note, target, n, time.time() - t0, settings, kept=True, scene=scene_name),
+            measured)
+
+
+def _with_diameter(measured: ImageMeasurement, settings: dict[str, Any]) -> ImageMeasurement:
+    """The image's summary row with the diameter it was segmented at (typed in, or estimated for it)."""
+    return measured._replace(summary=measured.summary | {"diameter_px": settings.get("diameter_px")})

@@ -315,7 +315,10 @@ class Session(QObject):
         self._run_stats = {"ok": 0, "failed": 0}
         self._eta = EtaTracker(len(ids))
         self.run_started.emit(len(ids), "Starting…")
-        self._run = start_task(tasks.segment_images, self.project, ids, settings, set_name=set_name, with_colours=True,
+        use_case, where = tasks.segment_images, {}
+        if self.prefs.run_on:  # Settings > Run on: a Dask cluster (the same events)
+            use_case, where = tasks.segment_images_on_cluster, {"cluster": self.prefs.run_on}
+        self._run = start_task(use_case, self.project, ids, settings, set_name=set_name, with_colours=True, **where,
                                threads=self.prefs.effective_threads(), on_event=self._run_event,
                                on_returned=lambda _v: self._run_done("finished"),
                                on_aborted=lambda: self._run_done("cancelled"),

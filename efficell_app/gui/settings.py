@@ -28,6 +28,7 @@ class Preferences:
     """User preferences shown in the settings dialog."""
 
     device: str = "auto"  # "auto" | "cpu" | "cuda:N" | "mps"
+    run_on: str = ""  # "" = this computer, else a Dask cluster spec (tasks.cluster: local[:N], tcp://..., slurm[:N])
     threads: int = 0  # 0 = automatic (all cores but one, so the window stays responsive)
     pixel_size_um: float = 0.0  # 0 = unknown (measurements in pixels)
     cache_dir: str = ""  # "" = the default weights cache
@@ -43,6 +44,7 @@ class Preferences:
         d = cls()
         return cls(
             device=str(s.value("prefs/device", d.device)),
+            run_on=str(s.value("prefs/run_on", d.run_on) or ""),
             threads=_int(s.value("prefs/threads", d.threads)),
             pixel_size_um=_float(s.value("prefs/pixel_size_um", d.pixel_size_um)),
             cache_dir=str(s.value("prefs/cache_dir", d.cache_dir) or ""),
@@ -53,6 +55,7 @@ class Preferences:
     def save(self) -> None:
         s = qsettings()
         s.setValue("prefs/device", self.device)
+        s.setValue("prefs/run_on", self.run_on)
         s.setValue("prefs/threads", int(self.threads))
         s.setValue("prefs/pixel_size_um", float(self.pixel_size_um))
         s.setValue("prefs/cache_dir", self.cache_dir)

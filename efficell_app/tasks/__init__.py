@@ -13,6 +13,10 @@ add images          :func:`add_images`, :func:`thumbnails`  ``Status``, ``Images
 segment + measure   :func:`segment_images`                 ``Status``, ``RunStarted``, ``ImageStarted``,
                     (unit: :func:`segment_image`),         ``ImageSegmented``, ``ImageFailed``,
                     :func:`measure_images`                 ``MeasuredImage``
+... on a cluster    :func:`segment_images_on_cluster`,     the same; ``core.batch.FileEvent`` for files
+                    :func:`segment_files_on_cluster`
+                    (:mod:`.cluster`: which cluster;
+                    the resume check: ``core.batch``)
 annotate            :func:`save_annotation`                ``AnnotationSaved``
                     (:func:`starting_labels`)
 train               :func:`train_project_adapter`,         ``TrainingStarted``, ``TrainProgress``,
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 from .add_images import ImagesAdded, Thumbnail, add_images, set_name_for, thumbnails
 from .annotate import AnnotationSaved, StartingLabels, mark_annotated, save_annotation, starting_labels
+from .cluster import ClusterError, ClusterSpec, cluster_extra_missing, connect, parse_cluster
+from .cluster_segment import segment_files_on_cluster, segment_images_on_cluster
 from .evaluate import (
     CellUncertainty,
     Compared,
@@ -105,6 +111,8 @@ __all__ = [
     "AdapterAdded",
     "AnnotationSaved",
     "BatchEvent",
+    "ClusterError",
+    "ClusterSpec",
     "CellUncertainty",
     "Compared",
     "DeviceFound",
@@ -131,7 +139,9 @@ __all__ = [
     "TrainingStarted",
     "add_images",
     "cell_uncertainty",
+    "cluster_extra_missing",
     "compare_models",
+    "connect",
     "describe_error",
     "find_device",
     "device_description",
@@ -143,11 +153,14 @@ __all__ = [
     "loading_heavy_libraries",
     "mark_annotated",
     "measure_images",
+    "parse_cluster",
     "rank_uncertainty",
     "save_annotation",
     "score_folders",
+    "segment_files_on_cluster",
     "segment_image",
     "segment_images",
+    "segment_images_on_cluster",
     "segment_project",
     "set_name_for",
     "starting_labels",

@@ -190,6 +190,15 @@ def _records(project: Project, set_name: str | None,
     return out
 
 
+def images_to_segment(project: Project, set_name: str | None, image_ids: Sequence[int] | None,
+                      only_new: bool) -> list[tuple[int, ImageRecord | None]]:
+    """(id, record) of a run's images, in order: ``image_ids``, else every image of ``set_name``,
+    else of the project; ``only_new`` leaves out those with a result or an annotation; an
+    unknown id keeps ``None`` (reported as failed)."""
+    todo = _records(project, set_name, image_ids)
+    return [(i, r) for i, r in todo if r is None or r.status == "new"] if only_new else todo
+
+
 def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | None = None,
                     cancel: CancelToken | None = None, *, only_new: bool = False,
                     diameter: float | None = None, channels: tuple[int, ...] | None = None,
@@ -207,9 +216,7 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
     cancelled before its first result leaves no run record. A result that cannot be saved (disk
     full) fails that image with "<image>: the result could not be saved ...".
     """
-    todo = _records(project, set_name, image_ids)
-    if only_new:
-        todo = [(i, r) for i, r in todo if r is None or r.status == "new"]
+    todo = images_to_segment(project, set_name, image_ids, only_new)
     if not todo:
         return
     if cancel is not None:
@@ -243,11 +250,7 @@ def _segment_all(project: Project, segmenter: SegmenterLike, todo: list[tuple[in
             out = segment_image(ImageJob.of(rec), settings, segmenter, cancel=cancel, keep_image=True)
             res = out.result
             seconds = float(getattr(res, "seconds", 0.0) or (time.perf_counter() - t0))
-            try:
-                path = project.record_result(rec.id, res.labels, dict(res.settings), identity, run_id=run_id,
-                                             seconds=seconds)
-            except OutputError as exc:  # disk full, read-only project: name the image and the file
-                raise OutputError(rec.path, f"the result could not be saved ({exc})") from exc
+            path = record_result(project, rec, res, identity, run_id, seconds)
         except Cancelled:
             raise
         except EffiCellError as exc:
@@ -263,6 +266,15 @@ def _segment_all(project: Project, segmenter: SegmenterLike, todo: list[tuple[in
             continue
         yield BatchEvent(i, total, rec.id, rec.path, True, n_cells=int(res.n_cells), seconds=seconds,
                          result_path=path, result=res, image=out.image, measurement=out.measurement)
+
+
+def record_result(project: Project, rec: ImageRecord, res: Any, identity: dict[str, Any], run_id: int,
+                  seconds: float) -> Path:
+    """Record one image's result under ``run_id``; a result that cannot be saved fails that image."""
+    try:
+        return project.record_result(rec.id, res.labels, dict(res.settings), identity, run_id=run_id, seconds=seconds)
+    except OutputError as exc:  # disk full, read-only project: name the image and the file
+        raise OutputError(rec.path, f"the result could not be saved ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------- the use case
@@ -326,9 +338,7 @@ def segment_images(project: Project, image_ids: Sequence[int] | None, settings: 
         yield Status("Loading the model…")
         segmenter = load_segmenter(settings.model, settings.device, settings.encoder_weights)
     device = str(getattr(segmenter, "device", settings.device))
-    todo = _records(project, set_name, image_ids)
-    if only_new:
-        todo = [(i, r) for i, r in todo if r is None or r.status == "new"]
+    todo = images_to_segment(project, set_name, image_ids, only_new)
     ids = [i for i, _ in todo]
     total = len(ids)
     yield RunStarted(total, settings.model_name, device)
@@ -345,23 +355,34 @@ def segment_images(project: Project, image_ids: Sequence[int] | None, settings: 
             log.info("segmentation failed: %s", ev.error)
             yield ImageFailed(i, total, image_id, str(ev.path), ev.message)
             continue
-        labels = ev.result.labels
-        found = find_labels(project, image_id)  # the labels that count: a saved annotation stays in front
-        kept = found is not None and found.kind == "annotation"
-        measured = None
-        if rec is not None and found is not None and settings.measure is not None:
-            if kept:
-                try:
-                    measured = measure_project_image(project, image_id, settings.measure, found=found, image=ev.image)
-                except (EffiCellError, OSError, ValueError) as exc:  # the table measures it again when shown
-                    log.warning("annotation of %s not measured: %s", ev.path, exc)
-            elif ev.measurement is not None:  # the result just recorded
-                measured = MeasuredImage.of(image_id, rec.set_name, ev.measurement, found)
-        colours = None
-        if with_colours and not kept:
-            from ..core.overlay import label_colours
+        assert rec is not None  # segment_project fails unknown ids
+        yield segmented_event(project, i, total, rec, ev.result, ev.measurement, ev.seconds, with_colours,
+                              measure=settings.measure, image=ev.image)
 
-            colours = label_colours(labels)
-        status = project.get_image(image_id).status if rec is not None else "segmented"
-        yield ImageSegmented(i, total, image_id, ev.path, labels, ev.n_cells, ev.seconds,
-                             tuple(getattr(ev.result, "notes", ()) or ()), measured, colours, status, kept)
+
+def segmented_event(project: Project, index: int, total: int, rec: ImageRecord, res: Any,
+                    measurement: ImageMeasurement | None, seconds: float, with_colours: bool, *,
+                    measure: MeasureSettings | None = None, image: ImageData | None = None) -> ImageSegmented:
+    """The :class:`ImageSegmented` of a recorded result, measured as the table shows it: the labels
+    that count (``project.measuring.find_labels``), so a saved annotation stays in front of the new
+    result and is measured instead (with ``measure``; ``image``: its pixels when at hand); else
+    ``measurement``, named after the result's origin. Overlay colours when asked (not for a kept annotation)."""
+    labels = res.labels
+    found = find_labels(project, rec.id)  # the labels that count: a saved annotation stays in front
+    kept = found is not None and found.kind == "annotation"
+    measured = None
+    if kept and measurement is not None:
+        try:
+            measured = measure_project_image(project, rec.id, measure, found=found, image=image)
+        except (EffiCellError, OSError, ValueError) as exc:  # the table measures it again when shown
+            log.warning("annotation of %s not measured: %s", rec.path, exc)
+    elif measurement is not None and found is not None:  # the result just recorded
+        measured = MeasuredImage.of(rec.id, rec.set_name, measurement, found)
+    colours = None
+    if with_colours and not kept:
+        from ..core.overlay import label_colours
+
+        colours = label_colours(labels)
+    return ImageSegmented(index, total, rec.id, rec.path, labels, int(res.n_cells), seconds,
+                          tuple(getattr(res, "notes", ()) or ()), measured, colours,
+                          project.get_image(rec.id).status, kept)
