@@ -484,7 +484,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         step_seconds += time.time() - t_step
         terms["total"] = float(loss.detach())
         if not math.isfinite(terms["total"]):  # diverged: the weights are no longer finite numbers
-            raise EffiCellError(f"training diverged at step {step} (the loss is not finite); try a lower --lr")
+            raise EffiCellError(f"training diverged at step {step} (the loss is not finite); try a lower learning rate")
         for k_, v in terms.items():
             ema[k_] = v if k_ not in ema else 0.9 * ema[k_] + 0.1 * v
         el = time.time() - t_start
