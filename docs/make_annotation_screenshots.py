@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         win.seg_panel.diameter.setValue(20.0)
     tools = win.annotation
     ctl = tools.controller
-    win.resize(1500, 940)
-    win.show()
+    win.show()  # at its default size (1400 x 900): the guide shows what a user sees first
     assert win.open_project(folder)
     _pump(app, lambda: win.viewer.has_image())
     project = win.session.project
@@ -113,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     ed.brush(ed.new_id(), [(20, 20), (28, 40), (24, 60)], 5)
     win.docks["Annotate"].raise_()
     win.viewer.fit()
-    _pump(app, lambda: True)
+    ctl.save(wait=True)
+    t_saved = time.monotonic()  # the save's event reaches the window on a later turn of the event loop
+    _pump(app, lambda: time.monotonic() - t_saved > 1.0 and not win.session.helpers_running()
+          and win.current_image in win.session.measured)
     _save(win, args.out / "annotate_tools.png")
     ctl.stop()
 
@@ -133,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if dlg.new_adapter is None:
         log.error("training did not finish: %s", dlg.phase.text())
         return 1
-    tools.adapters_panel.refresh()
-    win.seg_panel.set_adapters(project.list_adapters())
+    # listed at once in the Model list and the Adapters panel (no reopening)
     win.seg_panel.select_model(str(dlg.new_adapter.path))
     win.docks["Adapters"].raise_()
     tools.adapters_panel.select(dlg.new_adapter.id)

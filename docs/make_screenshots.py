@@ -72,17 +72,44 @@ def main(argv: list[str] | None = None) -> int:
     for p in sorted((args.data / "usiigaci_phase" / "images").glob("*.tif")):
         shutil.copy(p, phase / p.name)
 
+    # A time-lapse z-stack (TZYX) made from one of the images: EffiCell asks which plane to use.
+    import numpy as np
+    import tifffile
+
+    from efficell_app.core.images import read_image
+
+    stacks = work / "Live imaging"
+    stacks.mkdir()
+    plane = read_image(pairs[0]).data[0].astype(np.uint16)
+    movie = np.stack([np.stack([plane // (abs(z - 2) + 1) for z in range(5)]) for _ in range(4)])
+    tifffile.imwrite(stacks / "nuclei_t4_z5.tif", movie, imagej=True, metadata={"axes": "TZYX"})
+
     have_model = default_adapter_path().exists()
     prefs = Preferences(device="auto", auto_segment=have_model)
     win = MainWindow(prefs, restore_state=False)
-    win.resize(1500, 940)
-    win.show()
+    win.show()  # at its default size (1400 x 900): nothing in the pictures may be cut off there
+    _pump(app, lambda: win.docks["Annotate"].isVisible())
+    dlg = win.new_project()
+    dlg.location.setText(str(work / "EffiCell projects"))
+    dlg.name.setText("Nuclei screen")
+    _pump(app, lambda: True)
+    _save(dlg, args.out / "new_project_dialog.png")
+    dlg.reject()
     win.session.create_project(work / "Screenshots project", name="Nuclei screen")
     win.add_paths([folder])
     project = win.session.project
     _pump(app, lambda: not win.session.helpers_running() and len(project.list_images()) == len(pairs))
     win.add_paths([phase])
     _pump(app, lambda: not win.session.helpers_running() and len(project.list_images()) == len(pairs) + 2)
+    # A z-stack time series: the plane dialog, then the image segmented at the chosen plane.
+    win.add_paths([stacks])
+    _pump(app, lambda: win.planes_dialog is not None and win.planes_dialog.isVisible())
+    planes = win.planes_dialog
+    planes.t_point.setValue(2)
+    _pump(app, lambda: True)
+    _save(planes, args.out / "planes_dialog.png")
+    planes.accept()
+    _pump(app, lambda: not win.session.helpers_running() and len(project.list_images()) == len(pairs) + 3)
     if have_model:
         _pump(app, lambda: not win.session.is_running() and not win.session.pending_segment, timeout=600)
     else:
@@ -90,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         from efficell_app.core.images import read_mask
 
         for rec in project.list_images():
+            if rec.path.parent not in (folder, phase):
+                continue  # the z-stack has no reference mask
             sub = "dsb2018_fluo" if rec.path.parent == folder else "usiigaci_phase"
             labels = read_mask(args.data / sub / "masks" / rec.name)
             project.record_result(rec.id, labels, {"source": "reference mask"}, {"adapter": "reference"})
@@ -98,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     first = max(nuclei, key=lambda r: int(project.labels_for(r.id).labels.max()) if project.labels_for(r.id) else 0)
     win.project_panel.select_image(first.id)
     win.show_image(first.id)
-    _pump(app, lambda: first.id in win.session.cells and not win.session.helpers_running()
+    _pump(app, lambda: first.id in win.session.measured and not win.session.helpers_running()
           and win.device_label.text().startswith(("CPU", "GPU")))
     labels = win.viewer.labels()
     target = int(labels[labels.shape[0] // 2, labels.shape[1] // 2]) or int(labels.max()) // 2
@@ -132,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     _pump(app, lambda: True)
     _save(win.docks["Problems"], args.out / "problems.png")
     win.docks["Measurements"].raise_()
+
 
     dlg = win.open_export_dialog()
     dlg.set_formats(("xlsx", "tiff", "roi"))

@@ -59,12 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
+    from ..core.device import DeviceUnavailable
     from ..core.errors import EffiCellError
+    from .hints import with_options
 
     try:
         return int(args.func(args))
-    except EffiCellError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (EffiCellError, DeviceUnavailable) as exc:
+        print(f"error: {with_options(exc)}", file=sys.stderr)
         return EXIT_PARTIAL
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)

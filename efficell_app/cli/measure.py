@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..core.measure import file_calibration, measure_image
+    from ..core.measure import MIN_OBJECT_PX, file_calibration, measure_image
 
     t0 = time.perf_counter()
     cell_tables: list[pd.DataFrame] = []
@@ -95,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
             measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names), path.name,
                                      mask_path=mask_path)
         except EffiCellError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failures.append(str(exc))
+            from .hints import with_options
+
+            print(f"error: {with_options(exc)}", file=sys.stderr)
+            failures.append(with_options(exc))
             continue
         cell_tables.append(measured.cells)
         image_rows.append(measured.summary | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "masks": str(masks_dir),
         "pixel_size_um": args.pixel_size if args.pixel_size else "from image metadata",
         "channel_names": channel_names or "from image metadata",
+        "min_object_px": MIN_OBJECT_PX,
         "images_measured": len(image_rows),
         "images_failed": failures,
         "seconds": round(time.perf_counter() - t0, 3),

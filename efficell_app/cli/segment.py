@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         segmenter = load_segmenter(args.model, args.device)
     except (EffiCellError, ValueError) as exc:
-        print(f"error: {exc}", file=err)
+        from .hints import with_options
+
+        print(f"error: {with_options(exc)}", file=err)
         return 1
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)

@@ -117,7 +117,13 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
         get_spec(args.encoder)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
-    choose_device(args.device)
+    from ..core.device import DeviceUnavailable
+    from .hints import with_options
+
+    try:
+        choose_device(args.device)
+    except DeviceUnavailable as exc:
+        raise ValueError(with_options(exc)) from None
     pairs, problems = pair_files(args.images, args.masks)
     if not pairs:
         raise FileNotFoundError(f"{args.images}: no image files found")
@@ -150,7 +156,9 @@ def _read_planes(pairs: list[tuple[Path, Path | None]], planes: Any) -> tuple[li
         try:
             out.append((read_image(image, planes), mask))
         except EffiCellError as exc:
-            problems.append(f"{exc}; skipped")
+            from .hints import with_options
+
+            problems.append(f"{with_options(exc)}; skipped")
     return out, problems
 
 

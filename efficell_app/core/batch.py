@@ -27,8 +27,8 @@ import numpy as np
 from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
 from .fileio import quick_hash, real_path, remove_stale_parts
-from .images import PlaneChoice, display_name, read_image, scene_names
-from .measure import ImageMeasurement, file_calibration, measure_image
+from .images import PlaneChoice, PlanesNeeded, display_name, read_image, scene_names
+from .measure import MIN_OBJECT_PX, ImageMeasurement, file_calibration, measure_image
 from .pairing import image_stem
 
 log = logging.getLogger(__name__)
@@ -227,11 +227,15 @@ def segment_item(item: Item, target: Path, segmenter, opts: BatchOptions, key: s
             cancel.raise_if_cancelled()  # it finished after the run was cancelled: write nothing
         cal = file_calibration(img, opts.pixel_size_um, opts.channel_names)
         write_mask(res.labels, target, cal.pixel_size_um, item, res.settings, key)
-        measured = measure_image(res.labels, img, cal, display_name(path, scene_name)) if opts.measure else None
+        measured = (_with_diameter(measure_image(res.labels, img, cal, display_name(path, scene_name)), res.settings)
+                    if opts.measure else None)
         return (FileEvent(0, 0, path, True, "; ".join(res.notes), target, res.n_cells, time.time() - t0,
                           res.settings, scene=scene_name), measured)
     except Cancelled:
         raise
+    except PlanesNeeded as exc:  # a stack: say which options choose its plane
+        return FileEvent(0, 0, path, False, f"{exc.reason} ({exc.command_line})", seconds=time.time() - t0,
+                         scene=scene_name), None
     except EffiCellError as exc:
         return FileEvent(0, 0, path, False, getattr(exc, "reason", str(exc)), seconds=time.time() - t0,
                          scene=scene_name), None
@@ -260,7 +264,8 @@ def write_mask(labels: np.ndarray, target: Path, pixel_size_um: float | None, it
 def file_record(ev: FileEvent, item: Item) -> dict[str, Any]:
     """The entry of one image in ``efficell_run.json``."""
     record = {"input": str(ev.path), "ok": ev.ok, "message": ev.message, "output": ev.output.name if ev.output else None,
-              "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3), "kept": ev.kept}
+              "n_cells": ev.n_cells, "seconds": round(ev.seconds, 3), "kept": ev.kept,
+              "diameter_px": (ev.settings or {}).get("diameter_px")}  # typed in, or estimated for this image
     if item[1] is not None:
         record.update(scene=item[2], scene_index=item[1])
     return record
@@ -270,7 +275,8 @@ def run_settings(identity: dict[str, Any], device_info: dict[str, Any] | None, o
                  **extra: Any) -> dict[str, Any]:
     """The ``settings`` of a batch's run record (and of its table): model identity, device, options, run key."""
     return {**identity, "device_info": device_info,
-            "diameter_px": opts.diameter, "channels": list(opts.channels) if opts.channels else None,
+            "diameter_px": opts.diameter or "estimated per image (see files)",
+            "min_object_px": MIN_OBJECT_PX, "channels": list(opts.channels) if opts.channels else None,
             "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
             "run_key": key, **extra, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -310,8 +316,13 @@ def _kept(item: Item, target: Path, opts: BatchOptions, note: str,
     measured = None
     if opts.measure:
         img = read_image(path, opts.planes, scene=scene)
-        measured = measure_image(labels, img, file_calibration(img, opts.pixel_size_um, opts.channel_names),
-                                 display_name(path, scene_name))
+        measured = _with_diameter(measure_image(labels, img, file_calibration(img, opts.pixel_size_um, opts.channel_names),
+                                                display_name(path, scene_name)), settings)
     n = int(len(np.unique(labels[labels > 0])))
     return (FileEvent(0, 0, path, True, note, target, n, time.time() - t0, settings, kept=True, scene=scene_name),
             measured)
+
+
+def _with_diameter(measured: ImageMeasurement, settings: dict[str, Any]) -> ImageMeasurement:
+    """The image's summary row with the diameter it was segmented at (typed in, or estimated for it)."""
+    return measured._replace(summary=measured.summary | {"diameter_px": settings.get("diameter_px")})

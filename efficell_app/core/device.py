@@ -22,8 +22,18 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+class DeviceUnavailable(ValueError):
+    """A device was asked for that this machine does not have (or does not know). The message names
+    no command-line option: the window shows it too; the command line adds ``--device`` itself."""
+
+    def __init__(self, device: str, reason: str) -> None:
+        super().__init__(reason)
+        self.device = device
+
+
 def choose_device(pref: str = "auto") -> str:
-    """``auto`` picks CUDA, then Apple MPS, then CPU. An explicit choice that is absent raises ValueError."""
+    """``auto`` picks CUDA, then Apple MPS, then CPU. An explicit choice that is absent raises
+    :class:`DeviceUnavailable` (a ValueError)."""
     import torch
 
     pref = (pref or "auto").lower()
@@ -34,18 +44,18 @@ def choose_device(pref: str = "auto") -> str:
             return "mps"
         return "cpu"
     if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU found (torch %s)" % torch.__version__)
+        raise DeviceUnavailable(pref, f"no CUDA GPU found (torch {torch.__version__})")
     if pref == "mps" and not _mps_available():
-        raise ValueError("--device mps: Apple MPS is not available on this machine")
+        raise DeviceUnavailable(pref, "Apple MPS is not available on this machine")
     if pref not in ("cpu", "mps") and not pref.startswith("cuda"):
-        raise ValueError(f"unknown device '{pref}' (auto, cpu, cuda, cuda:N, mps)")
+        raise DeviceUnavailable(pref, f"unknown device '{pref}' (auto, cpu, cuda, cuda:N, mps)")
     if pref.startswith("cuda:"):
         try:
             idx = int(pref.split(":", 1)[1])
         except ValueError:
-            raise ValueError(f"unknown device '{pref}' (auto, cpu, cuda, cuda:N, mps)") from None
+            raise DeviceUnavailable(pref, f"unknown device '{pref}' (auto, cpu, cuda, cuda:N, mps)") from None
         if not 0 <= idx < torch.cuda.device_count():
-            raise ValueError(f"--device {pref}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+            raise DeviceUnavailable(pref, f"this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return pref
 
 
@@ -108,14 +118,38 @@ def describe_device(device: str = "auto") -> dict[str, Any]:
     return info
 
 
-def device_text(device: str = "auto") -> str:
-    """One line for the status bar: 'GPU: NVIDIA H200 (140 GiB)', 'GPU: Apple (MPS)' or 'CPU (2 threads, 2 cores)'."""
+def device_text(device: str = "auto", threads: int | None = None) -> str:
+    """One line for the status bar: 'GPU: NVIDIA H200 (140 GiB)', 'GPU: Apple (MPS)' or 'CPU (2 threads, 2 cores)'.
+
+    ``threads``: the torch threads the caller's work runs with (the window's preference), named
+    instead of torch's current count."""
     d = describe_device(device)
     if d["type"] == "cuda":
         return f"GPU: {d['name']} ({d['memory_gib']:.0f} GiB)"
     if d["type"] == "mps":
         return "GPU: Apple (MPS)"
-    return f"CPU ({d['cpu_threads']} threads, {d['cpu_cores']} cores)"
+    return cpu_text(threads or d["cpu_threads"], d["cpu_cores"])
+
+
+def cpu_text(threads: int, cores: int | None = None) -> str:
+    """'CPU (3 threads, 4 cores)' (``cores``: this machine's, by default)."""
+    cores = cores or os.cpu_count()
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''}, {cores} cores)"
+
+
+def quick_device_text(device: str, threads: int) -> str:
+    """The device in words at once, without importing torch (a second or more): the CPU when it
+    is chosen or no GPU driver is installed (Linux), else that a GPU is being looked for.
+    :func:`device_text` (off the window's thread) has the last word."""
+    import shutil
+    import sys
+
+    if (device or "auto") == "cpu":
+        return cpu_text(threads)
+    nvidia = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+    if sys.platform.startswith("linux") and not nvidia:
+        return cpu_text(threads)
+    return "Looking for a GPU…"
 
 
 def gpu_names() -> list[str]:

@@ -19,8 +19,6 @@ _UNIT_TO_UM = {
 
 
 @dataclass(frozen=True)
-
-
 class PlaneChoice:
     """How to reduce a z-stack or time series to one 2-D (multi-channel) image.
 
@@ -40,6 +38,38 @@ class PlaneChoice:
         return cls(z=zz, t=None if t is None else _plane(t, "--t", ""))
 
 
+class PlanesNeeded(ImageReadError):
+    """A z-stack or time series read without saying which plane to use.
+
+    ``sizes`` maps each axis still to choose (``"Z"``, ``"T"``) to its number of planes, all of
+    them at once (the window's plane dialog asks for every axis in one go); ``unlabelled`` is set
+    when the file does not say what its planes are (they may also be channels). The message names
+    no command-line option: the window asks with a dialog, the command line adds its own options
+    (:attr:`command_line`).
+    """
+
+    def __init__(self, path: str | Path | None, sizes: dict[str, int], unlabelled: bool = False) -> None:
+        self.sizes = dict(sizes)
+        self.unlabelled = unlabelled
+        if unlabelled:
+            n = next(iter(sizes.values()))
+            reason = (f"3-D image of {n} planes without metadata: say whether they are channels, z-planes or "
+                      "time points (choose a plane or a projection)")
+        else:
+            words = {"Z": "z-planes", "T": "time points"}
+            stack = " and ".join(f"{n} {words[ax]}" for ax, n in sizes.items())
+            reason = f"is a stack of {stack}; choose " + " and ".join(
+                "a z-plane or the maximum projection" if ax == "Z" else "a time point" for ax in sizes)
+        super().__init__(path, reason)
+
+    @property
+    def command_line(self) -> str:
+        """The options of ``efficell segment`` (``measure``, ``train``) that choose these planes."""
+        if self.unlabelled:
+            return "--z N|max or --t N"
+        return " and ".join("--z N or --z max" if ax == "Z" else "--t N" for ax in self.sizes)
+
+
 def _plane(text: str, option: str, alternative: str) -> int:
     value = text.strip()
     if not value.isdigit():
@@ -49,8 +79,6 @@ def _plane(text: str, option: str, alternative: str) -> int:
 
 
 @dataclass
-
-
 class ImageData:
     """An image as read from disk: raw values, channel-first."""
 
@@ -147,8 +175,7 @@ def to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel_
             elif planes.t is not None:
                 axes = "T" + axes[1:]
             else:
-                raise ImageReadError(path, f"3-D image of {n} planes without metadata: say whether they are "
-                                     "channels, z-planes or time points (--z N|max or --t N)")
+                raise PlanesNeeded(path, {"Z": n}, unlabelled=True)
         elif arr.ndim == 3 and axes[:2] == "YX" and arr.shape[2] <= 4:
             axes = axes[:2] + "C"
         else:
@@ -156,6 +183,7 @@ def to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel_
                                  "cannot be interpreted; save it as 2-D planes or as an OME/ImageJ hyperstack")
     if channel_axis is not None and "C" not in axes and "S" not in axes and arr.ndim == 3:
         axes = "C" + axes[1:] if channel_axis == 0 else axes[:2] + "C"
+    check_planes(path, {ax: int(arr.shape[axes.index(ax)]) for ax in "TZ" if ax in axes}, planes)
     for ax in "TZ":
         if ax not in axes:
             continue
@@ -184,18 +212,27 @@ def to_cyx(path: Path, arr: np.ndarray, axes: str, planes: PlaneChoice, channel_
     return np.ascontiguousarray(arr), rgb
 
 
+def check_planes(path: Path | None, sizes: dict[str, int], planes: PlaneChoice) -> None:
+    """Raise :class:`PlanesNeeded` once, naming every ``Z``/``T`` axis of ``sizes`` (axis -> planes)
+    that has more than one plane and no choice in ``planes``. Readers call it when they know all
+    axis sizes, before reading pixels, so the window's plane dialog learns every axis at once."""
+    missing = {ax: int(sizes[ax]) for ax, choice in (("Z", planes.z), ("T", planes.t))
+               if int(sizes.get(ax, 1)) > 1 and choice is None}
+    if missing:
+        raise PlanesNeeded(path, missing)
+
+
 def plane_index(path: Path | None, axis: str, n: int, planes: PlaneChoice) -> int | None:
     """The plane of a ``T`` or ``Z`` axis of ``n`` planes to read: an index, or None for a maximum
     projection. An axis of one plane needs no choice. One rule for every reader."""
     if n <= 1:
         return 0
-    choice, label, flag = ((planes.t, "time points", "--t N") if axis == "T"
-                           else (planes.z, "z-planes", "--z N or --z max"))
+    choice, label = (planes.t, "time points") if axis == "T" else (planes.z, "z-planes")
     if choice is None:
-        raise ImageReadError(path, f"is a stack of {n} {label}; choose one with {flag}")
+        raise PlanesNeeded(path, {axis: n})
     if choice == "max":
         if axis == "T":
-            raise ImageReadError(path, "a maximum projection over time is not offered; choose a time point with --t N")
+            raise ImageReadError(path, "a maximum projection over time is not offered; choose a time point")
         return None
     if not 0 <= int(choice) < n:
         raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")

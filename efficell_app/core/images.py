@@ -23,6 +23,7 @@ from .errors import ImageReadError
 from .image_data import (  # noqa: F401 - re-exported: the types every caller of the readers uses
     ImageData,
     PlaneChoice,
+    PlanesNeeded,
     block_rows,
     channels_equal,
     check_scene,
@@ -385,7 +386,8 @@ def _validate(img: ImageData) -> ImageData:
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageReadError(path, f"image is {h}x{w} pixels; EffiCell needs at least {MIN_SIDE}x{MIN_SIDE}")
     if data.shape[0] > MAX_CHANNELS:
-        raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack (use --z or --t), at most {MAX_CHANNELS} channels are supported")
+        raise ImageReadError(path, f"has {data.shape[0]} channels; that looks like a stack of planes rather than "
+                             f"channels (at most {MAX_CHANNELS} channels are supported)")
     if data.dtype.kind == "f":
         step = block_rows(w)
         n_bad = sum(int(np.count_nonzero(~np.isfinite(data[:, r:r + step]))) for r in range(0, h, step))

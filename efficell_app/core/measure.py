@@ -18,6 +18,9 @@ Conventions, chosen to match Fiji/ImageJ and QuPath so numbers can be compared:
 * ``circularity`` = 4*pi*area/perimeter**2, capped at 1 (as ImageJ does); empty (NaN)
   when the perimeter is 0 (a single pixel).
 * ``std`` is the population standard deviation (ddof=0, as numpy and scikit-image).
+* Objects smaller than the calibration's ``min_object_px`` pixels (:data:`MIN_OBJECT_PX`
+  unless the user chose otherwise) are not measured: the shape of a 3-pixel speck means
+  nothing (its circularity would be 1). Their number is in the per-image row.
 
 Columns carry their unit: ``area_um2`` / ``area_px`` and so on, ``_um`` when the pixel
 size is known, ``_px`` otherwise (pixel-unit centroids are always present too).
@@ -45,6 +48,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 INTENSITY_STATS = ("mean", "median", "min", "max", "std", "integrated")
+#: Objects with fewer pixels than this are left out of the measurements (see the module docstring).
+MIN_OBJECT_PX = 10
+#: What the per-image row says for an image whose pixel size is not known (lengths are then in pixels).
+PIXEL_SIZE_UNKNOWN = "unknown"
 SHAPE_COLUMNS = ("perimeter", "equivalent_diameter", "major_axis_length", "minor_axis_length", "feret_max")
 
 
@@ -95,14 +102,23 @@ def measure_cells(
     image_name: str = "",
     *,
     mask_path: str | Path | None = None,
+    min_object_px: int = 0,
 ) -> pd.DataFrame:
     """Measure every labelled cell; one row per cell, columns as :func:`column_names`.
 
     ``pixel_size_um`` defaults to the image's own (from its metadata); ``channel_names``
     to the image's. ``image=None`` gives shape measurements only. Labels need not be
-    consecutive. Raises :class:`InputError` naming both files when the mask and image
-    sizes differ, or when the number of channel names is wrong.
+    consecutive. Objects of fewer than ``min_object_px`` pixels get no row. Raises
+    :class:`InputError` naming both files when the mask and image sizes differ, or when the
+    number of channel names is wrong.
     """
+    return _measure_cells(labels, image, pixel_size_um, channel_names, image_name, mask_path, min_object_px)[0]
+
+
+def _measure_cells(labels: np.ndarray, image: ImageData | None, pixel_size_um: float | None,
+                   channel_names: list[str] | None, image_name: str, mask_path: str | Path | None,
+                   min_object_px: int) -> tuple[pd.DataFrame, int]:
+    """:func:`measure_cells` and the number of objects left out for being too small."""
     import pandas as pd
 
     labels = np.asarray(labels)
@@ -131,7 +147,7 @@ def measure_cells(
     t0 = time.perf_counter()
     ids, geom = _shape_measurements(labels)
     if ids.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=_empty_dtype(c)) for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype=_empty_dtype(c)) for c in cols}), 0
     px = float(pixel_size_um) if pixel_size_um else 1.0
     u = length_unit(pixel_size_um)
     data: dict[str, Any] = {
@@ -155,7 +171,11 @@ def measure_cells(
             for s in INTENSITY_STATS:
                 data[f"{name}_{s}"] = stats[s]
     log.debug("measured %d cells of %s in %.2f s", ids.size, image_name or "an image", time.perf_counter() - t0)
-    return pd.DataFrame(data, columns=cols)
+    df = pd.DataFrame(data, columns=cols)
+    small = geom["area"] < min_object_px
+    if small.any():  # measured with the others (vectorised), then left out
+        df = df.loc[~small].reset_index(drop=True)
+    return df, int(small.sum())
 
 
 def _empty_dtype(col: str) -> str:
@@ -480,7 +500,7 @@ def summarize_image(
     for name in clean_channel_names(list(channel_names or ())):
         col = f"{name}_mean"
         row[f"mean_intensity_{name}"] = float(cells_df[col].mean()) if has and col in cells_df else math.nan
-    row["pixel_size_um"] = float(pixel_size) if pixel_size else math.nan
+    row["pixel_size_um"] = float(pixel_size) if pixel_size else PIXEL_SIZE_UNKNOWN
     return row
 
 
@@ -501,6 +521,7 @@ class Calibration:
     channel_names: tuple[str, ...]
     pixel_size_from: str  # one of CALIBRATION_ORDER, or "none"
     channel_names_from: str  # "override" | "record" | "file"
+    min_object_px: int = MIN_OBJECT_PX  # smaller objects are not measured
 
 
 def choose_calibration(n_channels: int, *, file_pixel_size: float | None = None,
@@ -509,7 +530,8 @@ def choose_calibration(n_channels: int, *, file_pixel_size: float | None = None,
                        override_channel_names: tuple[str, ...] | list[str] | None = None,
                        recorded_pixel_size: float | None = None,
                        recorded_channel_names: tuple[str, ...] | list[str] | None = None,
-                       default_pixel_size: float | None = None) -> Calibration:
+                       default_pixel_size: float | None = None,
+                       min_object_px: int = MIN_OBJECT_PX) -> Calibration:
     """THE pixel-size / channel-name rule (:data:`CALIBRATION_ORDER`), for every measuring path.
 
     A recorded list of channel names counts only when it has one name per channel; an
@@ -527,7 +549,7 @@ def choose_calibration(n_channels: int, *, file_pixel_size: float | None = None,
         names, names_from = tuple(recorded_channel_names), "record"
     else:
         names, names_from = tuple(file_channel_names), "file"
-    return Calibration(px, names, px_from, names_from)
+    return Calibration(px, names, px_from, names_from, max(0, int(min_object_px)))
 
 
 def file_calibration(img: ImageData, pixel_size_um: float | None = None,
@@ -550,7 +572,9 @@ def measure_image(labels: np.ndarray, image: ImageData, calibration: Calibration
     """The one measuring path: :func:`measure_cells` and :func:`summarize_image` of an image with
     its labels, at ``calibration`` (from :func:`choose_calibration`)."""
     names = list(calibration.channel_names) or None
-    cells = measure_cells(labels, image, calibration.pixel_size_um, names, image_name, mask_path=mask_path)
+    cells, n_small = _measure_cells(labels, image, calibration.pixel_size_um, names, image_name, mask_path,
+                                    calibration.min_object_px)
     summary = summarize_image(cells, len(cells), calibration.pixel_size_um, names or list(image.channel_names),
                               image_name)
+    summary["objects_below_min_size"] = n_small
     return ImageMeasurement(cells, summary, calibration)

@@ -189,7 +189,7 @@ class Fit:
             if not math.isfinite(terms["total"]):  # diverged: the weights are no longer finite numbers
                 from .errors import EffiCellError
 
-                raise EffiCellError(f"training diverged at step {self.step} (the loss is not finite); try a lower --lr")
+                raise EffiCellError(f"training diverged at step {self.step} (the loss is not finite); try a lower learning rate")
             yield self.step, terms
 
     def weights(self):  # noqa: ANN201 - the adapters to score and keep (EMA weights when the recipe averages)

@@ -16,8 +16,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
-    QHeaderView,
+    QGridLayout,
     QInputDialog,
     QLabel,
     QMessageBox,
@@ -71,28 +70,28 @@ class AdaptersPanel(QWidget):
     """Adapters of the open project. ``changed`` after any change to the library."""
 
     changed = Signal()
-    COLUMNS = ("Name", "Encoder", "AP@0.5", "Trained on", "Created")
 
     def __init__(self, project_getter: Callable[[], Any], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._project = project_getter
+        # One row of two lines per adapter, the name on the first with the panel's whole width
+        # (names are long: "adapter 2024-03-12 14:03"), its score and training images on the
+        # second; encoder, date and file in the tooltip.
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(list(self.COLUMNS))
+        self.tree.setColumnCount(1)
+        self.tree.setHeaderHidden(True)
         self.tree.setRootIsDecorated(False)
-        header = self.tree.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, len(self.COLUMNS)):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.tree.itemSelectionChanged.connect(self._selection)
         self.buttons: dict[str, QPushButton] = {}
-        row = QHBoxLayout()
-        for key, text, slot in (("rename", "Rename…", self.rename), ("delete", "Delete", self.delete),
-                                ("export", "Export…", self.export), ("import", "Import…", self.import_file)):
+        row = QGridLayout()  # two by two: the panel stays narrow enough to sit beside the image
+        for i, (key, text, slot) in enumerate((("rename", "Rename…", self.rename), ("delete", "Delete", self.delete),
+                                               ("export", "Export…", self.export),
+                                               ("import", "Import…", self.import_file))):
             b = QPushButton(text)
             b.clicked.connect(lambda _=False, s=slot: s())
             self.buttons[key] = b
-            row.addWidget(b)
+            row.addWidget(b, i // 2, i % 2)
         self.message = QLabel("")
         self.message.setWordWrap(True)
         lay = QVBoxLayout(self)
@@ -112,10 +111,12 @@ class AdaptersPanel(QWidget):
             val = (a.metrics or {}).get("validation") or {}
             ap = val.get("ap50") if isinstance(val, dict) else None
             n = len(a.training_images)
-            item = QTreeWidgetItem([a.name, a.encoder, "–" if ap is None else f"{float(ap):.3f}",
-                                    f"{n} image(s)" if n else "–", a.created[:10]])
+            score = "no validation score" if ap is None else f"AP@0.5 {float(ap):.3f}"
+            trained = f" · trained on {n} image{'s' if n != 1 else ''}" if n else ""
+            item = QTreeWidgetItem([f"{a.name}\n{score}{trained}"])
             item.setData(0, Qt.ItemDataRole.UserRole, a.id)
-            item.setToolTip(0, f"{a.name}\n{a.path}\ncreated {a.created[:16].replace('T', ' ')}")
+            item.setToolTip(0, f"{a.name}\nencoder {a.encoder}\ncreated {a.created[:16].replace('T', ' ')}\n"
+                            + (f"trained on {', '.join(a.training_images)}\n" if n else "") + str(a.path))
             self.tree.addTopLevelItem(item)
         if keep is not None:
             self.select(keep)

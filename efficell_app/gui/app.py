@@ -36,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(prefs)
     window.closed.connect(app.quit)  # quit with the main window, whatever else is still open
     window.show()
-    for arg in argv:
-        if Path(arg).is_dir():
-            window.open_project(arg)
-            break
+    folder = next((arg for arg in argv if Path(arg).is_dir()), None)
+    if folder is not None:
+        window.open_project(folder)
+    else:
+        window.reopen_last_project()
     from .workers import stop_all
 
     app.aboutToQuit.connect(stop_all)  # no worker may outlive the application object

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
     QLabel,
-    QListWidget,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -33,13 +32,15 @@ from PySide6.QtWidgets import (
 )
 
 from .. import __version__, tasks
+from ..core.device import quick_device_text
 from ..core.errors import EffiCellError
 from .annotation import AnnotationTools
 from .dialogs.welcome_dialog import SampleProjectMaker
 from .panels.measurements_panel import MeasurementsPanel
+from .panels.problems_panel import ProblemsPanel
 from .panels.project_panel import ProjectPanel
 from .panels.settings_panel import SegmentationPanel
-from .session import Session
+from .session import Session, cells_text, default_project_folder
 from .settings import Preferences, apply_environment, qsettings, recent_projects
 from .viewer import ImageViewer
 from .workers import TaskWorker, start_task, stop_all
@@ -68,6 +69,7 @@ class MainWindow(QMainWindow):
         self._gpus: tuple[str, ...] = ()
         self._device_worker: TaskWorker | None = None
         self.selftest_dialog: Any = None
+        self.planes_dialog: Any = None
 
         self.viewer = ImageViewer()
         self.setCentralWidget(self.viewer)
@@ -75,9 +77,7 @@ class MainWindow(QMainWindow):
         self.seg_panel = SegmentationPanel()
         self.seg_panel.auto_segment.setChecked(self.prefs.auto_segment)
         self.measurements = MeasurementsPanel()
-        self.problems = QListWidget()
-        self.problems.setAlternatingRowColors(True)
-        self.problems.setToolTip("Files that could not be added or segmented, and why")
+        self.problems = ProblemsPanel(lambda: self.session.project)
         self.docks: dict[str, QDockWidget] = {}
         self._dock("Project", self.project_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._dock("Segmentation", self.seg_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -102,6 +102,10 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["Project"], self.docks["Segmentation"]], [300, 290], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Measurements"]], [270], Qt.Orientation.Vertical)
         # Tabified once the window is up: tabifying before show() leaves a stray tab bar (Qt 6.11 offscreen).
+        # Until then the Annotate dock is hidden: stacked under the Segmentation dock it would make
+        # the window taller than its default size when it first shows.
+        self.docks["Annotate"].hide()
+        self._show_annotate = True
         QTimer.singleShot(0, self._tabify_annotation)
         if restore_state:
             self._restore_state()
@@ -120,6 +124,8 @@ class MainWindow(QMainWindow):
 
     def _tabify_annotation(self) -> None:
         self.tabifyDockWidget(self.docks["Segmentation"], self.docks["Annotate"])
+        if self._show_annotate:
+            self.docks["Annotate"].show()
         self.docks["Segmentation"].raise_()
         self.resizeDocks([self.docks["Project"], self.docks["Adapters"]], [3, 1], Qt.Orientation.Vertical)
 
@@ -133,7 +139,8 @@ class MainWindow(QMainWindow):
         self.cancel_button.setToolTip("Stop the running segmentation (results so far are kept)")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(lambda: self.session.cancel_run())
-        self.device_label = QLabel("Device: …")
+        # Filled at once (no torch import); the background check below has the last word.
+        self.device_label = QLabel(quick_device_text(self.prefs.device, self.prefs.effective_threads()))
         self.device_label.setToolTip("Where segmentation runs (change in Tools > Settings)")
         sb.addPermanentWidget(self.progress_text)
         sb.addPermanentWidget(self.progress)
@@ -172,7 +179,8 @@ class MainWindow(QMainWindow):
         self.add_menu_action(s, "Segment current s&et", lambda: self.segment_scope("set"))
         self.add_menu_action(s, "Segment &all images", lambda: self.segment_scope("project"))
         s.addSeparator()
-        self.add_menu_action(s, "&Cancel", lambda: self.session.cancel_run(), "Esc")
+        self.add_menu_action(s, "&Cancel the run…", self.confirm_cancel_run, "Esc",
+                             "Stop the running segmentation (asks first; results so far are kept)")
         v = mb.addMenu("&View")
         for dock in self.docks.values():
             v.addAction(dock.toggleViewAction())
@@ -196,7 +204,11 @@ class MainWindow(QMainWindow):
         s = self.session
         s.segment_options_provider = self.seg_panel.options
         s.project_changed.connect(self._project_changed)
+        s.adapters_changed.connect(self.seg_panel.set_adapters)
+        s.labels_changed.connect(self._labels_changed)
+        s.measuring_done.connect(self._schedule_refresh)
         s.images_added.connect(self._images_added)
+        s.stacks_found.connect(self.ask_planes)
         s.image_status.connect(self.project_panel.set_status)
         s.thumbnail.connect(self.project_panel.set_thumbnail)
         s.labels_ready.connect(self._labels_ready)
@@ -209,9 +221,10 @@ class MainWindow(QMainWindow):
         ann = self.annotation
         ann.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
         ann.panel_wanted.connect(lambda: (self.docks["Annotate"].show(), self.docks["Annotate"].raise_()))
-        ann.adapters_changed.connect(self._adapters_changed)
         ann.segment_with.connect(self._segment_with)
         ann.image_requested.connect(self._show_requested)
+        self.problems.count_changed.connect(
+            lambda n: self.docks["Problems"].setWindowTitle(f"Problems ({n})" if n else "Problems"))
         self.samples.ready.connect(self._sample_ready)
         self.samples.message.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.samples.problem.connect(self.show_problem)
@@ -227,10 +240,14 @@ class MainWindow(QMainWindow):
         self.measurements.tabs.currentChanged.connect(lambda _i: self._refresh_summary())
 
     # ------------------------------------------------------------------ projects
-    def new_project(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the new project (empty or new)")
-        if folder:
-            self._guard(lambda: self.session.create_project(folder))
+    def new_project(self) -> Any:
+        """File → New project: ask for a name and a place (a new folder is created); returns the dialog."""
+        from .dialogs.new_project_dialog import NewProjectDialog
+
+        dlg = NewProjectDialog(default_project_folder(), self)
+        dlg.accepted.connect(lambda: self._guard(lambda: self.session.create_project(dlg.folder())))
+        dlg.open()
+        return dlg
 
     def open_project_dialog(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open project folder")
@@ -239,6 +256,22 @@ class MainWindow(QMainWindow):
 
     def open_project(self, folder: str | Path) -> bool:
         return self._guard(lambda: self.session.open_project(folder))
+
+    def reopen_last_project(self) -> bool:
+        """At start (no folder given): open the project used last. One that is gone or open
+        elsewhere is left closed, with a word in the status bar rather than a dialog."""
+        from ..project import Project
+
+        items = recent_projects()
+        if not items or not Project.is_project(items[0]):
+            return False
+        try:
+            self.session.open_project(items[0])
+        except EffiCellError as exc:
+            self.statusBar().showMessage(f"The last project was not reopened: {exc}", 15000)
+            return False
+        self.statusBar().showMessage(f"Reopened {items[0]}", 8000)
+        return True
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -255,8 +288,8 @@ class MainWindow(QMainWindow):
         self.measurements.set_summary(None)
         self.project_panel.set_project(project)
         self.setWindowTitle(f"{project.name} — EffiCell" if project is not None else "EffiCell")
+        self.problems.show_project(project)
         if project is not None:
-            self.seg_panel.set_adapters(project.list_adapters())
             first = next(iter(self.project_panel.image_ids()), None)
             if first is not None:
                 self.project_panel.select_image(first)
@@ -303,6 +336,27 @@ class MainWindow(QMainWindow):
             self.project_panel.select_image(report.added[0])
             self.show_image(report.added[0])
 
+    def ask_planes(self, stacks: dict[Path, dict[str, int]], set_name: str) -> Any:
+        """z-stacks / time series were not added: ask which plane to use, then add them with it
+        (or list them under Problems when the user leaves them out). Returns the dialog."""
+        from .dialogs.planes_dialog import PlanesDialog, describe_stack
+
+        dlg = self.planes_dialog = PlanesDialog(stacks, self)
+
+        def add() -> None:
+            self._guard(lambda: self.session.add_paths(sorted(stacks), set_name=set_name,
+                                                       segment=self.seg_panel.auto_segment.isChecked(),
+                                                       planes=dlg.choice()))
+
+        def leave_out() -> None:
+            for path, sizes in sorted(stacks.items()):
+                self.show_problem(f"{describe_stack(path, sizes)}: not added (add the file again to choose a plane)")
+
+        dlg.accepted.connect(add)
+        dlg.rejected.connect(leave_out)
+        dlg.open()
+        return dlg
+
     def _remove_images(self, ids: list[int]) -> None:
         project = self.session.project
         if project is None or not ids:
@@ -345,8 +399,15 @@ class MainWindow(QMainWindow):
         elif image_id == self.current_image:
             self.viewer.set_labels(labels, self.session.label_colours.get(image_id))
 
-    def _cells_ready(self, image_id: int, _cells: Any) -> None:
-        if image_id == self.current_image or self.measurements.current_scope() == "set":
+    def _cells_ready(self, image_id: int, measured: Any) -> None:
+        self.project_panel.set_detail(image_id, cells_text(len(measured.cells)))
+        if image_id in self._scope_ids():
+            self._schedule_refresh()
+
+    def _labels_changed(self, image_id: int) -> None:
+        """A new annotation version counts now: measure it again if the table shows it."""
+        if image_id in self._scope_ids():
+            self.session.request_cells([image_id])
             self._schedule_refresh()
 
     def _schedule_refresh(self) -> None:
@@ -366,7 +427,7 @@ class MainWindow(QMainWindow):
         ids = self._scope_ids()
         if self.measurements.current_scope() == "set":
             self.session.request_cells(ids)
-        self.measurements.set_cells(self.session.cells_of(ids))
+        self.measurements.set_cells(self.session.cells_of(ids), self.session.pending(ids))
         self._summary_ids = ids
         if self.measurements.tabs.currentIndex() == SUMMARY_TAB:
             self._refresh_summary()
@@ -386,13 +447,14 @@ class MainWindow(QMainWindow):
         df = measured.cells
         rows = df.index[df["cell_id"].to_numpy() == label]
         if len(rows) == 0:
-            return ""
+            small = measured.calibration.min_object_px
+            return f"not in the table (smaller than {small} px, or not measured yet)" if small else ""
         row = df.loc[rows[0]]
         parts = []
         for col in df.columns:
             if col.startswith("area_") or col in ("circularity",) or col.endswith("_mean"):
                 parts.append(f"{col} {float(row[col]):.4g}")
-        return "  ".join(parts[:4])
+        return "   ".join(parts[:4])
 
     def _cell_clicked_in_viewer(self, label: int) -> None:
         self.measurements.select_cell(label, self.current_image)
@@ -453,21 +515,32 @@ class MainWindow(QMainWindow):
         self.project_panel.select_image(image_id)
         self.show_image(image_id)
 
-    def _adapters_changed(self) -> None:
-        if self.session.project is not None:
-            self.seg_panel.set_adapters(self.session.project.list_adapters())
-
     def _segment_with(self, adapter_path: str) -> None:
         """Segment the current image with this adapter (chosen in the segmentation panel)."""
-        self._adapters_changed()
+        self.session.reload_adapters()
         self.seg_panel.select_model(adapter_path)
         self.segment_scope("image")
 
+    def confirm_cancel_run(self) -> bool:
+        """Esc / Segment > Cancel: ask before stopping a run (a stray Esc must not end an hour's work)."""
+        if not self.session.is_running():
+            return False
+        done, total = self.progress.value(), self.progress.maximum()
+        so_far = (f"{done} of {total} images are done: their new results are kept" if done
+                  else f"None of the {total} images is done yet")
+        answer = QMessageBox.question(
+            self, "Stop segmenting?",
+            f"Stop the segmentation run? {so_far}; the others keep what they had.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        self.session.cancel_run()
+        return True
+
     def show_problem(self, text: str) -> None:
-        """List a problem (a file and what is wrong with it) in the Problems dock and show the dock."""
-        self.problems.addItem(text)
-        self.problems.scrollToBottom()
-        self.docks["Problems"].setWindowTitle(f"Problems ({self.problems.count()})")
+        """List a problem (a file and what is wrong with it) in the Problems dock (kept in the
+        open project) and show the dock."""
+        self.problems.add(text)
         self.docks["Problems"].show()
 
     def _auto_segment_toggled(self, on: bool) -> None:
@@ -486,9 +559,12 @@ class MainWindow(QMainWindow):
         def make_task(opts: Any) -> tuple[Any, ...]:
             return self.session.export_task(opts, self._export_ids(opts.scope))
 
-        # No pixel size or channel names filled in: each image's own, as the table measures them.
-        dlg = ExportDialog(make_task, project.exports_dir, scope="image" if self.current_image is not None else "set",
-                           parent=self)
+        # No pixel size or channel names filled in: each image's own, as the table measures them;
+        # the dialog says what the images of the chosen scope record. The scope is the table's.
+        scope = self.measurements.current_scope() if self.current_image is not None else "set"
+        dlg = ExportDialog(make_task, project.exports_dir, scope=scope, parent=self,
+                           pixel_sizes=lambda sc: [project.get_image(i).pixel_size_um for i in self._export_ids(sc)],
+                           default_pixel_size_um=self.prefs.pixel_size_um or None)
         dlg.show()
         return dlg
 
@@ -516,13 +592,14 @@ class MainWindow(QMainWindow):
         return dlg
 
     def apply_preferences(self, prefs: Preferences) -> None:
-        device_changed = prefs.device != self.prefs.device
-        self.prefs.__dict__.update(prefs.__dict__)
+        device_changed = (prefs.device, prefs.effective_threads()) != (self.prefs.device, self.prefs.effective_threads())
+        self.session.set_preferences(prefs)  # the window's prefs object: the session shares it
         self.prefs.save()
         apply_environment(self.prefs)
         self.seg_panel.auto_segment.setChecked(prefs.auto_segment)
         if device_changed:
             self._detect_device()
+        self._refresh_measurements()  # measured again if the minimum object size or pixel size changed
 
     def open_selftest_dialog(self) -> Any:
         """Help → Self-test: show the dialog and (re)run the self-test in the background."""
@@ -561,7 +638,9 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ device
     def _detect_device(self) -> None:
         """Find the device in the background (importing torch takes a second)."""
-        self._device_worker = start_task(tasks.find_device, self.prefs.device, on_event=self._device_found)
+        self.device_label.setText(quick_device_text(self.prefs.device, self.prefs.effective_threads()))
+        self._device_worker = start_task(tasks.find_device, self.prefs.device, self.prefs.effective_threads(),
+                                         on_event=self._device_found)
 
     def _device_found(self, ev: tasks.DeviceFound) -> None:
         self._gpus = ev.gpus
@@ -584,8 +663,8 @@ class MainWindow(QMainWindow):
         state = s.value("window/state")
         if isinstance(geom, QByteArray):
             self.restoreGeometry(geom)
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        if isinstance(state, QByteArray) and self.restoreState(state):
+            self._show_annotate = not self.docks["Annotate"].isHidden()
 
     def save_state(self) -> None:
         s = qsettings()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, Signal
 
 from .. import tasks
+from ..core.images import PlaneChoice
 from ..project.measuring import MeasuredImage, MeasureSettings
 from .settings import Preferences, add_recent_project
 from .workers import EtaTracker, TaskWorker, start_task
@@ -52,12 +53,16 @@ class Session(QObject):
     """State and background work of one window."""
 
     project_changed = Signal(object)  # Project | None
+    adapters_changed = Signal(object)  # list[AdapterInfo]: the open project's library, after any change
+    labels_changed = Signal(int)  # image id: the labels that count changed (annotation saved); measure again
     about_to_close = Signal(object)  # the open Project, just before it closes: save what you hold for it
     images_added = Signal(object)  # AddReport
+    stacks_found = Signal(object, str)  # {file: {"Z": n, "T": m}} skipped for want of a plane choice, set name
     image_status = Signal(int, str, str)  # image id, status, detail
     thumbnail = Signal(int, object)  # image id, (h, w, 3) uint8
     labels_ready = Signal(int, object)  # image id, labels (H, W) -- a new result
     cells_ready = Signal(int, object)  # image id, MeasuredImage
+    measuring_done = Signal()  # a batch of measuring ended (images without labels give no cells_ready)
     run_started = Signal(int, str)  # total images, description
     run_progress = Signal(int, int, str)  # done, total, text (with ETA)
     run_finished = Signal(str)  # summary
@@ -69,6 +74,7 @@ class Session(QObject):
         self.prefs = prefs
         self.project: Project | None = None
         self.measured: dict[int, MeasuredImage] = {}  # what the table shows, per image
+        self.measuring: set[int] = set()  # images being measured now (asked once, not again meanwhile)
         self._run: TaskWorker | None = None
         self._run_ids: list[int] = []
         self._helpers: list[TaskWorker] = []
@@ -86,8 +92,18 @@ class Session(QObject):
         return project
 
     def open_project(self, folder: str | Path) -> Project:
+        """Open the project in ``folder``; the one already open here is shown again, read afresh."""
         from ..project import Project
 
+        if self.project is not None and _same_folder(self.project.root, folder):
+            self.about_to_close.emit(self.project)  # listeners save what they hold (an annotation being edited)
+            self.measured.clear()
+            self.measuring.clear()
+            self.label_colours.clear()
+            self.project_changed.emit(self.project)
+            self.reload_adapters()
+            self.load_thumbnails([r.id for r in self.project.list_images()])
+            return self.project
         project = Project.open(folder)
         self._set_project(project)
         return project
@@ -98,9 +114,17 @@ class Session(QObject):
         if project is not None:
             add_recent_project(project.root)
         self.project_changed.emit(project)
+        self.reload_adapters()
         if project is not None:
             ids = [r.id for r in project.list_images()]
             self.load_thumbnails(ids)
+
+    def reload_adapters(self) -> list[Any]:
+        """Read the open project's adapter library again and tell every list that shows it
+        (after training, import, rename or delete)."""
+        adapters = self.project.list_adapters() if self.project is not None else []
+        self.adapters_changed.emit(adapters)
+        return adapters
 
     def close_project(self, emit: bool = True) -> None:
         """Close the open project (also when another one opens): ``about_to_close`` first, so
@@ -116,9 +140,11 @@ class Session(QObject):
             self.project.close()
         self.project = None
         self.measured.clear()
+        self.measuring.clear()
         self.label_colours.clear()
         if emit:
             self.project_changed.emit(None)
+            self.adapters_changed.emit([])
 
     def ensure_project(self) -> Project:
         """The open project, or a new one in the default folder (drop on an empty window)."""
@@ -132,8 +158,12 @@ class Session(QObject):
 
     # ------------------------------------------------------------------ adding images
     def add_paths(self, paths: Sequence[str | Path], set_name: str | None = None,
-                  segment: bool | None = None) -> TaskWorker:
-        """Add dropped files/folders as one set (named after the first folder) in the background."""
+                  segment: bool | None = None, planes: PlaneChoice | None = None) -> TaskWorker:
+        """Add dropped files/folders as one set (named after the first folder) in the background.
+
+        z-stacks and time series need a plane choice: without ``planes`` they are not added and
+        ``stacks_found`` asks for one (the window shows a dialog, then adds them again with it).
+        """
         paths = [Path(p) for p in paths]
         project = self.ensure_project()
         set_name = set_name or tasks.set_name_for(paths)
@@ -143,15 +173,17 @@ class Session(QObject):
             if not isinstance(ev, tasks.ImagesAdded):
                 return
             report = ev.report
-            for path, reason in report.skipped:
+            for path, reason in report.problems():  # a stack is no problem yet: the user is asked for a plane
                 self.problem.emit(f"{path}: {reason}")
             self.images_added.emit(report)
             self.load_thumbnails(report.added)
             self.message.emit(report.summary())
             if segment and report.added:
                 self.segment(report.added, set_name=ev.set_name)
+            if report.stacks:
+                self.stacks_found.emit(dict(report.stacks), ev.set_name)
 
-        return self._helper(tasks.add_images, project, paths, set_name, on_event=on_added)
+        return self._helper(tasks.add_images, project, paths, set_name, planes=planes, on_event=on_added)
 
     def load_thumbnails(self, image_ids: Sequence[int]) -> None:
         if self.project is None or not image_ids:
@@ -159,16 +191,21 @@ class Session(QObject):
         self._helper(tasks.thumbnails, self.project, list(image_ids),
                      on_event=lambda ev: self.thumbnail.emit(ev.image_id, ev.rgb))
 
-    def _helper(self, task: Any, *args: Any, on_event: Any = None) -> TaskWorker:
+    def _helper(self, task: Any, *args: Any, on_event: Any = None, on_done: Any = None, **kwargs: Any) -> TaskWorker:
         """Run a light use case; its status lines, failures and measurements reach the window."""
         def event(ev: Any) -> None:
             self._helper_event(ev)
             if on_event is not None:
                 on_event(ev)
 
+        def done() -> None:
+            self._helper_done(holder[0])
+            if on_done is not None:
+                on_done()
+
         holder: list[TaskWorker] = []
         w = start_task(task, *args, on_event=event, on_error=lambda exc: self.problem.emit(tasks.describe_error(exc)),
-                       on_finished=lambda: self._helper_done(holder[0]))
+                       on_finished=done, **kwargs)
         holder.append(w)
         self._helpers.append(w)
         return w
@@ -179,6 +216,9 @@ class Session(QObject):
         elif isinstance(ev, tasks.ImageFailed):
             self.problem.emit(ev.message)
         elif isinstance(ev, MeasuredImage):
+            found = self.project.labels_for(ev.image_id) if self.project is not None else None
+            if found is None or found.origin != ev.origin or ev.calibration.min_object_px != self.prefs.min_object_px:
+                return  # measured just before an annotation was saved (or the settings changed): measured again
             self.measured[ev.image_id] = ev
             self.cells_ready.emit(ev.image_id, ev)
 
@@ -191,20 +231,48 @@ class Session(QObject):
 
     # ------------------------------------------------------------------ measurements
     def measure_settings(self) -> MeasureSettings:
-        """How the window measures: each image's own pixel size, else the default of the preferences."""
-        return MeasureSettings(default_pixel_size_um=self.prefs.pixel_size_um or None)
+        """How the window measures: each image's own pixel size, else the default of the preferences;
+        objects smaller than the preferences' minimum are left out."""
+        return MeasureSettings(default_pixel_size_um=self.prefs.pixel_size_um or None,
+                               min_object_px=self.prefs.min_object_px)
+
+    def set_preferences(self, prefs: Preferences) -> None:
+        """New preferences; measurements made with another minimum object size or default pixel size
+        are dropped (measured again when shown)."""
+        old = self.measure_settings()
+        self.prefs.__dict__.update(prefs.__dict__)
+        if self.measure_settings() != old:
+            self.measured.clear()
+            self.measuring.clear()
 
     def forget_measurements(self, image_id: int) -> None:
         """The image's labels changed (annotation saved, image removed): measure again when asked."""
         self.measured.pop(image_id, None)
+        self.measuring.discard(image_id)  # a measurement in flight is of the old labels
+
+    def status_changed(self, image_id: int, status: str) -> None:
+        """Show an image's new status with the cell count the table shows (when measured)."""
+        m = self.measured.get(image_id)
+        self.image_status.emit(int(image_id), status, cells_text(len(m.cells)) if m is not None else "")
+
+    def annotation_saved(self, image_id: int) -> None:
+        """A new annotation version now counts for this image: what the table showed is stale."""
+        self.forget_measurements(image_id)
+        self.labels_changed.emit(int(image_id))
 
     def request_cells(self, image_ids: Sequence[int]) -> None:
         """Make sure measurements of these images are (or will be) in ``measured``."""
         if self.project is None:
             return
-        todo = [i for i in image_ids if i not in self.measured]
+        todo = [i for i in image_ids if i not in self.measured and i not in self.measuring]
         if todo:
-            self._helper(tasks.measure_images, self.project, todo, self.measure_settings())
+            self.measuring.update(todo)
+            self._helper(tasks.measure_images, self.project, todo, self.measure_settings(),
+                         on_done=lambda: (self.measuring.difference_update(todo), self.measuring_done.emit()))
+
+    def pending(self, image_ids: Sequence[int]) -> int:
+        """How many of these images are being measured now (the table says so meanwhile)."""
+        return sum(1 for i in image_ids if i in self.measuring and i not in self.measured)
 
     def cells_of(self, image_ids: Sequence[int]) -> pd.DataFrame | None:
         """The per-cell table of these images, as shown (an ``image_id`` column first)."""
@@ -291,10 +359,13 @@ class Session(QObject):
             self._run_stats["ok"] += 1
             if ev.measured is not None:
                 self.measured[ev.image_id] = ev.measured
-            if ev.colours is not None:
-                self.label_colours[ev.image_id] = ev.colours
-            self.image_status.emit(ev.image_id, "segmented", f"{ev.n_cells} cells")
-            self.labels_ready.emit(ev.image_id, ev.labels)
+            else:
+                self.measured.pop(ev.image_id, None)  # measured again when shown
+            self.image_status.emit(ev.image_id, ev.status, cells_text(ev.counted_cells))
+            if not ev.annotation_kept:  # the annotation stays what the viewer shows and what counts
+                if ev.colours is not None:
+                    self.label_colours[ev.image_id] = ev.colours
+                self.labels_ready.emit(ev.image_id, ev.labels)
             if ev.measured is not None:
                 self.cells_ready.emit(ev.image_id, ev.measured)
             if eta is not None:
@@ -319,7 +390,7 @@ class Session(QObject):
                     continue
                 if i not in self.measured or how != "finished":
                     m = self.measured.get(i)
-                    self.image_status.emit(i, rec.status, f"{len(m.cells)} cells" if m is not None else "")
+                    self.image_status.emit(i, rec.status, cells_text(len(m.cells)) if m is not None else "")
         ok, failed = self._run_stats["ok"], self._run_stats["failed"]
         text = f"Segmentation {how}: {ok} image(s) done" + (f", {failed} failed (see Problems)" if failed else "")
         self.run_finished.emit(text)
@@ -331,8 +402,24 @@ class Session(QObject):
     def export_task(self, options: tasks.ExportOptions, image_ids: Sequence[int]) -> tuple[Any, ...]:
         """The export use case and its arguments for ``options``: reuses what the table shows."""
         assert self.project is not None
-        opts = options if options.default_pixel_size_um else _with_default(options, self.prefs.pixel_size_um or None)
+        from dataclasses import replace
+
+        measure = self.measure_settings()
+        opts = replace(options, default_pixel_size_um=options.default_pixel_size_um or measure.default_pixel_size_um,
+                       min_object_px=measure.min_object_px)
         return tasks.export_images, self.project, list(image_ids), opts, dict(self.measured)
+
+
+def cells_text(n: int) -> str:
+    """An image's cell count as the project panel shows it (the rows of the table)."""
+    return f"{n} cell{'s' if n != 1 else ''}"
+
+
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def _with_image_id(cells: pd.DataFrame, image_id: int) -> pd.DataFrame:
@@ -342,8 +429,3 @@ def _with_image_id(cells: pd.DataFrame, image_id: int) -> pd.DataFrame:
     df.insert(0, "image_id", np.full(len(df), int(image_id), dtype=np.int64))
     return df
 
-
-def _with_default(options: tasks.ExportOptions, px: float | None) -> tasks.ExportOptions:
-    from dataclasses import replace
-
-    return replace(options, default_pixel_size_um=px)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from ..core.measure import MIN_OBJECT_PX
+
 ORG = "EffiCell"
 APP = "EffiCell"
 MAX_RECENT = 8
@@ -31,6 +33,10 @@ class Preferences:
     pixel_size_um: float = 0.0  # 0 = unknown (measurements in pixels)
     cache_dir: str = ""  # "" = the default weights cache
     auto_segment: bool = True  # segment images as soon as they are added
+    min_object_px: int = MIN_OBJECT_PX  # smaller objects are not measured
+
+    def __post_init__(self) -> None:
+        self.min_object_px = max(0, int(self.min_object_px))
 
     @classmethod
     def load(cls) -> Preferences:
@@ -43,6 +49,7 @@ class Preferences:
             pixel_size_um=_float(s.value("prefs/pixel_size_um", d.pixel_size_um)),
             cache_dir=str(s.value("prefs/cache_dir", d.cache_dir) or ""),
             auto_segment=_bool(s.value("prefs/auto_segment", d.auto_segment)),
+            min_object_px=_int(s.value("prefs/min_object_px", d.min_object_px)),
         )
 
     def save(self) -> None:
@@ -53,6 +60,7 @@ class Preferences:
         s.setValue("prefs/pixel_size_um", float(self.pixel_size_um))
         s.setValue("prefs/cache_dir", self.cache_dir)
         s.setValue("prefs/auto_segment", bool(self.auto_segment))
+        s.setValue("prefs/min_object_px", int(self.min_object_px))
         s.sync()
 
     def effective_threads(self) -> int:

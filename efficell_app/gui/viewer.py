@@ -91,13 +91,23 @@ class ImageViewer(QWidget):
         self.opacity.setFixedWidth(110)
         self.opacity.setToolTip("Overlay opacity")
         self.opacity.valueChanged.connect(lambda v: self.overlay_item.setOpacity(v / 100.0))
+        # Combos as wide as their usual entries, not the longest channel name: the tool bar must
+        # fit beside the side panels at the default window size (the popups show names whole).
+        for box, chars in ((self.channel_box, 6), (self.contrast_box, 5), (self.colour_box, 5)):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(chars)
+        self.opacity.setFixedWidth(80)
         self.fit_button = QToolButton(text="Fit")
         self.fit_button.setToolTip("Zoom to show the whole image")
         self.fit_button.clicked.connect(self.fit)
 
+        # The cursor read-out: position and values on the first line, the cell under the cursor
+        # on the second; two lines always reserved, so the layout never jumps or clips it.
         self.info = QLabel(" ")
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.info.setMinimumHeight(20)
+        self.info.setWordWrap(True)
+        self.info.setMinimumWidth(1)
+        self.info.setFixedHeight(2 * self.info.fontMetrics().lineSpacing() + 6)
 
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
@@ -349,7 +359,7 @@ class ImageViewer(QWidget):
         text = f"x {col}  y {row}   value {values}"
         if label:
             extra = self.describe_cell(label) if self.describe_cell else ""
-            text += f"   |   cell {label}" + (f"   {extra}" if extra else "")
+            text += f"\ncell {label}" + (f":  {extra}" if extra else "")
         self.info.setText(text)
         if label != self._last_hover:
             self._last_hover = label

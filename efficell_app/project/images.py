@@ -21,6 +21,7 @@ from ..core.fileio import atomic_path, quick_hash, real_path
 from ..core.images import (
     ImageData,
     PlaneChoice,
+    PlanesNeeded,
     display_name,
     find_images,
     read_image,
@@ -91,6 +92,11 @@ class AddReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     duplicates: int = 0
     cancelled: bool = False
+    #: skipped z-stacks / time series (also in ``skipped``): file -> the planes to choose from
+    #: (``core.images.PlanesNeeded.sizes``); adding them again with a ``PlaneChoice`` works
+    stacks: dict[Path, dict[str, int]] = field(default_factory=dict)
+    #: the entries of ``skipped`` that are such stacks (a file, or ``file [scene]``): not problems yet
+    stack_entries: set[Path] = field(default_factory=set)
 
     @property
     def n_added(self) -> int:
@@ -99,6 +105,10 @@ class AddReport:
     @property
     def n_skipped(self) -> int:
         return len(self.skipped)
+
+    def problems(self) -> list[tuple[Path, str]]:
+        """The skipped files that are problems: all but the stacks waiting for a plane choice."""
+        return [(p, r) for p, r in self.skipped if p not in self.stack_entries]
 
     def reasons(self) -> dict[str, int]:
         """How many files were skipped for each kind of reason (extension details folded)."""
@@ -413,7 +423,13 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
                 info = _probe(dest, planes, scene)
             except (InputError, OSError) as exc:
                 reason = exc.reason if isinstance(exc, InputError) else f"cannot be read ({exc.strerror or exc})"
-                report.skipped.append((src if scene is None else Path(f"{src} [{scene_name}]"), reason))
+                entry = src if scene is None else Path(f"{src} [{scene_name}]")
+                report.skipped.append((entry, reason))
+                if isinstance(exc, PlanesNeeded):  # the plane choice is asked for once per file, every scene's axes
+                    known = report.stacks.setdefault(src, {})
+                    for ax, n in exc.sizes.items():
+                        known[ax] = max(n, known.get(ax, 0))
+                    report.stack_entries.add(entry)
                 continue
             existing_scenes.add((stored, scene))
             n_added += 1

@@ -14,12 +14,13 @@ the same labels with the same calibration (:meth:`MeasuredImage.reusable_for`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.measure import Calibration, ImageMeasurement, choose_calibration, measure_image
+from ..core.measure import MIN_OBJECT_PX, Calibration, ImageMeasurement, choose_calibration, measure_image
 from .labelfile import read_labels
 
 if TYPE_CHECKING:
@@ -50,6 +51,13 @@ class FoundLabels:
     @cached_property
     def labels(self) -> np.ndarray:
         return read_labels(self.path)
+
+    @property
+    def diameter_px(self) -> float:
+        """The cell diameter a result was segmented at (typed in, or estimated for the image);
+        NaN (an empty cell) for an annotation, which was drawn, not segmented."""
+        value = self.settings.get("diameter_px")
+        return float(value) if value else math.nan
 
     @property
     def model(self) -> str:
@@ -84,12 +92,14 @@ class MeasureSettings:
     """What the user chose about measuring (plain values: picklable, comparable).
 
     ``pixel_size_um`` / ``channel_names`` override every image's own; ``default_pixel_size_um``
-    is used only for an image whose record and file give none.
+    is used only for an image whose record and file give none. Objects smaller than
+    ``min_object_px`` pixels are not measured.
     """
 
     pixel_size_um: float | None = None
     channel_names: tuple[str, ...] = ()
     default_pixel_size_um: float | None = None
+    min_object_px: int = MIN_OBJECT_PX
 
     def calibration(self, n_channels: int, recorded_pixel_size: float | None = None,
                     recorded_channel_names: tuple[str, ...] = (), img: ImageData | None = None) -> Calibration:
@@ -100,7 +110,7 @@ class MeasureSettings:
             file_channel_names=img.channel_names if img is not None else (),
             override_pixel_size=self.pixel_size_um, override_channel_names=self.channel_names or None,
             recorded_pixel_size=recorded_pixel_size, recorded_channel_names=recorded_channel_names,
-            default_pixel_size=self.default_pixel_size_um)
+            default_pixel_size=self.default_pixel_size_um, min_object_px=self.min_object_px)
 
 
 def record_calibration(rec: ImageRecord, settings: MeasureSettings, img: ImageData | None = None) -> Calibration:
@@ -126,13 +136,15 @@ class MeasuredImage:
     @classmethod
     def of(cls, image_id: int, set_name: str, measured: ImageMeasurement, found: FoundLabels) -> MeasuredImage:
         """A measurement of ``found`` (``core.measure.measure_image``'s) as the table and the export show it."""
-        summary = {"set": set_name, **measured.summary, "labels": found.origin, "model": found.model}
+        summary = {"set": set_name, **measured.summary, "labels": found.origin, "model": found.model,
+                   "diameter_px": found.diameter_px}
         return cls(int(image_id), measured.cells, summary, measured.calibration, found.origin, dict(found.identity))
 
     def reusable_for(self, found: FoundLabels | None, calibration: Calibration) -> bool:
-        """Measured from these very labels with the same pixel size and channel names."""
+        """Measured from these very labels with the same pixel size, channel names and minimum object size."""
         return (found is not None and found.origin == self.origin
                 and calibration.pixel_size_um == self.calibration.pixel_size_um
+                and calibration.min_object_px == self.calibration.min_object_px
                 and (not calibration.channel_names or calibration.channel_names == self.calibration.channel_names))
 
 

@@ -16,6 +16,7 @@ from ..core.images import ImageData, PlaneChoice, is_image_file
 from . import adapters as _ad
 from . import annotations as _an
 from . import images as _im
+from . import problems as _pb
 from . import results as _rs
 from .labelfile import read_labels, remove_files, remove_stale_temps
 from .measuring import FoundLabels, find_labels, measure_project_image
@@ -318,6 +319,17 @@ class Project:
 
     def import_adapter(self, file: str | Path, name: str | None = None) -> _ad.AdapterInfo:
         return _ad.import_adapter(self._store, file, name)
+
+    # ------------------------------------------------------------------ problems (the window's list)
+
+    def list_problems(self) -> list[str]:
+        return _pb.list_problems(self._store)
+
+    def add_problems(self, lines: Sequence[str]) -> list[str]:
+        return _pb.add_problems(self._store, lines)
+
+    def clear_problems(self) -> None:
+        _pb.clear_problems(self._store)
 
 
 def open_project(folder: str | Path) -> Project:

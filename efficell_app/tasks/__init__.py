@@ -62,7 +62,14 @@ from .export import (
     export_project,
 )
 from .measure import measure_images
-from .runtime import DeviceFound, describe_error, device_description, find_device, gpu_names, loading_heavy_libraries
+from .runtime import (
+    DeviceFound,
+    describe_error,
+    device_description,
+    find_device,
+    gpu_names,
+    loading_heavy_libraries,
+)
 from .segment import (
     BatchEvent,
     ImageJob,

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.cancel import CancelToken
 from ..core.errors import EffiCellError
+from ..core.images import PlaneChoice
 from .events import Status
 from .runtime import loading_heavy_libraries
 
@@ -41,9 +42,14 @@ def set_name_for(paths: Sequence[Path]) -> str:
     return first.name if first.is_dir() else first.parent.name or "images"
 
 
-def add_images(project: Project, paths: Sequence[str | Path], set_name: str, *,
+def add_images(project: Project, paths: Sequence[str | Path], set_name: str, *, planes: PlaneChoice | None = None,
                cancel: CancelToken | None = None) -> Iterator[Status | ImagesAdded]:
-    """Add folders (recursively) and files to ``set_name``; one :class:`ImagesAdded` with the merged report."""
+    """Add folders (recursively) and files to ``set_name``; one :class:`ImagesAdded` with the merged report.
+
+    ``planes``: the plane (or projection) of z-stacks and time series to use; without it they
+    are skipped and listed in ``report.stacks`` with the planes they hold, to be added again
+    with a choice.
+    """
     with loading_heavy_libraries(preload=False):
         import PIL.Image  # noqa: F401 - the readers, imported one thread at a time
         import tifffile  # noqa: F401
@@ -51,14 +57,16 @@ def add_images(project: Project, paths: Sequence[str | Path], set_name: str, *,
     folders = [p for p in paths if p.is_dir()]
     files = [p for p in paths if not p.is_dir()]
     yield Status(f"Adding images to '{set_name}'…")
-    reports = [project.add_folder(folder, set_name, cancel=cancel) for folder in folders]
+    reports = [project.add_folder(folder, set_name, planes=planes, cancel=cancel) for folder in folders]
     if files:
-        reports.append(project.add_files(files, set_name, cancel=cancel))
+        reports.append(project.add_files(files, set_name, planes=planes, cancel=cancel))
     merged = reports[0]
     for r in reports[1:]:
         merged.added.extend(r.added)
         merged.skipped.extend(r.skipped)
         merged.duplicates += r.duplicates
+        merged.stacks.update(r.stacks)
+        merged.stack_entries |= r.stack_entries
         merged.cancelled = merged.cancelled or r.cancelled
     yield ImagesAdded(merged, set_name)
 

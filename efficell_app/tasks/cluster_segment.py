@@ -197,7 +197,7 @@ def segment_images_on_cluster(project: Project, image_ids: Sequence[int] | None,
                     yield ImageFailed(k, total, rec.id, str(rec.path), reason)
                     continue
                 yield segmented_event(project, k, total, rec, value.result, value.measurement,
-                                      float(value.result.seconds), with_colours)
+                                      float(value.result.seconds), with_colours, measure=settings.measure)
             finished = True
         except (Cancelled, GeneratorExit, KeyboardInterrupt):
             project.discard_run_if_empty(run_id)

@@ -58,7 +58,24 @@ class SegmenterPlugin(WorkerPlugin):
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         _undo_malloc_trim()
+        _quiet_cancelled_tasks()
         _segmenter(self.model, self.device, self.encoder_weights, getattr(worker, "address", "a worker"))
+
+
+class _CancelledIsNoFailure(logging.Filter):
+    """Drops distributed's "Compute Failed" error (with a traceback) for a task the run's cancel
+    flag stopped: the user asked for it. It is logged only when the task ends before the
+    scheduler has forgotten it, so a busy machine printed it and an idle one did not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (str(record.msg).startswith("Compute Failed") and any(f"{Cancelled.__name__}(" in str(a) for a in args))
+
+
+def _quiet_cancelled_tasks() -> None:
+    wlog = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _CancelledIsNoFailure) for f in wlog.filters):
+        wlog.addFilter(_CancelledIsNoFailure())
 
 
 def _undo_malloc_trim() -> None:

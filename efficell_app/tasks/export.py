@@ -14,7 +14,6 @@ worker through :func:`export_images`); :func:`export_project` runs it to the end
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, EffiCellError
+from ..core.measure import MIN_OBJECT_PX
 from ..core.pairing import image_stem
 from ..project.measuring import (
     FoundLabels,
@@ -112,14 +112,15 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
                   set_name: str | None = None, source: str = "auto", pixel_size_um: float | None = None,
                   channel_names: Sequence[str] | None = None, default_pixel_size_um: float | None = None,
                   measured: Mapping[int, MeasuredImage] | None = None, scope: str | None = None,
-                  write_empty: bool = True,
+                  write_empty: bool = True, min_object_px: int = MIN_OBJECT_PX,
                   cancel: CancelToken | None = None) -> Generator[ExportProgress | ExportFailed, None, ExportReport]:
     """Measure the labelled images and write ``tables`` (.xlsx / .csv: all cells, one row per image,
     the settings) and, per image, ``files`` (:data:`FILE_FORMATS` keys) into ``files_dir``.
 
     The images are ``image_ids`` in that order, else those of ``set_name`` (all sets when
     ``None``). ``pixel_size_um`` / ``channel_names`` override what each image records;
-    ``default_pixel_size_um`` is for images that record none (see ``core.measure.choose_calibration``).
+    ``default_pixel_size_um`` is for images that record none (see ``core.measure.choose_calibration``);
+    objects smaller than ``min_object_px`` pixels are not measured.
     ``measured``: measurements already made (the window's table), reused for an image when
     they come from the labels that count with the same calibration. Yields progress and one
     :class:`ExportFailed` per image left out (no labels, unreadable); returns the report.
@@ -142,7 +143,8 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
         raise ValueError(f"cannot export {', '.join(bad)}: tables are .xlsx / .csv, files one of {', '.join(FILE_FORMATS)}")
     folder = Path(files_dir) if files_dir is not None else (tables[0].parent if tables else Path.cwd())
     report = ExportReport(path=tables[0] if tables else folder)
-    settings = MeasureSettings(pixel_size_um or None, tuple(channel_names or ()), default_pixel_size_um or None)
+    settings = MeasureSettings(pixel_size_um or None, tuple(channel_names or ()), default_pixel_size_um or None,
+                               min_object_px)
     cache = measured or {}
     records = project.list_images(set_name) if image_ids is None else [project.get_image(i) for i in image_ids]
     total = len(records) + len(tables)
@@ -213,15 +215,16 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
 
 def _settings(project: Project, report: ExportReport, set_name: str | None, source: str, scope: str | None,
               measure: MeasureSettings, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The settings sheet: project, scope, labels, version, counts and each model with its checksums."""
+    """The settings sheet: project, scope, labels, measuring choices, counts and each model with
+    its checksums (``core.export.settings_record`` adds ``app_version`` and ``exported_at``)."""
     settings: dict[str, Any] = {
         "project": project.name,
         "project_folder": str(project.root),
         **({"scope": scope} if scope else {"set": set_name or "(all sets)"}),
         "labels": {"auto": "annotation when saved, else latest result"}.get(source, source),
-        "pixel_size_um": measure.pixel_size_um or "from each image",
-        "exported": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "efficell_version": __version__,
+        "pixel_size_um": measure.pixel_size_um or "from each image (Images sheet; 'unknown': lengths in pixels)",
+        **({"default_pixel_size_um": measure.default_pixel_size_um} if measure.default_pixel_size_um else {}),
+        "min_object_px": measure.min_object_px,
         "images_measured": report.n_images,
         "images_without_labels": len(report.not_labelled),
     }
@@ -264,6 +267,7 @@ class ExportOptions:
     pixel_size_um: float | None = None  # None: each image's own (the same rule as the table)
     channel_names: tuple[str, ...] = ()  # (): each image's own
     default_pixel_size_um: float | None = None  # for images that record none (the window's preference)
+    min_object_px: int = MIN_OBJECT_PX  # smaller objects are not measured (the window's preference)
 
 
 def export_images(project: Project, image_ids: Sequence[int], opts: ExportOptions,
@@ -294,4 +298,4 @@ def export_images(project: Project, image_ids: Sequence[int], opts: ExportOption
     yield from export_events(project, tables, files, dest, image_ids=ids, pixel_size_um=opts.pixel_size_um,
                              channel_names=opts.channel_names or None,
                              default_pixel_size_um=opts.default_pixel_size_um, measured=measured,
-                             scope=opts.scope, write_empty=False, cancel=cancel)
+                             scope=opts.scope, write_empty=False, min_object_px=opts.min_object_px, cancel=cancel)

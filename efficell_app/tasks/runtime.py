@@ -50,8 +50,12 @@ def loading_heavy_libraries(preload: bool = True) -> Iterator[None]:
 
 def describe_error(exc: BaseException) -> str:
     """One line for the user about why work stopped (the exception object itself travels with the event)."""
+    from ..core.device import DeviceUnavailable
+
     if isinstance(exc, EffiCellError):
         return str(exc)
+    if isinstance(exc, DeviceUnavailable):
+        return f"the device chosen in Settings ({exc.device}) cannot be used: {exc}"
     if isinstance(exc, MemoryError):
         return "out of memory: try a smaller image, fewer images at once, or the CPU device"
     return f"unexpected error: {type(exc).__name__}: {exc}"
@@ -66,14 +70,16 @@ def failure_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def device_description(device: str = "auto") -> str:
-    """The status bar's words for ``device``: :func:`~efficell_app.core.device.device_text` (imports torch)."""
+def device_description(device: str = "auto", threads: int | None = None) -> str:
+    """The status bar's words for ``device`` (:func:`~efficell_app.core.device.device_text`; imports torch).
+
+    ``threads``: the torch threads the window's work uses (its preference), named instead of torch's default."""
     with loading_heavy_libraries(preload=False):
         import torch  # noqa: F401 - imported under the import lock
 
     from ..core.device import device_text
 
-    return device_text(device)
+    return device_text(device, threads)
 
 
 def gpu_names() -> list[str]:
@@ -89,6 +95,8 @@ class DeviceFound:
     gpus: tuple[str, ...]  # CUDA device names (the settings dialog's choices)
 
 
-def find_device(device: str = "auto", *, cancel: CancelToken | None = None) -> Iterator[DeviceFound]:
-    """Where work will run, in words (importing torch takes a second: done off the window's thread)."""
-    yield DeviceFound(device_description(device), tuple(gpu_names()))
+def find_device(device: str = "auto", threads: int | None = None, *,
+                cancel: CancelToken | None = None) -> Iterator[DeviceFound]:
+    """Where work will run, in words (importing torch takes a second: done off the window's thread).
+    The window shows :func:`~efficell_app.core.device.quick_device_text` meanwhile."""
+    yield DeviceFound(device_description(device, threads), tuple(gpu_names()))

@@ -35,7 +35,7 @@ from ..core.cancel import CancelToken
 from ..core.errors import AdapterError, Cancelled, EffiCellError, OutputError, WeightsError
 from ..core.images import PlaneChoice
 from ..project.images import read_recorded_image
-from ..project.measuring import MeasuredImage, MeasureSettings, find_labels
+from ..project.measuring import MeasuredImage, MeasureSettings, find_labels, measure_project_image
 from .events import ImageFailed, Status
 from .runtime import loading_heavy_libraries
 
@@ -297,7 +297,13 @@ class ImageStarted:
 
 @dataclass(frozen=True)
 class ImageSegmented:
-    """One image segmented, its result recorded and (when asked) measured."""
+    """One image segmented, its result recorded and (when asked) measured.
+
+    ``measured`` is what the table and an export show: the labels that count
+    (``project.measuring.find_labels``), so for an image with a saved annotation it measures
+    the annotation (``annotation_kept``), not the new result, which stays in the history.
+    ``status`` is the image's status in the project afterwards ("reviewed" stays "reviewed").
+    """
 
     index: int  # 1-based
     total: int
@@ -309,6 +315,13 @@ class ImageSegmented:
     notes: tuple[str, ...] = ()
     measured: MeasuredImage | None = None  # as the table and the export show it
     colours: np.ndarray | None = None  # RGBA per label (touching cells differ), made here, off the window's thread
+    status: str = "segmented"
+    annotation_kept: bool = False  # a saved annotation still counts for this image
+
+    @property
+    def counted_cells(self) -> int:
+        """Cells of the labels that count, as measured (the table's row count), else of the result."""
+        return len(self.measured.cells) if self.measured is not None else self.n_cells
 
 
 def segment_images(project: Project, image_ids: Sequence[int] | None, settings: SegmentSettings, *,
@@ -343,23 +356,33 @@ def segment_images(project: Project, image_ids: Sequence[int] | None, settings: 
             yield ImageFailed(i, total, image_id, str(ev.path), ev.message)
             continue
         assert rec is not None  # segment_project fails unknown ids
-        yield segmented_event(project, i, total, rec, ev.result, ev.measurement, ev.seconds, with_colours)
+        yield segmented_event(project, i, total, rec, ev.result, ev.measurement, ev.seconds, with_colours,
+                              measure=settings.measure, image=ev.image)
 
 
 def segmented_event(project: Project, index: int, total: int, rec: ImageRecord, res: Any,
-                    measurement: ImageMeasurement | None, seconds: float, with_colours: bool) -> ImageSegmented:
-    """The :class:`ImageSegmented` of a recorded result: its measurement named after the labels it
-    came from (``project.measuring``'s rule) and, when asked, overlay colours."""
+                    measurement: ImageMeasurement | None, seconds: float, with_colours: bool, *,
+                    measure: MeasureSettings | None = None, image: ImageData | None = None) -> ImageSegmented:
+    """The :class:`ImageSegmented` of a recorded result, measured as the table shows it: the labels
+    that count (``project.measuring.find_labels``), so a saved annotation stays in front of the new
+    result and is measured instead (with ``measure``; ``image``: its pixels when at hand); else
+    ``measurement``, named after the result's origin. Overlay colours when asked (not for a kept annotation)."""
     labels = res.labels
+    found = find_labels(project, rec.id)  # the labels that count: a saved annotation stays in front
+    kept = found is not None and found.kind == "annotation"
     measured = None
-    if measurement is not None:
-        found = find_labels(project, rec.id, "result")  # the result just recorded: its origin
-        if found is not None:
-            measured = MeasuredImage.of(rec.id, rec.set_name, measurement, found)
+    if kept and measurement is not None:
+        try:
+            measured = measure_project_image(project, rec.id, measure, found=found, image=image)
+        except (EffiCellError, OSError, ValueError) as exc:  # the table measures it again when shown
+            log.warning("annotation of %s not measured: %s", rec.path, exc)
+    elif measurement is not None and found is not None:  # the result just recorded
+        measured = MeasuredImage.of(rec.id, rec.set_name, measurement, found)
     colours = None
-    if with_colours:
+    if with_colours and not kept:
         from ..core.overlay import label_colours
 
         colours = label_colours(labels)
     return ImageSegmented(index, total, rec.id, rec.path, labels, int(res.n_cells), seconds,
-                          tuple(getattr(res, "notes", ()) or ()), measured, colours)
+                          tuple(getattr(res, "notes", ()) or ()), measured, colours,
+                          project.get_image(rec.id).status, kept)

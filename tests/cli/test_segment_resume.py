@@ -201,12 +201,14 @@ def _page(n: int) -> int:
 
 def test_full_disk_then_rerun(batch: tuple[Path, list[str]], tmp_path: Path) -> None:
     src, cmd = batch
+    for i in range(N):  # larger images: the table (objects of at least MIN_OBJECT_PX) outweighs the run record
+        tifffile.imwrite(src / f"img{i:02d}.tif", _blobs(i, (160, 160)))
     probe = tmp_path / "probe"
     assert _segment(cmd, src, probe).returncode == 0
     masks = sum(_page(f.stat().st_size) for f in probe.glob(f"*{MASK_SUFFIX}"))
     table = (probe / "measurements.xlsx").stat().st_size
     run = _page((probe / RUN_FILE).stat().st_size)
-    assert table > 3 * run, "the table must be the file that does not fit"
+    assert table > 3 * run, ("the table must be the file that does not fit", table, run)
     with _small_disk(tmp_path / "disk", 8 << 20) as disk:
         out = disk / "out"
         out.mkdir()

@@ -87,7 +87,7 @@ def test_bad_plane_numbers_are_usage_errors(command: str, pair: tuple[Path, Path
         assert f"{bad[0]} must be" in proc.stderr, proc.stderr
 
 
-def test_measure_reads_stacks_with_z_and_t(tmp_path: Path) -> None:
+def test_measure_reads_stacks_with_z_and_t(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir()
     masks.mkdir()
@@ -97,6 +97,8 @@ def test_measure_reads_stacks_with_z_and_t(tmp_path: Path) -> None:
     tifffile.imwrite(masks / "zs.tif", lab)
     out = tmp_path / "m.csv"
     assert main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out)]) == 1
+    # the reader's message names no option (the window shows it too); the command line adds its own
+    assert "3 z-planes; choose a z-plane or the maximum projection (--z N or --z max)" in capsys.readouterr().err
     assert main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out), "--z", "1"]) == 0
     cells = pd.read_csv(out)
     assert len(cells) == 3 and cells["ch0_max"].max() == img.max()
@@ -119,6 +121,12 @@ def test_train_reads_stacks_with_z(tmp_path: Path) -> None:
     cfg, problems = config_from_args(args)
     assert problems == []
     (image, mask), = cfg.train
+    # a time series of z-stacks read with --z alone: skipped, named with the option still needed
+    tifffile.imwrite(images / "tz.tif", np.stack([np.stack([img, img])] * 3), imagej=True, metadata={"axes": "TZYX"})
+    tifffile.imwrite(masks / "tz.tif", lab)
+    problems = config_from_args(args)[1]
+    assert len(problems) == 1 and "tz.tif" in problems[0] and problems[0].endswith("3 time points; choose a time "
+                                                                                  "point (--t N); skipped"), problems
     assert np.array_equal(image.data[0], img)  # the maximum projection, read with the plane choice
     assert Path(mask).name == "zs.tif"
 
@@ -232,3 +240,19 @@ def test_train_checks_its_output_folder_before_training(where: str, pair: tuple[
         assert len(errors) == 1 and str(out) in errors[0] and words in errors[0], proc.stderr
         assert "caching features" not in proc.stderr and "training" not in proc.stderr.replace("efficell train", "")
         assert time.monotonic() - t0 < 120
+
+
+def test_an_absent_device_is_named_with_the_option_only_on_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from efficell_app.cli.hints import with_options
+    from efficell_app.core.device import DeviceUnavailable, choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceUnavailable) as info:
+        choose_device("cuda")
+    assert "--" not in str(info.value) and "no CUDA GPU found" in str(info.value)  # the window's words
+    assert with_options(info.value).startswith("--device cuda: no CUDA GPU found")
+    from efficell_app.tasks import describe_error
+
+    assert describe_error(info.value).startswith("the device chosen in Settings (cuda) cannot be used: no CUDA GPU")

@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from efficell_app.core.errors import ImageReadError
-from efficell_app.core.images import PlaneChoice, find_images, model_input, read_image, read_mask
+from efficell_app.core.images import PlaneChoice, PlanesNeeded, find_images, model_input, read_image, read_mask
 
 RNG = np.random.default_rng(0)
 
@@ -75,7 +75,9 @@ def test_plain_stack_of_many_planes_asks_or_takes_the_z_choice(tmp_path: Path) -
     a = rand((9, 32, 40))
     p = tmp_path / "stack.tif"
     tifffile.imwrite(p, a, photometric="minisblack", metadata=None)
-    refused(p, "--z")
+    err = refused(p, "9 planes", "channels, z-planes or time points")
+    assert isinstance(err, PlanesNeeded) and err.unlabelled and err.sizes == {"Z": 9}
+    assert "--" not in str(err) and err.command_line == "--z N|max or --t N"  # the window shows no CLI option
     np.testing.assert_array_equal(read_image(p, planes=PlaneChoice(z=4)).data[0], a[4])
     np.testing.assert_array_equal(read_image(p, planes=PlaneChoice(z="max")).data[0], a.max(axis=0))
 
@@ -102,7 +104,9 @@ def test_imagej_hyperstack_z_choice_and_micron_unit(tmp_path: Path) -> None:
     a = rand((5, 2, 32, 40))  # ZCYX
     p = tmp_path / "hyper.tif"
     tifffile.imwrite(p, a, imagej=True, resolution=(1 / 0.65, 1 / 0.65), metadata={"axes": "ZCYX", "unit": "micron"})
-    refused(p, "--z", "5 z-planes")
+    err = refused(p, "5 z-planes", "maximum projection")
+    assert isinstance(err, PlanesNeeded) and err.sizes == {"Z": 5} and "--" not in str(err)
+    assert err.command_line == "--z N or --z max"
     one = read_image(p, planes=PlaneChoice(z=1))
     assert one.data.shape == (2, 32, 40) and one.pixel_size_um == pytest.approx(0.65)
     np.testing.assert_array_equal(one.data, a[1])
@@ -115,7 +119,8 @@ def test_time_series_needs_t(tmp_path: Path) -> None:
     a = rand((4, 32, 40))
     p = tmp_path / "movie.tif"
     tifffile.imwrite(p, a, imagej=True, metadata={"axes": "TYX"})
-    refused(p, "--t", "4 time points")
+    err = refused(p, "4 time points", "choose a time point")
+    assert isinstance(err, PlanesNeeded) and err.sizes == {"T": 4} and err.command_line == "--t N"
     np.testing.assert_array_equal(read_image(p, planes=PlaneChoice(t=2)).data[0], a[2])
 
 
@@ -123,8 +128,10 @@ def test_five_d_ome_stack_with_both_choices(tmp_path: Path) -> None:
     a = rand((2, 3, 2, 16, 16), np.uint8, 255)
     p = tmp_path / "tzc.ome.tif"
     tifffile.imwrite(p, a, ome=True, metadata={"axes": "TZCYX"})
-    refused(p, "--t")
-    refused(p, "--z", planes=PlaneChoice(t=1))
+    err = refused(p, "3 z-planes and 2 time points")
+    assert isinstance(err, PlanesNeeded) and err.sizes == {"Z": 3, "T": 2}
+    err = refused(p, "3 z-planes", planes=PlaneChoice(t=1))
+    assert isinstance(err, PlanesNeeded) and err.sizes == {"Z": 3}
     img = read_image(p, planes=PlaneChoice(z="max", t=1))
     np.testing.assert_array_equal(img.data, a[1].max(axis=0))
 

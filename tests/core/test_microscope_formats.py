@@ -12,6 +12,7 @@ from efficell_app.core.errors import ImageReadError
 from efficell_app.core.images import (
     IMAGE_SUFFIXES,
     PlaneChoice,
+    PlanesNeeded,
     is_image_file,
     read_image,
     scene_names,
@@ -78,11 +79,34 @@ def test_microscope_suffixes_are_image_files() -> None:
     assert ".czi" in IMAGE_SUFFIXES
 
 
+# every vendor stack of ../shared/formats: the axes a read without a plane choice must name, all at once
+STACKS = {"nd2/cluster.nd2": {"Z": 10, "T": 3}, "nd2/example-zstack.nd2": {"Z": 11},
+          "nd2/example-timelapse.nd2": {"T": 53}, "czi/CellDivision_T3_Z5_CH2_X240_Y170.czi": {"Z": 5, "T": 3},
+          "czi/LLS7_small.czi": {"Z": 3, "T": 2}, "dv/toxo.dv": {"Z": 17}, "ome-tiff/TZ_nucleus.ome.tif": {"Z": 5, "T": 4}}
+
+
+@pytest.mark.parametrize("name", sorted(STACKS))
+def test_a_stack_names_every_axis_to_choose_at_once(formats_dir: Path, name: str) -> None:
+    """The window's plane dialog learns every axis from one read; the message names no option
+    (the command line adds ``--z`` / ``--t`` itself)."""
+    with pytest.raises(PlanesNeeded) as info:
+        read_image(formats_dir / name)
+    assert info.value.sizes == STACKS[name] and "--" not in str(info.value)
+    if len(STACKS[name]) == 2:  # a choice for one axis: the other is still asked for
+        with pytest.raises(PlanesNeeded) as info:
+            read_image(formats_dir / name, PlaneChoice(t=0))
+        assert info.value.sizes == {"Z": STACKS[name]["Z"]}
+    z = "max" if "Z" in STACKS[name] else None
+    t = 0 if "T" in STACKS[name] else None
+    assert read_image(formats_dir / name, PlaneChoice(z=z, t=t)).data.ndim == 3
+
+
 def test_stacks_need_a_plane_and_scenes_exist(formats_dir: Path) -> None:
     cluster = formats_dir / "nd2/cluster.nd2"  # T3 Z10 C2
-    with pytest.raises(ImageReadError, match="3 time points; choose one with --t N"):
+    with pytest.raises(PlanesNeeded, match="10 z-planes and 3 time points; choose a z-plane or the maximum projection "
+                                           "and a time point"):
         read_image(cluster)
-    with pytest.raises(ImageReadError, match="10 z-planes; choose one with --z N or --z max"):
+    with pytest.raises(PlanesNeeded, match="10 z-planes; choose a z-plane or the maximum projection"):
         read_image(cluster, PlaneChoice(t=1))
     with pytest.raises(ImageReadError, match="z-plane 10 does not exist"):
         read_image(cluster, PlaneChoice(z=10, t=0))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from efficell_app.core.images import ImageData, read_image
+from efficell_app.core.measure import MIN_OBJECT_PX
 from efficell_app.core.pipelined import post_processing_pool, segment_stream
 
 
@@ -29,7 +30,10 @@ def _same(seg, images: list[ImageData], items: list, diameter: float | None) -> 
         np.testing.assert_allclose(it.result.cell_confidence, ref.cell_confidence, rtol=1e-6)
         assert it.result.uncertainty == pytest.approx(ref.uncertainty)
         assert it.result.settings == {**ref.settings}
-        assert len(it.cells) == ref.n_cells and it.summary is not None
+        # every object is measured but those below the minimum size, which the summary counts
+        _, sizes = np.unique(ref.labels[ref.labels > 0], return_counts=True)
+        small = int(np.count_nonzero(sizes < MIN_OBJECT_PX))
+        assert len(it.cells) == ref.n_cells - small and it.summary["objects_below_min_size"] == small
 
 
 def test_same_results_as_segment_in_order_and_a_bad_file_named(random_segmenter, images: list[ImageData],  # noqa: ANN001

@@ -26,3 +26,13 @@ def drop(window, *paths: Path) -> None:
 def wait_run_done(qtbot, window, timeout: int = 60_000) -> None:
     qtbot.waitUntil(lambda: not window.session.is_running() and not window.session.pending_segment
                     and not window.session.helpers_running(), timeout=timeout)
+
+
+def measured_cells(labels) -> int:  # noqa: ANN001 - a label image
+    """How many objects of ``labels`` the measurements hold: those of at least ``MIN_OBJECT_PX`` pixels."""
+    import numpy as np
+
+    from efficell_app.core.measure import MIN_OBJECT_PX
+
+    counts = np.bincount(np.asarray(labels).ravel())[1:]
+    return int(np.count_nonzero(counts >= MIN_OBJECT_PX))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gui_helpers import drop, wait_run_done
+from gui_helpers import drop, measured_cells, wait_run_done
 from PySide6.QtCore import Qt, QTimer
 
 pytestmark = pytest.mark.gui
@@ -35,7 +35,7 @@ def test_drop_folder_segments_and_shows_overlay(qtbot, window, image_folder: Pat
     assert overlay is not None and overlay.shape[:2] == labels.shape
     assert (overlay[..., 3][labels > 0] > 0).all() and (overlay[..., 3][labels == 0] == 0).all()
     # measurements of the image are in the table, one row per cell
-    qtbot.waitUntil(lambda: window.measurements.model.rowCount() == int(labels.max()), timeout=10_000)
+    qtbot.waitUntil(lambda: window.measurements.model.rowCount() == measured_cells(labels), timeout=10_000)
     assert window.problems.count() == 0
     # the status bar names the device (CPU here: the fixture asks for it)
     qtbot.waitUntil(lambda: window.device_label.text().startswith("CPU ("), timeout=20_000)
@@ -87,7 +87,7 @@ def test_table_and_viewer_selection_follow_each_other(qtbot, window, image_folde
     qtbot.waitUntil(lambda: window.session.project is not None, timeout=10_000)
     wait_run_done(qtbot, window)
     labels = window.viewer.labels()
-    qtbot.waitUntil(lambda: window.measurements.model.rowCount() == int(labels.max()), timeout=10_000)
+    qtbot.waitUntil(lambda: window.measurements.model.rowCount() == measured_cells(labels), timeout=10_000)
     # click on a cell in the viewer -> its row is selected in the table
     ids, counts = np.unique(labels[labels > 0], return_counts=True)
     target = int(ids[np.argmax(counts)])
@@ -108,7 +108,7 @@ def test_table_and_viewer_selection_follow_each_other(qtbot, window, image_folde
     # sort the table, pick another row -> the viewer outlines that cell
     window.measurements.table.sortByColumn(window.measurements.model.columns().index("cell_id"),
                                            Qt.SortOrder.DescendingOrder)
-    other = int(ids[0]) if int(ids[0]) != target else int(ids[1])
+    other = int(ids[np.argsort(-counts)[1]])  # the second largest: measured (not below the minimum size)
     window.measurements.table.selectRow(window.measurements.model.row_for_id(other))
     assert window.viewer.selected_cell() == other
     hl = window.viewer.highlight_item.image

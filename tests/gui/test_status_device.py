@@ -11,7 +11,7 @@ def test_status_bar_shows_the_core_device_description(qtbot, window, monkeypatch
 
     asked: list[str] = []
 
-    def text(pref: str = "auto") -> str:
+    def text(pref: str = "auto", threads: int | None = None) -> str:
         asked.append(pref)
         return "GPU: NVIDIA H200 (141 GiB)"
 

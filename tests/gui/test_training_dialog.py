@@ -88,6 +88,9 @@ def test_train_cancel_train_again_and_segment(window, qtbot, annotated_project: 
     # whether training beat it (else the start's weights were kept)
     assert dlg._ap[0][0] == 0.0 and dlg.start_line.isVisible() and dlg._ap[1][0] == pytest.approx(dlg.start_line.value())
     assert "starting adapter" in dlg.result.text()
+    # at once, without reopening the project: in the Model list and the Adapters panel
+    assert window.seg_panel.model_box.findData(str(info.path)) >= 0
+    assert tools.adapters_panel.selected_id() == info.id
 
     # 3) segment the current image with it, from the dialog
     image_id = window.current_image

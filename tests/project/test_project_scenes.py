@@ -48,6 +48,19 @@ def test_multi_scene_files_become_one_image_per_scene(project: Project, formats_
     assert again.n_added == 0 and again.duplicates == 6
 
 
+def test_stacks_without_a_plane_choice_are_reported_per_file_with_every_scene(project: Project,
+                                                                             formats_dir: Path) -> None:
+    """Added without a plane choice, a multi-scene time course and an ND2 z-stack time series are
+    listed in ``report.stacks`` once per file with all their axes; they are no problems yet."""
+    mm = formats_dir / "ome-tiff/181003_multi_pos_time_course_1_MMStack.ome.tif"  # 2 positions of T10
+    cluster = formats_dir / "nd2/cluster.nd2"  # T3 Z10
+    report = project.add_files([mm, cluster], "stacks")
+    assert report.n_added == 0 and report.stacks == {mm: {"T": 10}, cluster: {"Z": 10, "T": 3}}
+    assert report.n_skipped == 3 and report.problems() == []  # both scenes of the time course, and the ND2
+    again = project.add_files(sorted(report.stacks), "stacks", planes=PlaneChoice(z="max", t=0))
+    assert again.n_added == 3 and again.stacks == {} and again.skipped == []
+
+
 def test_format_1_project_is_migrated_and_keeps_its_annotations(tmp_path: Path, dsb_pairs) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -11,6 +11,7 @@ import pytest
 from efficell_app.cli import main as cli_main
 from efficell_app.core.errors import AdapterError, WeightsError
 from efficell_app.core.images import read_mask
+from efficell_app.core.measure import MIN_OBJECT_PX
 from efficell_app.project import Project
 from efficell_app.tasks.segment import segment_project
 from efficell_app.tasks.export import export_project
@@ -130,12 +131,22 @@ def test_cli_export_usage_and_locked(project: Project, tmp_path: Path, capsys: p
     assert not (tmp_path / "x.xlsx").exists()
 
 
+def _measured(labels: np.ndarray) -> int:
+    """The objects the measurements hold: those of at least MIN_OBJECT_PX pixels."""
+    return int(np.count_nonzero(np.bincount(labels.ravel())[1:] >= MIN_OBJECT_PX))
+
+
 def test_measure_one_image(project: Project, image_folder: Path, segmenter) -> None:  # noqa: ANN001
     ids = project.add_folder(image_folder, "exp").added
     assert project.measure(ids[0]) is None
     list(segment_project(project, segmenter, "exp"))
     df, origin = project.measure(ids[0])
-    assert origin.startswith("result") and len(df) == project.latest_result(ids[0]).n_cells
+    sizes = np.bincount(project.labels_for(ids[0]).labels.ravel())[1:]
+    sizes = sizes[sizes > 0]
+    assert len(sizes) == project.latest_result(ids[0]).n_cells
+    # every object but those below the minimum size, which mean nothing as shapes
+    assert origin.startswith("result") and len(df) == int(np.count_nonzero(sizes >= MIN_OBJECT_PX)) < len(sizes)
+    assert df["area_px"].min() >= MIN_OBJECT_PX
     assert project.measure(ids[0], source="annotation") is None
 
 
@@ -169,7 +180,7 @@ def test_export_events_tables_and_per_image_files(project: Project, image_folder
     labels = tifffile.imread(out / f"{stems[0]}_labels.tif")
     assert np.array_equal(labels, project.labels_for(ids[0]).labels)
     cells = pd.read_csv(out / "m.csv", comment="#")
-    assert len(cells) == report.n_cells == sum(int(project.labels_for(i).labels.max()) for i in ids[:2])
+    assert len(cells) == report.n_cells == sum(_measured(project.labels_for(i).labels) for i in ids[:2])
     assert "area_um2" in cells.columns and set(cells["set"]) == {"exp"}
     # no labels at all: nothing written when asked so
     empty = tmp_path / "empty"

@@ -312,3 +312,19 @@ def test_workers_reuse_freed_memory_despite_the_nannys_trim_setting(dask_client)
     seen = dask_client.run(faults_per_2mib_array)
     assert all(trim is not None for trim, _ in seen.values())  # the nanny's setting is there ...
     assert all(faults < 50 for _, faults in seen.values()), seen  # ... and yet no fresh mapping (512 pages) per array
+
+
+def test_a_task_stopped_by_the_cancel_flag_is_not_logged_as_a_failure() -> None:
+    import logging
+
+    from efficell_app.tasks.cluster_worker import _CancelledIsNoFailure
+
+    def record(exc_text: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1,
+                                 "Compute Failed\nKey:       %s\nState:     %s\nTask:  %s\nException: %r\nTraceback: %r\n",
+                                 ("k", "executing", "task", exc_text, "  File ..."), None)
+
+    quiet = _CancelledIsNoFailure()
+    assert not quiet.filter(record("Cancelled('cancelled by the user')"))
+    assert quiet.filter(record("ValueError('a real failure')"))  # other failures are still logged
+    assert quiet.filter(logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, "Cancelled( elsewhere", (), None))

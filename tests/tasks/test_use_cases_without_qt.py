@@ -42,7 +42,8 @@ def main() -> None:
         settings = tasks.SegmentSettings(model=str(adapter), diameter=20.0, device="cpu", encoder_weights=None)
         events = list(tasks.segment_images(p, added, settings, cancel=CancelToken()))
         done = [e for e in events if isinstance(e, tasks.ImageSegmented)]
-        got["segment + measure"] = [len(e.measured.cells) == e.n_cells for e in done]
+        got["segment + measure"] = [len(e.measured.cells) + e.measured.summary["objects_below_min_size"] == e.n_cells
+                                    for e in done]  # every object measured but those below the minimum size
         saved = list(tasks.save_annotation(p, added[0], done[0].labels, cancel=CancelToken()))
         got["annotate"] = [s.version for s in saved]
         written = [e.path.name for e in tasks.export_images(p, added, tasks.ExportOptions("project", ("xlsx",), out),

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageReadError
-from ..image_data import ImageData, PlaneChoice, check_scene, plane_index
+from ..image_data import ImageData, PlaneChoice, check_planes, check_scene, plane_index
 
 # Names that readers make up when the file has none ("Channel:0:0" from OME IDs, "0", "1" from
 # indices): never shown as if the file had named its channels.
@@ -25,7 +25,9 @@ def file_channel_names(names: Sequence[str | None], n: int) -> tuple[str, ...]:
 
 
 def planes_to_read(path: Path, sizes: dict[str, int], planes: PlaneChoice) -> dict[str, int | None]:
-    """For each of the ``T``/``Z`` axes in ``sizes``: the plane index to read, or None (max projection)."""
+    """For each of the ``T``/``Z`` axes in ``sizes``: the plane index to read, or None (max projection);
+    :class:`~..image_data.PlanesNeeded` naming every axis without a choice."""
+    check_planes(path, sizes, planes)
     return {ax: plane_index(path, ax, sizes[ax], planes) for ax in "TZ" if ax in sizes}
 
 

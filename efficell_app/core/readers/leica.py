@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image_data import ImageData, PlaneChoice, to_cyx, to_um, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, check_planes, to_cyx, to_um, unique_scene_names
 from .common import file_channel_names, pick_scene, refuse, with_scene
 
 
@@ -54,6 +54,7 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
         im = images[scene]
         dims, shape = tuple(im.dims), tuple(int(n) for n in im.shape)
         _check_axes(path, dims, shape)
+        check_planes(path, dict(zip(dims, shape)), planes)  # before reading every plane of a stack
         arr = np.asarray(im.asarray())
         step = im.coords.get("X")
         px = to_um(abs(float(step[1] - step[0])), "m") if step is not None and len(step) > 1 else None

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AUTOSAVE_MS = 800
+REPLACING = ("import", "prediction", "empty")  # starts that replace what the editor holds
 
 
 class AnnotationController(QObject):
@@ -111,6 +112,8 @@ class AnnotationController(QObject):
         if project is None or image_id is None:
             self._say("Open an image first (drop a folder on the window)")
             return False
+        if source in REPLACING and not self._may_replace(image_id, source):
+            return False
         if source == "import" and path is None:
             from ...core.mask_import import MASK_IMPORT_FILTER
 
@@ -128,8 +131,33 @@ class AnnotationController(QObject):
             self.editor.set_labels(labels, name=f"start: {source}")  # undoable
         else:
             self._open(image_id, labels)
+            if source == "import":  # imported masks are the annotation now: saved at once, as an edit would be
+                self._saved_changes = -1
+                self.save()
+        if self.canvas.tool == "navigate":
+            note += ": choose a tool to edit (B brush, E eraser, P polygon, …)"
         self._say(note)
         return True
+
+    def _may_replace(self, image_id: int, source: str) -> bool:
+        """Starting over ("import", "prediction", "empty") replaces the image's annotation in the
+        editor: ask first when the user already has one (it stays in the project's history)."""
+        project = self.project
+        editor = self.editor if self.image_id == image_id else None
+        saved = project.annotation_history(image_id) if project is not None else []
+        if not saved and (editor is None or editor.changes == 0):
+            return True  # nothing the user made: a prediction in the editor is not their work
+        n = editor.n_cells() if editor is not None else saved[0].n_cells
+        if n == 0:
+            return True
+        what = {"import": "the imported masks", "prediction": "the model's prediction", "empty": "an empty image"}[source]
+        name = project.get_image(image_id).name if project is not None else f"image {image_id}"
+        answer = QMessageBox.question(
+            self.panel, "Replace the annotation?",
+            f"{name} already has an annotation ({n} cells). Replace it with {what}?\n\n"
+            "The current annotation stays in the image's history (the last 10 versions are kept).",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def _open(self, image_id: int, labels: np.ndarray) -> None:
         if self.editor is not None:
@@ -149,8 +177,8 @@ class AnnotationController(QObject):
         self.viewer.set_labels(self.editor.labels, colours=self.canvas.lut)
         self.panel.set_editing(True)
         self._update_history()
-        if self.canvas.tool == "navigate":
-            self.set_tool("brush")
+        # The tool stays "navigate" until the user picks one: a first click into the image only
+        # focuses it (and pans or selects) instead of painting a cell.
         self.editing_changed.emit(True)
 
     def stop(self) -> None:
@@ -163,9 +191,6 @@ class AnnotationController(QObject):
         if shown:
             self.viewer.set_labels(labels.copy())  # drawn once, when the overlay resumes below
         self._close_editor()
-        if shown:
-            self.session.forget_measurements(image_id)
-            self.session.request_cells([image_id])
         self._say("Annotation saved")
 
     def _close_editor(self) -> None:
@@ -238,7 +263,8 @@ class AnnotationController(QObject):
     def _on_saved(self, ev: tasks.AnnotationSaved, project: Any) -> None:
         if project is not self.project:
             return
-        self.session.image_status.emit(ev.image_id, ev.status, f"{ev.n_cells} cells (annotation v{ev.version})")
+        self.session.image_status.emit(ev.image_id, ev.status, "")
+        self.session.annotation_saved(ev.image_id)  # the table, plot and counts measure this version now
         self._say(f"Saved (version {ev.version}, {ev.n_cells} cells)")
         self.saved.emit(ev.image_id, ev.version)
 
@@ -250,7 +276,7 @@ class AnnotationController(QObject):
             self._saved_changes = -1  # unedited prediction accepted as it is: save it once
         self.save(wait=True)
         status = tasks.mark_annotated(self.project, self.image_id)
-        self.session.image_status.emit(self.image_id, status, f"{self.editor.n_cells()} cells")
+        self.session.status_changed(self.image_id, status)
         self._say("Marked as annotated: this image will be used for training")
 
     def shutdown(self) -> None:

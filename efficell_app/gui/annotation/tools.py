@@ -30,15 +30,15 @@ class AnnotationTools(QObject):
 
     Widgets to place: ``panel`` (the Annotate dock) and ``adapters_panel`` (the Adapters dock).
     Signals: ``message(text)`` for the status bar; ``panel_wanted()`` to show the tools panel;
-    ``segment_with(adapter path)`` when the user
-    asks to segment the current image with a new adapter; ``adapters_changed()`` when the
-    project's library changed; ``image_requested(image id)`` to show an image.
+    ``segment_with(adapter path)`` when the user asks to segment the current image with a new
+    adapter; ``image_requested(image id)`` to show an image. A change to the project's adapter
+    library (training, import, rename, delete) goes through ``session.reload_adapters()``, so
+    every list of adapters in the window shows it at once.
     """
 
     message = Signal(str)
     panel_wanted = Signal()  # the user started annotating from the menu: show the tools panel
     segment_with = Signal(str)
-    adapters_changed = Signal()
     image_requested = Signal(int)
 
     def __init__(self, viewer: ImageViewer, session: Session, current_image: Callable[[], int | None],
@@ -54,8 +54,8 @@ class AnnotationTools(QObject):
         self.suggest_dialog: Any = None
         self.uncertainty_overlay: Any = None
         self.controller.message.connect(self.message)
-        self.adapters_panel.changed.connect(self.adapters_changed)
-        session.project_changed.connect(lambda _p: self.adapters_panel.refresh())
+        self.adapters_panel.changed.connect(session.reload_adapters)
+        session.adapters_changed.connect(lambda _adapters: self.adapters_panel.refresh())
         self.panel.train_button.clicked.connect(self.open_training)
         self.panel.next_button.clicked.connect(self.open_suggestions)
         self.panel.uncertainty_box.toggled.connect(self.show_uncertainty)
@@ -119,16 +119,22 @@ class AnnotationTools(QObject):
             return None
         self.controller.save(wait=True)
         dlg = TrainingDialog(self.session.project, parent=self._parent, encoder_weights=self.session.encoder_weights,
-                             device=self.session.prefs.device, current_image=self._current_image())
+                             device=self.session.prefs.device, current_image=self._current_image)
+        dlg.adapter_added.connect(self._adapter_trained)
         dlg.segment_requested.connect(self._segment_with)
         self.training_dialog = dlg
         dlg.show()
         return dlg
 
+    def _adapter_trained(self, info: Any) -> None:
+        """A run of the training dialog put a new adapter in the project: list it everywhere now."""
+        self.session.reload_adapters()
+        self.adapters_panel.select(info.id)
+        self.message.emit(f"Adapter '{info.name}' added to the project: choose it under Segmentation > Model, "
+                          "or click \"Segment with it now\"")
+
     def _segment_with(self, path: str) -> None:
         self.controller.stop()
-        self.adapters_panel.refresh()
-        self.adapters_changed.emit()
         self.segment_with.emit(str(path))
 
     def open_suggestions(self) -> Any:

@@ -1,6 +1,7 @@
 """Export dialog: scope, formats, pixel size and channel names, destination; runs ``tasks.export_images``
 in a worker. Pixel size and channel names start empty: each image's own, by the same rule as the
-table, so the files hold what the window shows unless the user overrides it here."""
+table, so the files hold what the window shows unless the user overrides it here; the dialog says
+which pixel sizes the images of the chosen scope record. The scope starts as the table's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -34,6 +35,7 @@ from ...tasks import FORMATS, ExportFailed, ExportOptions, ExportProgress
 from ..workers import TaskWorker, start_task
 
 SCOPES = (("image", "Current image"), ("set", "Current set"), ("project", "Whole project"))
+MAX_PATH_WIDTH = 760  # px: the folder field grows with its path up to this
 
 
 class ExportDialog(QDialog):
@@ -42,10 +44,14 @@ class ExportDialog(QDialog):
 
     def __init__(self, make_task: Callable[[ExportOptions], tuple[Any, ...]], destination: Path,
                  channel_names: tuple[str, ...] = (), pixel_size_um: float = 0.0,
-                 scope: str = "image", parent: QWidget | None = None) -> None:
+                 scope: str = "image", parent: QWidget | None = None,
+                 pixel_sizes: Callable[[str], list[float | None]] | None = None,
+                 default_pixel_size_um: float | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export measurements and masks")
         self._make_task = make_task
+        self._pixel_sizes = pixel_sizes
+        self._default_px = default_pixel_size_um
         self._handle: TaskWorker | None = None
         self.written: list[Path] = []
         self.errors: list[str] = []
@@ -72,10 +78,24 @@ class ExportDialog(QDialog):
         self.pixel_size.setToolTip("Leave at 0 to use each image's pixel size, as the measurements table does; "
                                    "a value here applies to every image exported")
         self.pixel_size.setValue(pixel_size_um)
+        self.pixel_info = QLabel("")
+        self.pixel_info.setWordWrap(True)
+        self.pixel_info.setStyleSheet("color: palette(placeholder-text);")
         self.channel_names = QLineEdit(", ".join(channel_names))
-        self.channel_names.setPlaceholderText("each image's own; or e.g. DAPI, GFP for every image")
+        self.channel_names.setPlaceholderText("each image's own (or type e.g. DAPI, GFP)")
+        self.channel_names.setToolTip("Leave empty for each image's own channel names; names typed here "
+                                      "apply to every image exported")
 
         self.destination = QLineEdit(str(destination))
+        # The whole folder path in view: the field is as wide as the path (up to a sensible width);
+        # a longer path is also shown below it, wrapped at its separators.
+        self.destination.setMinimumWidth(min(MAX_PATH_WIDTH,
+                                             self.destination.fontMetrics().horizontalAdvance(str(destination)) + 24))
+        self.full_path = QLabel("")
+        self.full_path.setWordWrap(True)
+        self.full_path.setStyleSheet("color: palette(placeholder-text);")
+        self.full_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.destination.textChanged.connect(self._show_full_path)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         dest_row = QHBoxLayout()
@@ -85,8 +105,10 @@ class ExportDialog(QDialog):
         form = QFormLayout()
         form.addRow("Export", self.scope)
         form.addRow("Pixel size", self.pixel_size)
+        form.addRow("", self.pixel_info)
         form.addRow("Channel names", self.channel_names)
         form.addRow("Folder", dest_row)
+        form.addRow("", self.full_path)
 
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -117,6 +139,10 @@ class ExportDialog(QDialog):
         layout.addWidget(self.status)
         layout.addWidget(self.error_list)
         layout.addLayout(buttons)
+        self.scope.currentIndexChanged.connect(self._describe_pixel_sizes)
+        self.pixel_size.valueChanged.connect(self._describe_pixel_sizes)
+        self._describe_pixel_sizes()
+        self._show_full_path()
 
     # ------------------------------------------------------------------ options
     def options(self) -> ExportOptions:
@@ -132,6 +158,32 @@ class ExportDialog(QDialog):
     def set_formats(self, formats: tuple[str, ...]) -> None:
         for k, cb in self.format_boxes.items():
             cb.setChecked(k in formats)
+
+    def _describe_pixel_sizes(self) -> None:
+        """Say what "each image's own" means for the chosen scope: the sizes the files record, and
+        how images that record none are measured."""
+        if self.pixel_size.value() > 0:
+            self.pixel_info.setText("Every image exported is measured with this pixel size.")
+            return
+        if self._pixel_sizes is None:
+            self.pixel_info.setText("")
+            return
+        self.pixel_info.setText(describe_pixel_sizes(self._pixel_sizes(str(self.scope.currentData())),
+                                                     self._default_px))
+
+    def _show_full_path(self) -> None:
+        """The folder path in full under the field when the field cannot show all of it."""
+        text = self.destination.text()
+        self.destination.setToolTip(text)
+        fits = self.destination.fontMetrics().horizontalAdvance(text) + 24 <= max(self.destination.width(),
+                                                                                   self.destination.minimumWidth())
+        # a zero-width space after each separator lets the label wrap there
+        self.full_path.setText("" if fits else text.replace("/", "/\u200b").replace("\\", "\\\u200b"))
+        self.full_path.setVisible(not fits)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._show_full_path()
 
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Export to folder", self.destination.text())
@@ -186,7 +238,7 @@ class ExportDialog(QDialog):
             return
         n = len(self.written)
         extra = f"; {len(self.errors)} problem(s) listed below" if self.errors else ""
-        self.status.setText(f"Wrote {n} file{'s' if n != 1 else ''} to {self.options().destination}{extra}.")
+        self.status.setText(f"Wrote {n} file{'s' if n != 1 else ''} to the folder above{extra}.")
         self.open_button.setVisible(n > 0)
 
     def _open_folder(self) -> None:
@@ -198,3 +250,24 @@ class ExportDialog(QDialog):
             self._handle.cancel()
             return
         super().reject()
+
+
+def describe_pixel_sizes(sizes: list[float | None], default: float | None = None) -> str:
+    """"Recorded in the files: 0.5 µm (2 images); 1 image records none: measured in pixels"."""
+    if not sizes:
+        return "No images in this scope."
+    counts: dict[float, int] = {}
+    for v in sizes:
+        if v:
+            counts[round(float(v), 6)] = counts.get(round(float(v), 6), 0) + 1
+    unknown = sum(1 for v in sizes if not v)
+    parts = []
+    if counts:
+        shown = sorted(counts.items())[:4]
+        listed = ", ".join(f"{v:g} µm ({n} image{'s' if n != 1 else ''})" for v, n in shown)
+        parts.append(f"Recorded in the files: {listed}{', …' if len(counts) > 4 else ''}")
+    if unknown:
+        how = (f"measured with the default {default:g} µm from Settings" if default
+               else "measured in pixels (pixel size 'unknown' in the Images sheet)")
+        parts.append(f"{unknown} image{'s record' if unknown != 1 else ' records'} none: {how}")
+    return "; ".join(parts) + "."

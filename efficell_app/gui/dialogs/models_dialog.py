@@ -56,8 +56,11 @@ class ModelsDialog(QDialog):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        for col in range(len(COLUMNS) - 1):  # every text whole (the licence line too); the status takes the rest
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.description = QLabel("")
         self.description.setWordWrap(True)
@@ -111,6 +114,17 @@ class ModelsDialog(QDialog):
         if self._specs and not self.table.selectedItems():
             self.table.selectRow(0)
         self._update_buttons()
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """Wide enough for every column's text (the dialog never opens with a clipped cell)."""
+        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        status_col = len(COLUMNS) - 1
+        need = sum(header.sectionSize(c) for c in range(status_col)) + self.table.sizeHintForColumn(status_col)
+        need += self.table.verticalScrollBar().sizeHint().width() + 2 * self.table.frameWidth() + 40
+        if need > self.width():
+            self.resize(need, self.height())
 
     def status_of(self, name: str) -> str:
         for r, spec in enumerate(self._specs):

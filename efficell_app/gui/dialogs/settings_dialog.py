@@ -1,4 +1,5 @@
-"""Application settings: compute device, where segmentation runs, threads, default pixel size, weights cache folder."""
+"""Application settings: compute device, where segmentation runs, threads, default pixel size,
+smallest object measured, weights cache folder."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ class SettingsDialog(QDialog):
 
         self.threads = QSpinBox()
         self.threads.setRange(0, max(1, os.cpu_count() or 1))
-        self.threads.setSpecialValueText("automatic (all cores but one)")
+        auto = Preferences(threads=0).effective_threads()  # the number the status bar shows
+        self.threads.setSpecialValueText(f"automatic: {auto} (all {os.cpu_count()} cores but one)")
         self.threads.setValue(prefs.threads)
         self.threads.setToolTip("CPU threads for segmentation; one core is left free so the window stays responsive")
 
@@ -60,6 +62,14 @@ class SettingsDialog(QDialog):
         self.pixel_size.setSpecialValueText("unknown (measure in pixels)")
         self.pixel_size.setValue(prefs.pixel_size_um)
         self.pixel_size.setToolTip("Used when an image file does not record its pixel size")
+
+        self.min_object = QSpinBox()
+        self.min_object.setRange(0, 100_000)
+        self.min_object.setSuffix(" px")
+        self.min_object.setSpecialValueText("measure every object")
+        self.min_object.setValue(prefs.min_object_px)
+        self.min_object.setToolTip("Objects with fewer pixels are left out of the measurements: the shape of a "
+                                   "few-pixel speck means nothing. Every export states this value.")
 
         self.cache_dir = QLineEdit(prefs.cache_dir)
         self.cache_dir.setPlaceholderText("default (user data folder)")
@@ -77,6 +87,7 @@ class SettingsDialog(QDialog):
         form.addRow("Run on", self.run_on_box)
         form.addRow("Threads", self.threads)
         form.addRow("Default pixel size", self.pixel_size)
+        form.addRow("Smallest object measured", self.min_object)
         form.addRow("Model cache folder", cache_row)
         form.addRow("", self.auto_segment)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -171,4 +182,5 @@ class SettingsDialog(QDialog):
             pixel_size_um=float(self.pixel_size.value()),
             cache_dir=self.cache_dir.text().strip(),
             auto_segment=self.auto_segment.isChecked(),
+            min_object_px=int(self.min_object.value()),
         )

@@ -34,12 +34,32 @@ def _is_numeric(series: Any) -> bool:
     return bool(is_numeric_dtype(series.dtype) and not is_bool_dtype(series.dtype))
 
 
-def _fit_columns(view: QTableView, columns: list[str]) -> None:
-    """Column widths from the header text (cheap: no per-cell measuring)."""
-    fm = view.horizontalHeader().fontMetrics()
+MAX_TEXT_COLUMN = 460  # px: a text column (image names) is as wide as its longest value, up to this
+
+
+def _fit_columns(view: QTableView, df: pd.DataFrame | None, new_columns: bool = True) -> None:
+    """Column widths from the header text and, for text columns (image and set names), their
+    longest value, so names are shown whole (cheap: a few hundred distinct values measured).
+    With the same columns as before only text columns change, and only to grow (a width the
+    user set stays)."""
+    if df is None:
+        return
+    from pandas.api.types import is_bool_dtype
+
     header = view.horizontalHeader()
-    for i, name in enumerate(columns):
-        header.resizeSection(i, max(64, fm.horizontalAdvance(name) + 24))
+    fm = header.fontMetrics()
+    cell_fm = view.fontMetrics()
+    for i, name in enumerate(df.columns):
+        text = not _is_numeric(df[name]) and not is_bool_dtype(df[name].dtype)
+        if not new_columns and not text:
+            continue
+        width = fm.horizontalAdvance(str(name)) + 24
+        if text:
+            values = df[name].drop_duplicates().head(300)
+            width = max(width, max((cell_fm.horizontalAdvance(str(v)) for v in values), default=0) + 16)
+        width = min(max(64, width), MAX_TEXT_COLUMN)
+        if new_columns or width > header.sectionSize(i):
+            header.resizeSection(i, width)
 
 
 def _table() -> QTableView:
@@ -122,16 +142,18 @@ class MeasurementsPanel(QWidget):
     def current_scope(self) -> str:
         return str(self.scope.currentData())
 
-    def set_cells(self, df: pd.DataFrame | None) -> None:
-        """Per-cell rows (must have ``label``; set scope also ``image_id``)."""
+    def set_cells(self, df: pd.DataFrame | None, measuring: int = 0) -> None:
+        """Per-cell rows (must have ``label``; set scope also ``image_id``); ``measuring``: images of
+        the scope still being measured (the count says so)."""
         old_cols = self.model.columns()
         self.model.set_frame(df)
+        _fit_columns(self.table, df, self.model.columns() != old_cols)
         if self.model.columns() != old_cols:
-            _fit_columns(self.table, self.model.columns())
             for i, c in enumerate(self.model.columns()):  # internal id: the image name is shown instead
                 self.table.setColumnHidden(i, c == IMAGE_COLUMN)
         n = 0 if df is None else len(df)
-        self.count.setText(f"{n} cells")
+        self.count.setText(f"{n} cells" + (f" (measuring {measuring} image{'s' if measuring != 1 else ''}…)"
+                                           if measuring else ""))
         numeric = [] if df is None else [c for c in df.columns if _is_numeric(df[c])
                                          and c not in (ID_COLUMN, IMAGE_COLUMN)]
         for box, pick in ((self.x_col, lambda c: c.startswith("area")), (self.y_col, lambda c: c.endswith("_mean"))):
@@ -149,8 +171,8 @@ class MeasurementsPanel(QWidget):
     def set_summary(self, df: pd.DataFrame | None) -> None:
         old_cols = self.summary_model.columns()
         self.summary_model.set_frame(df)
+        _fit_columns(self.summary, df, self.summary_model.columns() != old_cols)
         if self.summary_model.columns() != old_cols:
-            _fit_columns(self.summary, self.summary_model.columns())
             for i, c in enumerate(self.summary_model.columns()):
                 self.summary.setColumnHidden(i, c == IMAGE_COLUMN)
 

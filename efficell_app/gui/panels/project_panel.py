@@ -1,4 +1,10 @@
-"""Project panel: image sets and their images, with status icons and thumbnails."""
+"""Project panel: image sets and their images, with status icons and thumbnails.
+
+Each image is one row of two lines beside its thumbnail: the file name (with the plane of a
+z-stack or time series), then its status and cell count, so a name gets the panel's whole width
+(long names are shortened in the middle, keeping the end and the extension; the tooltip has
+the full path).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ from ..icons import array_to_icon, status_icon
 
 ROLE_KIND = Qt.ItemDataRole.UserRole
 ROLE_ID = Qt.ItemDataRole.UserRole + 1
+ROLE_PATH = Qt.ItemDataRole.UserRole + 2
 THUMB = 40
+STATUS_WIDTH = 22  # the status dot's column
 
 
 class ProjectPanel(QWidget):
@@ -35,15 +43,19 @@ class ProjectPanel(QWidget):
         super().__init__(parent)
         self.header = QLabel("No project open. Drop a folder of images here to start.")
         self.header.setWordWrap(True)
-        self.header.setStyleSheet("color: palette(mid); padding: 4px;")
+        self.header.setStyleSheet("color: palette(placeholder-text); padding: 4px;")
         self.tree = QTreeWidget()
         self.tree.setColumnCount(2)
-        self.tree.setHeaderLabels(["Image", "Status"])
+        self.tree.setHeaderHidden(True)
         self.tree.setIconSize(QSize(THUMB, THUMB))
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.tree.setUniformRowHeights(True)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.setIndentation(14)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
+        header.resizeSection(1, STATUS_WIDTH)
         self.tree.itemActivated.connect(self._activated)
         self.tree.itemClicked.connect(self._activated)
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -54,6 +66,7 @@ class ProjectPanel(QWidget):
         layout.addWidget(self.tree, 1)
         self._items: dict[int, QTreeWidgetItem] = {}
         self._sets: dict[str, QTreeWidgetItem] = {}
+        self._rows: dict[int, list[str]] = {}  # image id -> [name, status, detail, planes]
 
     # ------------------------------------------------------------------ content
     def set_project(self, project: Any | None) -> None:
@@ -61,6 +74,7 @@ class ProjectPanel(QWidget):
         self.tree.clear()
         self._items.clear()
         self._sets.clear()
+        self._rows.clear()
         if project is None:
             self.header.setText("No project open. Drop a folder of images here to start.")
             return
@@ -76,6 +90,7 @@ class ProjectPanel(QWidget):
             return self._sets[name]
         item = QTreeWidgetItem([name, ""])
         item.setData(0, ROLE_KIND, "set")
+        item.setData(0, ROLE_ID, name)
         font = item.font(0)
         font.setBold(True)
         item.setFont(0, font)
@@ -95,21 +110,50 @@ class ProjectPanel(QWidget):
             item.setToolTip(0, str(rec.path))
             parent.addChild(item)
             self._items[rec.id] = item
+            self._rows[rec.id] = [item.text(0), "", "", _planes_text(rec)]  # the text is made by _render
+            item.setData(0, ROLE_PATH, str(rec.path))
             self._update_set_count(rec.set_name)
         self.set_status(rec.id, rec.status)
         return item
 
     def _update_set_count(self, set_name: str) -> None:
         item = self._sets[set_name]
-        item.setText(1, f"{item.childCount()} images")
+        n = item.childCount()
+        item.setText(0, f"{set_name}  ({n} image{'s' if n != 1 else ''})")
+        item.setToolTip(0, item.text(0))
 
-    def set_status(self, image_id: int, status: str, detail: str = "") -> None:
+    def set_status(self, image_id: int, status: str, detail: str | None = None) -> None:
+        """Show an image's status (``detail``: e.g. its cell count; ``None`` keeps the one shown)."""
         item = self._items.get(image_id)
         if item is None:
             return
+        row = self._rows[image_id]
+        row[1] = status
+        if detail is not None:
+            row[2] = detail
         item.setIcon(1, status_icon(status))
-        item.setText(1, f"{status}{' · ' + detail if detail else ''}")
         item.setData(1, ROLE_KIND, status)
+        self._render(image_id)
+
+    def set_detail(self, image_id: int, detail: str) -> None:
+        """The second line's detail (the cell count the table shows) without changing the status."""
+        if image_id in self._rows:
+            self._rows[image_id][2] = detail
+            self._render(image_id)
+
+    def detail_of(self, image_id: int) -> str | None:
+        row = self._rows.get(image_id)
+        return None if row is None else row[2]
+
+    def _render(self, image_id: int) -> None:
+        item = self._items[image_id]
+        name, status, detail, planes = self._rows[image_id]
+        first = f"{name} ({planes})" if planes else name  # the plane is part of which image this is
+        second = " · ".join(p for p in (status, detail) if p)
+        item.setText(0, f"{first}\n{second}")
+        tip = f"{item.data(0, ROLE_PATH)}{' (' + planes + ')' if planes else ''}\n{second}"
+        item.setToolTip(0, tip)
+        item.setToolTip(1, tip)
 
     def status_of(self, image_id: int) -> str | None:
         item = self._items.get(image_id)
@@ -122,10 +166,11 @@ class ProjectPanel(QWidget):
 
     def remove_image(self, image_id: int) -> None:
         item = self._items.pop(image_id, None)
+        self._rows.pop(image_id, None)
         if item is not None and item.parent() is not None:
             parent = item.parent()
             parent.removeChild(item)
-            self._update_set_count(parent.text(0))
+            self._update_set_count(parent.data(0, ROLE_ID))
 
     def image_ids(self) -> list[int]:
         return list(self._items)
@@ -143,7 +188,7 @@ class ProjectPanel(QWidget):
             return next(iter(self._sets), None)
         if item.data(0, ROLE_KIND) == "image":
             item = item.parent()
-        return item.text(0)
+        return str(item.data(0, ROLE_ID))
 
     def selected_images(self) -> list[int]:
         """Images selected directly, plus all images of selected sets."""
@@ -183,3 +228,14 @@ class ProjectPanel(QWidget):
         menu.addSeparator()
         menu.addAction(rm)
         menu.exec(self.tree.viewport().mapToGlobal(pos))
+
+
+def _planes_text(rec: Any) -> str:
+    """"z max", "z 3 of stack, t 2": the plane of a z-stack or time series the image was added with (1-based)."""
+    planes = getattr(rec, "planes", None)
+    parts = []
+    if planes is not None and planes.z is not None:
+        parts.append("z max" if planes.z == "max" else f"z {int(planes.z) + 1}")
+    if planes is not None and planes.t is not None:
+        parts.append(f"t {int(planes.t) + 1}")
+    return ", ".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -32,8 +33,15 @@ class SegmentationPanel(QWidget):
         self.model_box = QComboBox()
         self.model_box.addItem("Built-in (EffiCell compact)", None)
         self.model_box.setToolTip("The built-in model, or an adapter trained in this project")
+        # The model list has a row of its own (the panel's whole width: adapter names are long);
+        # it does not make the panel wider than that, and its popup shows every name whole.
+        self.model_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_box.setMinimumContentsLength(16)
+        self.model_box.currentIndexChanged.connect(
+            lambda _i: self.model_box.setToolTip(f"Segment with: {self.model_box.currentText()}"))
 
-        self.auto_diameter = QCheckBox("estimate automatically")
+        self.auto_diameter = QCheckBox("estimate")
+        self.auto_diameter.setToolTip("Estimate the typical cell diameter of each image (uncheck to type one in)")
         self.auto_diameter.setChecked(True)
         self.diameter = QDoubleSpinBox()
         self.diameter.setRange(3.0, 1000.0)
@@ -51,10 +59,15 @@ class SegmentationPanel(QWidget):
         self.auto_segment.setChecked(True)
         self.only_new = QCheckBox("Skip images already segmented")
 
+        for combo in (self.cyto, self.nucleus):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
         form = QFormLayout()
-        form.addRow("Model", self.model_box)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow panel puts labels above
+        form.addRow(QLabel("Model"))
+        form.addRow(self.model_box)
         drow = QHBoxLayout()
-        drow.addWidget(self.diameter)
+        drow.addWidget(self.diameter, 1)
         drow.addWidget(self.auto_diameter)
         form.addRow("Cell diameter", drow)
         form.addRow("Cell channel", self.cyto)
@@ -114,8 +127,12 @@ class SegmentationPanel(QWidget):
         self.model_box.blockSignals(True)
         self.model_box.clear()
         self.model_box.addItem("Built-in (EffiCell compact)", None)
+        if adapters:  # the project's adapters under a line, by name (the panel is narrow)
+            self.model_box.insertSeparator(self.model_box.count())
         for a in adapters:
-            self.model_box.addItem(f"Adapter: {a.name}", str(a.path))
+            self.model_box.addItem(a.name, str(a.path))
+            self.model_box.setItemData(self.model_box.count() - 1, f"Adapter '{a.name}' of this project",
+                                       Qt.ItemDataRole.ToolTipRole)
         for label, path in self._extra_models:
             self.model_box.addItem(label, path)
         self.model_box.setCurrentIndex(max(self.model_box.findData(current), 0))

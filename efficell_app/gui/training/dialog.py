@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pyqtgraph as pg
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -44,20 +46,25 @@ def _fmt_time(s: float | None) -> str:
 
 class TrainingDialog(QDialog):
     """Non-modal. ``adapter_added(AdapterInfo)`` when a run finished and the adapter is in the
-    project; ``segment_requested(path)`` from "Segment with it now"."""
+    project; ``segment_requested(path)`` from "Segment with it now".
+
+    ``current_image``: the image "Compare side by side" segments, or a function giving the one
+    selected in the window when the button is clicked (the window's selection changes meanwhile).
+    """
 
     adapter_added = Signal(object)
     segment_requested = Signal(str)
 
     def __init__(self, project: Any, parent: QWidget | None = None, encoder_weights: str | None = "auto",
-                 device: str = "auto", current_image: int | None = None, small_encoder: bool = False,
+                 device: str = "auto", current_image: int | None | Callable[[], int | None] = None,
+                 small_encoder: bool = False,
                  config_overrides: dict[str, Any] | None = None, threads: int | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Train an adapter")
         self.project = project
         self.encoder_weights = encoder_weights
         self.device = device
-        self.current_image = current_image
+        self._current_image = current_image
         self.small_encoder = small_encoder
         self.config_overrides = dict(config_overrides or {})
         self.threads = threads
@@ -65,11 +72,17 @@ class TrainingDialog(QDialog):
         self.pid: int | None = None
         self._train_ids: list[int] = []  # the training process of the current run
         self.new_adapter: Any = None
+        self._closing = False
         self.previous_model: str | None = None
         self._loss: tuple[list[float], list[float]] = ([], [])
         self._ap: tuple[list[float], list[float]] = ([], [])
         self._build()
         self.fill_choices()
+
+    def current_image(self) -> int | None:
+        """The image "Compare side by side" uses: the one selected in the window now."""
+        cur = self._current_image
+        return cur() if callable(cur) else cur
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
@@ -296,7 +309,7 @@ class TrainingDialog(QDialog):
         self.result.setText(f"{said}<br>{ev.step} steps, {ev.trainable_params:,} trained parameters; "
                             f"{(ev.metrics or {}).get('validation_source', '')}")
         self.segment_button.setEnabled(True)
-        self.compare_button.setEnabled(self.current_image is not None)
+        self.compare_button.setEnabled(self.current_image() is not None)
         self.adapter_added.emit(info)
 
     def _cancelled(self) -> None:
@@ -311,9 +324,10 @@ class TrainingDialog(QDialog):
     def compare(self) -> Any:
         from .compare import CompareDialog
 
-        if self.new_adapter is None or self.current_image is None:
+        image_id = self.current_image()
+        if self.new_adapter is None or image_id is None:
             return None
-        dlg = CompareDialog(self.project, self.current_image, self.previous_model, str(self.new_adapter.path),
+        dlg = CompareDialog(self.project, image_id, self.previous_model, str(self.new_adapter.path),
                             encoder_weights=self.encoder_weights, device=self.device, parent=self)
         self.compare_dialog = dlg
         dlg.show()
@@ -330,6 +344,26 @@ class TrainingDialog(QDialog):
         self.stop_and_wait()
         super().done(r)
 
+    def confirm_stop(self) -> bool:
+        """Ask before a stray Esc or a click on the window's close button ends a training run."""
+        answer = QMessageBox.question(
+            self, "Stop training?", "Stop the training run? Nothing is saved from a run that is stopped.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def reject(self) -> None:
+        """Esc (and the close button, through ``closeEvent``): asks first while training."""
+        if self.is_running() and not self._closing and not self.confirm_stop():
+            return
+        super().reject()
+
     def closeEvent(self, event: Any) -> None:
+        if self.is_running() and event.spontaneous() and not self.confirm_stop():
+            event.ignore()
+            return
         self.stop_and_wait()
-        super().closeEvent(event)
+        self._closing = True  # asked already (or closed by the program): QDialog's reject() must not ask again
+        try:
+            super().closeEvent(event)
+        finally:
+            self._closing = False
