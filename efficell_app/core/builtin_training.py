@@ -81,15 +81,9 @@ def hardware(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(torch.device(device))
         return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), torch {torch.__version__}, CUDA {torch.version.cuda}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} torch threads, no GPU, torch {torch.__version__} ({platform.platform()})"
+    from .device import cpu_name
+
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads, no GPU, torch {torch.__version__} ({platform.platform()})"
 
 
 # ---------------------------------------------------------------------------------------------- data
