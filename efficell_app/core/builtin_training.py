@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from .data_split import DATASETS
+from .training_pack import TARGET_DIAMETER  # noqa: F401 - the recipe's cell size (builtin_export imports it from here)
 
 log = logging.getLogger("efficell.builtin_training")
 
-TARGET_DIAMETER = 24.0
 ENCODER_MEAN, ENCODER_STD = 0.5, 0.25  # as the compact encoder's spec (efficell_compact)
 # Watershed thresholds of every validation during training (those of the phase-2 model), so checkpoints
 # compare on the network alone; the export tunes them afterwards, on validation too.

@@ -34,6 +34,7 @@ from .images import ImageData
 log = logging.getLogger(__name__)
 
 PACK_VERSION = 1
+TARGET_DIAMETER = 24.0  # the built-in model's cell size (px): every packed image is rescaled to it
 MAX_SCALE = 1.4  # the recipe's largest scale jitter (x1.35) never needs pixels the pack dropped
 PARTS = ("train", "validation")
 
@@ -139,7 +140,6 @@ def pack_bytes(pack: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from .builtin_training import TARGET_DIAMETER
     from .data_split import load_split
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
