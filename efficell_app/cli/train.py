@@ -47,9 +47,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diameter", type=float, metavar="PX",
                    help="cell diameter (px) the model works at (default: the init adapter's, else 24); "
                         "each image is rescaled so its cells (measured on its mask) have this size")
-    p.add_argument("--store-diameter", choices=("auto", "yes", "no"), default="auto",
+    p.add_argument("--store-diameter", choices=("auto", "yes", "no"), default="no",
                    help="store the masks' cell diameter in the adapter, used when segmenting without --diameter: "
-                        "'auto' where it beats estimating it per image on your images (default), 'yes', 'no'")
+                        "'no' (default: estimated per image), 'auto' where it beats estimating it on your images "
+                        "(2+ images), 'yes' (all your images are at one magnification)")
     p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
     p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
     p.add_argument("--t", default=None, help="for time series: time point index")

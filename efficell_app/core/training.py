@@ -87,7 +87,10 @@ class TrainConfig:
     memory_cache_mb: int = 2048
     tune_thresholds: bool = True  # re-tune the instance thresholds on the validation images
     folds: int = DEFAULT_FOLDS  # cross-validation folds over images (at most one per image); < 2: no cross-validation
-    store_diameter: str = "auto"  # the masks' cell diameter in the adapter: "auto" (where it beats estimating), "yes", "no"
+    # the masks' cell diameter in the adapter, used when segmenting without a diameter: "no" (estimated per image:
+    # measured better on held-out images, docs/method.md), "auto" (where it beats estimating on the training
+    # images, leave-one-image-out, 2+ images), "yes"
+    store_diameter: str = "no"
     recipe: Recipe | None = None  # None: :func:`default_recipe`
     name: str = ""
     description: str = ""
@@ -315,7 +318,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
 
     # -- the diameter to segment at: the masks' (stored in the adapter) or estimated per image
     diameter = _diameter_plan(cfg.store_diameter, items)
-    if cfg.store_diameter == "auto" and fine_tune:
+    if cfg.store_diameter == "auto" and fine_tune and len(items) >= 2:  # one image: nothing held out to compare on
         check()
         yield event("validating", fraction=0.15, message="comparing the masks' cell diameter with estimating it per image")
         from .model import EffiCellModel
@@ -523,9 +526,12 @@ def _diameter_plan(store: str, items: list[Input]) -> dict[str, Any]:
     if store not in ("auto", "yes", "no"):
         raise ValueError(f"store_diameter must be 'auto', 'yes' or 'no', not {store!r}")
     ds = [object_diameter(it.mask) for it in items]
-    return {"median_px": round(float(np.median(ds)), 2), "per_image_px": [round(d, 2) for d in ds], "used": store != "no",
-            "rule": {"yes": "stored as asked", "no": "estimated per image as asked"}.get(
-                store, "stored: no starting model to compare estimating the diameter with")}
+    one_image = store == "auto" and len(ds) < 2
+    return {"median_px": round(float(np.median(ds)), 2), "per_image_px": [round(d, 2) for d in ds],
+            "used": store == "yes" or (store == "auto" and not one_image),
+            "rule": {"yes": "stored as asked", "no": "estimated per image (the default)"}.get(
+                store, "estimated per image: one image leaves none to compare on" if one_image
+                else "stored: no starting model to compare estimating the diameter with")}
 
 
 def _outcome(mode: str, kept_start: bool, start: dict | None, start_default: dict | None, trained: dict | None,  # noqa: PLR0913

@@ -167,6 +167,20 @@ def test_diameter_stored_only_where_it_beats_the_estimate() -> None:
     assert not got["used"] and got["ap50_estimated"] == 1.0
 
 
+def test_diameter_plan_without_a_comparison() -> None:
+    from efficell_app.core.training import TrainConfig, _diameter_plan
+
+    assert TrainConfig(train=[], out=Path("x")).store_diameter == "no"  # estimated per image unless asked
+    one, _ = _inputs([20])
+    three, _ = _inputs([20, 20, 22])
+    assert not _diameter_plan("no", three)["used"] and _diameter_plan("yes", one)["used"]
+    # one image leaves nothing held out to compare on: "auto" estimates
+    plan = _diameter_plan("auto", one)
+    assert not plan["used"] and "one image" in plan["rule"]
+    with pytest.raises(ValueError, match="store_diameter"):
+        _diameter_plan("sometimes", three)
+
+
 def test_segmenting_uses_the_adapter_diameter_unless_given(random_segmenter, dsb_pairs) -> None:  # noqa: ANN001
     img = read_image(dsb_pairs[0][0])
     img = img.with_data(img.data[:, :96, :96].copy())
