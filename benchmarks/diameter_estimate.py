@@ -1,14 +1,15 @@
 """Automatic object-size estimation of the built-in model: the multi-scale self-consistency estimate
 (``core/size_estimate.py``) next to the earlier native-scale median, on the held-out test split.
 
-    python benchmarks/diameter_estimate.py [--data ../shared/data] [--limit N] [--no-ap]
+    python benchmarks/diameter_estimate.py [--data ../shared/data] [--limit N] [--no-ap] [--part validation]
 
 Per image: estimated diameter / true median diameter (from the annotated mask); per dataset the
 median and max |ln ratio|. With AP (default): pooled AP@0.5 / 0.75 (as benchmarks/accuracy.py)
 with the diameter estimated by each method and with the true diameter given. Cost: model pixels
 processed per image (estimate + final segmentation; with --no-ap the estimate alone), in native
 passes over the image.
-Writes benchmarks/results/diameter_estimate.md and .json.
+Writes benchmarks/results/diameter_estimate.md and .json (``--part validation``: the validation part of
+split v2, into diameter_estimate_validation.md / .json, the check made before shipping a model).
 """
 
 from __future__ import annotations
@@ -61,7 +62,6 @@ def main() -> int:
     from efficell_app.core.evaluation import load_pairs, summarize
     from efficell_app.core.images import model_input
     from efficell_app.core.pipeline import Segmenter
-    from efficell_app.core.resources import models_dir
     from efficell_app.core.size_estimate import probe_cost
     from efficell_app.core.training_data import object_diameter
 
@@ -71,9 +71,17 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=0, help="first N test images per dataset (0: all)")
     p.add_argument("--no-ap", action="store_true", help="diameter ratios only (the estimate, no segmentation)")
     p.add_argument("--given", action="store_true", help="also AP with the true diameter given")
+    p.add_argument("--part", choices=("test", "validation"), default="test",
+                   help="test: the v1 test split (data_split.json); validation: the validation part of split v2")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    split = json.loads((models_dir() / "data_split.json").read_text())["split"]
+    from efficell_app.core.data_split import load_split
+
+    split = load_split(1 if a.part == "test" else 2)
+    split = {ds: {"test": parts[a.part]} for ds, parts in split.items()}
+    out_name = "diameter_estimate" if a.part == "test" else "diameter_estimate_validation"
+    split_text = ("Held-out test split of `resources/models/data_split.json`" if a.part == "test"
+                  else "Validation part of split v2 (`resources/models/data_split_v2.json`)")
     seg = Segmenter.load(None, device="cpu")
     old = copy.copy(seg)
     old.estimate_diameter = types.MethodType(old_estimate, old)
@@ -138,7 +146,7 @@ def main() -> int:
         print(ds, json.dumps(summary[ds]), flush=True)
     ident = seg.identity
     cmd = ("nice -n 19 python benchmarks/diameter_estimate.py" + (f" --limit {a.limit}" if a.limit else "")
-           + (" --no-ap" if a.no_ap else "") + (" --given" if a.given else ""))
+           + (" --no-ap" if a.no_ap else "") + (" --given" if a.given else "") + (f" --part {a.part}" if a.part != "test" else ""))
     what = "the estimate alone" if a.no_ap else "the whole segmentation with the diameter estimated (estimate + final pass)"
     lines = [
         "## Automatic object-size estimation (built-in model)", "",
@@ -146,8 +154,8 @@ def main() -> int:
          f"(other jobs were using the CPU: seconds are indicative only) · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
          f"· total {time.time() - t0:.0f} s"), "",
         (f"Model: encoder `{ident['encoder']}` (sha256 {ident['encoder_sha256'][:12]}…), adapter `{ident['adapter']}` "
-         f"(sha256 {ident['adapter_sha256'][:12]}…), target diameter {seg.target_diameter:g} px. Held-out test split of "
-         "`resources/models/data_split.json`; the true diameter is the median equivalent-circle diameter of the annotated objects."), "",
+         f"(sha256 {ident['adapter_sha256'][:12]}…), target diameter {seg.target_diameter:g} px. {split_text}; "
+         "the true diameter is the median equivalent-circle diameter of the annotated objects."), "",
         ("Old: median diameter at the native scale, one more pass at the implied scale when off by > 2x. "
          "New (`core/size_estimate.py`): probes at x0.25 (whole image), x0.5, x1, x2, then x√2 either side of the best, each "
          "on a window of ≤ 256² model pixels where the coarse probe saw foreground; keeps the scale where the instances agree "
@@ -173,8 +181,8 @@ def main() -> int:
               "probe when that probe covered the whole image at scale 1 (images ≤ 256 px); the old estimate always shared its "
               "native pass with the final segmentation."]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "diameter_estimate.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "diameter_estimate.json").write_text(json.dumps({"summary": summary, "per_image": per_image}, indent=1))
+    (RESULTS / f"{out_name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{out_name}.json").write_text(json.dumps({"summary": summary, "per_image": per_image}, indent=1))
     print("\n".join(lines))
     return 0
 

@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", type=Path, help="output folder")
     p.add_argument("--model", default=None, help="'builtin' (default) or an adapter file made by 'efficell train'")
-    p.add_argument("--diameter", type=float, default=None, help="typical cell diameter in pixels (default: estimated)")
+    p.add_argument("--diameter", type=float, default=None,
+                   help="typical cell diameter in pixels (default: the one a trained adapter stores, else estimated)")
     p.add_argument("--channels", default=None, help="channels to segment: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")

@@ -2,7 +2,9 @@
 
 Masks pair with images by stem (``<stem>.tif`` or ``<stem>_masks.tif``, ``.tiff`` / ``.png``
 too). Progress goes to stderr; at the end ONE JSON line on stdout gives the adapter file and
-its sha256, the validation scores, the time and the number of trained parameters.
+its sha256, the validation scores of the starting adapter and of what was kept, whether
+training improved on the start (``improved_on_start``; when it did not, the adapter keeps the
+starting weights and ``message`` says so), the time and the number of trained parameters.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train", help="train an adapter on your annotated images (the encoder stays frozen)",
         description="Train EffiCell adapters on annotated images: a frozen encoder, minutes on a CPU. Masks are label "
                     "images (0 = background, one integer per cell) named like their image (<stem>.tif or "
-                    "<stem>_masks.tif). Without --val-images a band of 20% of each image is held out for validation.")
+                    "<stem>_masks.tif). Without --val-images the images validate each other (cross-validation over "
+                    "images; a single image holds out a band of 20%%). The adapter keeps the starting weights "
+                    "unless training beats them on held-out images.")
     p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of training images")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR", help="folder of their label masks")
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="adapter file to write (.safetensors)")
@@ -35,11 +39,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", type=Path, metavar="DIR", help="folder of validation images")
     p.add_argument("--val-masks", type=Path, metavar="DIR", help="folder of their masks")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="time budget for the whole run (default 10)")
-    budget.add_argument("--epochs", type=int, help="train for this many epochs instead of a time budget")
+    p.add_argument("--minutes", type=float, help="at most this long for the whole run: the steps are cut to fit "
+                                                "(default: no limit; the recipe's steps take minutes on a CPU)")
+    budget.add_argument("--steps", type=int, help="steps of each training run (default: the recipe's, from the "
+                                                  "number of images)")
+    budget.add_argument("--epochs", type=int, help="train each run for this many epochs instead")
     p.add_argument("--diameter", type=float, metavar="PX",
                    help="cell diameter (px) the model works at (default: the init adapter's, else 24); "
                         "each image is rescaled so its cells (measured on its mask) have this size")
+    p.add_argument("--store-diameter", choices=("auto", "yes", "no"), default="no",
+                   help="store the masks' cell diameter in the adapter, used when segmenting without --diameter: "
+                        "'no' (default: estimated per image), 'auto' where it beats estimating it on your images "
+                        "(2+ images), 'yes' (all your images are at one magnification)")
     p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
     p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
     p.add_argument("--t", default=None, help="for time series: time point index")
@@ -92,6 +103,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
         raise ValueError("--minutes must be positive")
     if args.epochs is not None and args.epochs <= 0:
         raise ValueError("--epochs must be positive")
+    if args.steps is not None and args.steps <= 0:
+        raise ValueError("--steps must be positive")
     if args.diameter is not None and args.diameter <= 0:
         raise ValueError("--diameter must be a positive number of pixels")
     if (args.val_images is None) != (args.val_masks is None):
@@ -129,7 +142,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     weights = None if str(args.encoder_weights).lower() == "none" else args.encoder_weights
     cfg = TrainConfig(train=pairs, out=args.out, val=val, encoder=args.encoder, encoder_weights=weights,
                       init_adapter=init, target_diameter=args.diameter, channels=channels, minutes=args.minutes,
-                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                      epochs=args.epochs, steps=args.steps, store_diameter=args.store_diameter, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                       device=args.device, cache_dir=args.cache_dir, name=args.name)
     return cfg, problems
 
@@ -176,6 +189,7 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
                  problems: list[str] | None = None) -> int:
     """Run the train use case (``tasks.train``, in this process) printing progress to ``err`` and the
     result as one JSON line to ``out``."""
+    from ..core.model.adapter_io import read_adapter_meta
     from ..tasks.train import TrainingJob, TrainingStarted, train
 
     warned = list(problems or [])
@@ -208,10 +222,15 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
         if p.phase == "done":
             final = p
     assert final is not None
-    training = _read_training(final.adapter_path)
+    meta = read_adapter_meta(final.adapter_path)
+    training = dict(meta.training or {})
+    outcome = final.outcome
     result: dict[str, Any] = {
         "adapter": str(final.adapter_path), "sha256": final.adapter_sha256,
+        "improved_on_start": outcome.get("improved"), "kept": outcome.get("kept"), "message": outcome.get("message"),
+        "start_validation": outcome.get("start"), "spread": outcome.get("spread"),
         "validation": final.metrics.get("validation"), "validation_source": final.metrics.get("validation_source"),
+        "cell_diameter": meta.cell_diameter, "instance_params": meta.instance_params,
         "seconds": round(final.seconds, 1), "train_seconds": training.get("train_seconds"),
         "cache_seconds": training.get("cache_seconds"), "steps": final.step,
         "validation_seconds": training.get("validation_seconds"),
@@ -220,14 +239,8 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
         "skipped": warned,
     }
     print(json.dumps(result), file=out, flush=True)
-    print(f"adapter written: {final.adapter_path}", file=err)
+    print(f"{outcome.get('message', '')}\nadapter written: {final.adapter_path}", file=err)
     return EXIT_PARTIAL if warned else EXIT_OK
-
-
-def _read_training(path) -> dict[str, Any]:  # noqa: ANN001
-    from ..core.model.adapter_io import read_adapter_meta
-
-    return dict(read_adapter_meta(path).training or {})
 
 
 def run(args: argparse.Namespace) -> int:

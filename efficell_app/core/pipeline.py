@@ -9,6 +9,7 @@ as SAM's ``SamPredictor`` does.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -71,11 +72,16 @@ class Segmenter:
         self.adapter_path = adapter_path
         self.device = device
         spec = model.encoder.spec
-        self.params = instance_params or InstanceParams(**{k: v for k, v in (meta.instance_params or {}).items()
-                                                           if k in InstanceParams.__dataclass_fields__})
+        self.params = instance_params or _instance_params(meta.instance_params or {})
+        # Thresholds of their own for colour (RGB, e.g. H&E) input, where the adapter's metadata has them
+        # ("colour": {...}); the built-in model's are tuned on validation images of each kind.
+        colour = (meta.instance_params or {}).get("colour")
+        self.params_colour = None if instance_params or not colour else _instance_params({**self.params.__dict__, **colour})
         self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size,
                                         precision=precision, batch_size=batch_size)
         self._device_info: dict[str, Any] = {}
+        # An adapter trained on a lab's images knows their cell size: used when no diameter is given.
+        self.use_adapter_diameter = True
         from .strips import STRIP_PIXELS
 
         self.strip_pixels = STRIP_PIXELS  # larger model-scale images are segmented in strips (bounded memory)
@@ -128,11 +134,17 @@ class Segmenter:
     def target_diameter(self) -> float:
         return float(self.meta.target_diameter)
 
+    @property
+    def adapter_diameter(self) -> float | None:
+        """The cell diameter (input pixels) the adapter was trained on, used when none is given (None: estimate)."""
+        d = getattr(self.meta, "cell_diameter", None)
+        return float(d) if d and self.use_adapter_diameter else None
+
     # ------------------------------------------------------------------ segmentation
     def segment(self, img: ImageData, diameter: float | None = None, channels: tuple[int, ...] | None = None,
                 cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
                 keep_uncertainty_map: bool = False) -> SegmentationResult:
-        """Segment one image. ``diameter``: typical cell diameter in pixels (None: estimated).
+        """Segment one image. ``diameter``: typical cell diameter in pixels (None: the adapter's, else estimated).
 
         The scale plan, the uncertainty and the blank-image rule are :mod:`.segment_plan`'s,
         shared with the strip path that large images take (:func:`.strips.segment_in_strips`).
@@ -141,6 +153,12 @@ class Segmenter:
 
         t0 = time.time()
         check_diameter(diameter)
+        if diameter is None:
+            diameter = self.adapter_diameter
+        if (params := self.params_for(img, channels)) is not self.params:
+            seg = copy.copy(self)  # shares the model and predictor; only the thresholds differ
+            seg.params, seg.params_colour = params, None
+            return seg.segment(img, diameter, channels, cancel, progress, keep_uncertainty_map)
         h, w = img.shape
         strip_args = (channels, cancel, progress, keep_uncertainty_map)
         if needs_strips(h, w, plan_scale(h, w, self.target_diameter, diameter, False).scale, self.strip_pixels):
@@ -182,15 +200,22 @@ class Segmenter:
 
         pred = self.predictor
         return {**self.identity, "diameter_px": round(float(diameter), 3) if diameter else None,
-                "diameter_estimated": estimated, "scale": round(scale, 5),
+                "diameter_estimated": estimated, "adapter_cell_diameter": self.adapter_diameter, "scale": round(scale, 5),
                 "channels": list(channels) if channels else None, "device": pred.device,
                 "device_info": self.device_info, "precision": precision_name(pred.device, pred.precision),
                 "target_diameter": self.target_diameter, "instance_params": self.params.__dict__,
                 "normalisation": self.meta.normalisation, "tile": pred.tile, "overlap": pred.overlap}
 
-    def scaled_params(self, scale: float) -> InstanceParams:
-        """The instance parameters for a model-scale image rescaled by ``scale`` (the minimum cell size scales)."""
-        p = self.params
+    def params_for(self, img: ImageData, channels: tuple[int, ...] | None) -> InstanceParams:
+        """The thresholds for this input: the colour ones for a colour image where the adapter has them."""
+        if self.params_colour is not None and is_colour_input(img, channels if channels is not None else self.meta.channels):
+            return self.params_colour
+        return self.params
+
+    def scaled_params(self, scale: float, params: InstanceParams | None = None) -> InstanceParams:
+        """The instance parameters (``params``, else :attr:`params`) for a model-scale image rescaled
+        by ``scale`` (the minimum cell size scales)."""
+        p = params or self.params
         return InstanceParams(p.fg_threshold, p.marker_threshold, max(1, int(round(p.min_size * scale * scale))), p.fill_holes)
 
     def estimate_diameter(self, x: np.ndarray, cancel: CancelToken | None,
@@ -225,6 +250,15 @@ class _NativePass:
             prob, geo = self.seg.predictor.predict(self.x, self.cancel, lambda d, n: self.report(1.0 + d / n))
             self._out = (prob, geo, dense_to_labels(prob, geo[0], self.seg.scaled_params(1.0)))
         return iter(self._out)
+
+
+def _instance_params(d: dict[str, Any]) -> InstanceParams:
+    return InstanceParams(**{k: v for k, v in d.items() if k in InstanceParams.__dataclass_fields__})
+
+
+def is_colour_input(img: ImageData, channels: tuple[int, ...] | None) -> bool:
+    """Whether the model sees a colour image (as ``model_input`` decides), not a replicated channel."""
+    return bool(img.rgb and img.n_channels >= 3 and (channels is None or tuple(channels) == (0, 1, 2)))
 
 
 def finish_labels(labels_s: np.ndarray, prob: np.ndarray, geo: np.ndarray, shape: tuple[int, int], scale: float,

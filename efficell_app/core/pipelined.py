@@ -130,6 +130,8 @@ def segment_stream(segmenter: Any, images: Iterable[str | Path | ImageData], dia
     from .strips import needs_strips, resize_each_channel
 
     check_diameter(diameter)
+    if diameter is None:  # an adapter trained on a lab's images knows their cell size (Segmenter.segment's rule)
+        diameter = getattr(segmenter, "adapter_diameter", None)
     chans = channels if channels is not None else segmenter.meta.channels
     limit = max_in_flight or 2 * max(1, getattr(pool, "_max_workers", 1))
 
@@ -215,7 +217,8 @@ def segment_stream(segmenter: Any, images: Iterable[str | Path | ImageData], dia
                     prep.notes += segmenter.predictor.notes
                     segmenter.predictor.notes.clear()
                     dense_s = time.perf_counter() - t0
-                    args = (prob, np.ascontiguousarray(geo[0]), segmenter.scaled_params(1.0), img.shape, prep.scale,
+                    params = segmenter.scaled_params(1.0, segmenter.params_for(img, channels))  # colour input: its own thresholds
+                    args = (prob, np.ascontiguousarray(geo[0]), params, img.shape, prep.scale,
                             is_blank(img), keep_uncertainty_map, None)
             except Cancelled:
                 raise

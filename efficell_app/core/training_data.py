@@ -144,25 +144,3 @@ def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if image.shape[0] == 3 and rng.random() < 0.5 and not np.allclose(image[0], image[1]):
         out = out * rng.uniform(0.9, 1.1, size=(3, 1, 1))  # colour (stain) jitter for RGB
     return out.astype(np.float32)
-
-
-def uneven_brightness(image: np.ndarray, rng: np.random.Generator, low: float = 0.15) -> np.ndarray:
-    """Multiply a grayscale crop by a smooth random field in ``low``..1 whose cells are about one object wide.
-
-    Teaches the model that a dim nucleus next to a bright one is still a nucleus (whole-image
-    percentile normalisation leaves such nuclei at a fraction of the bright ones' values, the
-    commonest miss of the built-in model on fluorescence images). Colour images are returned
-    unchanged: on H&E the background is bright and a field would change what a nucleus looks like.
-    """
-    if image.shape[0] == 3 and not (np.allclose(image[0], image[1]) and np.allclose(image[1], image[2])):
-        return image
-    from scipy.ndimage import zoom
-
-    h, w = image.shape[-2:]
-    n = int(rng.integers(2, 11))  # grid cells per side: from a gradient across the crop to per-object variation
-    grid = rng.uniform(low, 1.0, size=(n, n)).astype(np.float32)
-    field = zoom(grid, (h / n, w / n), order=1, mode="nearest", grid_mode=True)[:h, :w]
-    if field.shape != (h, w):
-        field = np.pad(field, ((0, h - field.shape[0]), (0, w - field.shape[1])), mode="edge")
-    return (image * field[None]).astype(np.float32)
-

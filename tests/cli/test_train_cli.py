@@ -97,7 +97,7 @@ def test_refusals(folders, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     assert "not a folder" in capsys.readouterr().err
     assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--minutes", "-1"]) == 2
     with pytest.raises(SystemExit):
-        main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--minutes", "1", "--epochs", "2"])
+        main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--steps", "1", "--epochs", "2"])
     assert main(["train", "--images", str(images), "--masks", str(masks), "--out", str(new), "--encoder", "nope",
                  "--epochs", "1"]) == 2
     assert "unknown encoder 'nope'" in capsys.readouterr().err
@@ -111,11 +111,12 @@ def test_cli_subprocess_full_compact_encoder(folders, tmp_path: Path) -> None:  
     images, masks = folders
     out = tmp_path / "cli.safetensors"
     proc = subprocess.run([sys.executable, "-m", "efficell_app", "train", "--images", str(images), "--masks", str(masks),
-                           "--out", str(out), "--epochs", "1", "--batch-size", "2", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300)
+                           "--out", str(out), "--steps", "1", "--batch-size", "2", "--device", "cpu", "--store-diameter", "no"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr  # img3.tif has no mask
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["adapter"] == str(out) and out.exists()
+    assert result["improved_on_start"] in (True, False) and result["kept"] in ("start", "trained") and result["message"]
     seg = subprocess.run([sys.executable, "-m", "efficell_app", "segment", str(images / "img0.tif"), "--out",
                           str(tmp_path / "seg"), "--model", str(out), "--no-measure", "--device", "cpu"],
                          capture_output=True, text=True, timeout=300)

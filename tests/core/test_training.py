@@ -14,7 +14,9 @@ from efficell_app.core.encoders import build_encoder
 from efficell_app.core.errors import AdapterError, Cancelled, InputError
 from efficell_app.core.images import ImageData, read_image, read_mask
 from efficell_app.core.model.adapter_io import load_adapter, read_adapter_meta, save_adapter
-from efficell_app.core.training import TrainConfig, TrainProgress, _band, _make_batch, _Tile, train_adapter
+from efficell_app.core.training import TrainConfig, TrainProgress, default_recipe, train_adapter
+from efficell_app.core.training_fit import Tile, make_batch
+from efficell_app.core.training_inputs import _band
 from efficell_app.core.training_data import prepare_sample
 
 
@@ -184,16 +186,17 @@ def test_bad_inputs_named_and_skipped(tiny_pairs, small_encoder, tmp_path, dsb_p
 
 def test_validation_images_time_budget_and_init(tiny_pairs, small_encoder, tmp_path, random_adapter_file) -> None:  # noqa: ANN001
     cfg = _cfg(tiny_pairs[:2], tmp_path / "v.safetensors", small_encoder, val=tiny_pairs[2:], epochs=None,
-               minutes=0.08, init_adapter=random_adapter_file)
+               minutes=0.4, steps=10_000, init_adapter=random_adapter_file, store_diameter="no")
     events = _run(cfg)
     done = events[-1]
     assert done.metrics["validation_source"] == "validation images"
     assert done.metrics["n_validation_images"] == 2
-    assert done.seconds < 0.08 * 60 + 10.0  # the budget covers the whole run (some slack for a busy machine)
+    assert done.seconds < 0.4 * 60 + 10.0  # the budget covers the whole run (some slack for a busy machine)
+    assert 0 < done.step < 10_000  # the steps were cut to fit
     first_val = next(e for e in events if e.phase == "validating" and e.val is not None)
     assert first_val.step == 0  # the starting adapter is scored first and kept if training does not beat it
     meta = read_adapter_meta(done.adapter_path)
-    assert meta.training["init_adapter"]["sha256"] and meta.training["lr"] == 1e-3
+    assert meta.training["init_adapter"]["sha256"] and meta.training["lr"] == default_recipe(2, True).lr
 
 
 def test_sampling_balances_images() -> None:
@@ -211,10 +214,10 @@ def test_sampling_balances_images() -> None:
         lab = np.zeros((64, 64), np.int32)
         lab[10:30, 10:30] = 1
         s = prepare_sample(ImageData(rng.random((1, 64, 64)).astype(np.float32)), lab, 24.0, scale=1.0)
-        tiles += [_Tile(i, s, f"image{i}", (0, 0, 64, 64), 4096.0) for _ in range(n_tiles)]
+        tiles += [Tile(i, s, f"image{i}", (0, 0, 64, 64), 4096.0) for _ in range(n_tiles)]
     by_image = {0: list(range(9)), 1: [9]}
     for _ in range(50):
-        x, feats, sem, geo, valid = _make_batch(tiles, by_image, [0, 1], Cache(), [0, 5], rng, 4, 32, 16)
+        x, feats, sem, geo, valid = make_batch(tiles, by_image, [0, 1], Cache(), [0, 5], rng, 4, 32, 16)
         assert x.shape == (4, 3, 32, 32) and feats[0].shape == (4, 4, 2, 2) and sem.shape == (4, 32, 32)
         assert geo.shape == (4, 3, 32, 32) and valid.dtype == torch.bool
     share = picked.count("image1") / len(picked)
@@ -234,6 +237,6 @@ def test_budget_too_short_for_any_step_is_refused(tiny_pairs, small_encoder, tmp
     from efficell_app.core.errors import EffiCellError
 
     out = tmp_path / "short.safetensors"
-    with pytest.raises(EffiCellError, match="before the first training step"):
+    with pytest.raises(EffiCellError, match="the time budget ran out before"):
         _run(_cfg(tiny_pairs[:1], out, small_encoder, epochs=None, minutes=0.0005))
     assert not out.exists()

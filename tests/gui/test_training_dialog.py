@@ -84,6 +84,10 @@ def test_train_cancel_train_again_and_segment(window, qtbot, annotated_project: 
     assert 0.0 <= info.metrics["validation"]["ap50"] <= 1.0
     assert sorted(info.training_images) == sorted(project.get_image(i).name for i in dlg._train_ids)
     assert len(dlg._ap[0]) >= 1 and dlg.segment_button.isEnabled()
+    # the curve starts at the starting adapter's validation AP, drawn as the line to beat; the result says
+    # whether training beat it (else the start's weights were kept)
+    assert dlg._ap[0][0] == 0.0 and dlg.start_line.isVisible() and dlg._ap[1][0] == pytest.approx(dlg.start_line.value())
+    assert "starting adapter" in dlg.result.text()
     # at once, without reopening the project: in the Model list and the Adapters panel
     assert window.seg_panel.model_box.findData(str(info.path)) >= 0
     assert tools.adapters_panel.selected_id() == info.id

@@ -38,7 +38,9 @@ class AdapterMeta:
     in_channels: tuple[int, ...]
     stride: int
     config: dict[str, Any]
-    target_diameter: float = 24.0
+    target_diameter: float = 24.0  # model scale: images are rescaled so their cells have this many pixels
+    cell_diameter: float | None = None  # input pixels: the cells of the images it was trained on; used when
+    # segmenting without a given diameter (None: estimated per image)
     channels: tuple[int, ...] | None = None  # channel spec it was trained with (None = auto)
     normalisation: dict[str, float] = field(default_factory=lambda: {"low_percentile": 1.0, "high_percentile": 99.8})
     instance_params: dict[str, Any] = field(default_factory=dict)

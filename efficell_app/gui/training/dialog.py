@@ -98,7 +98,8 @@ class TrainingDialog(QDialog):
         self.minutes.setDecimals(1)
         self.minutes.setValue(10.0)
         self.minutes.setSuffix(" min")
-        self.minutes.setToolTip("Wall-clock budget for the whole run; the best state seen is kept")
+        self.minutes.setToolTip("The longest the whole run may take: training steps are cut to fit. The starting "
+                                "adapter is kept unless training beats it on held-out images")
         self.name = QLineEdit(f"adapter {dt.datetime.now():%Y-%m-%d %H:%M}")
         form = QFormLayout()
         form.addRow("Training images", self.images)
@@ -123,6 +124,11 @@ class TrainingDialog(QDialog):
         self.ap_curve = self.ap_plot.plot(pen=pg.mkPen((22, 163, 74), width=2), symbol="o", symbolSize=6,
                                           symbolBrush=(22, 163, 74))
         self.ap_plot.setXLink(self.loss_plot)
+        # The starting adapter's validation AP: the first point of the curve and a line training must beat.
+        self.start_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen((107, 114, 128), width=1, style=Qt.PenStyle.DashLine),
+                                          label="start", labelOpts={"position": 0.05, "color": (107, 114, 128)})
+        self.start_line.setVisible(False)
+        self.ap_plot.addItem(self.start_line)
         self.plots.setMinimumHeight(300)
 
         self.phase = QLabel("Ready")
@@ -165,7 +171,7 @@ class TrainingDialog(QDialog):
         reviewed = [r for r in recs if r.status == "reviewed"]
         self.images.clear()
         self.val_box.clear()
-        self.val_box.addItem("Hold out 20 % of each training image", HOLD_OUT)
+        self.val_box.addItem("The training images check each other (cross-validation)", HOLD_OUT)
         for r in recs:
             item = QListWidgetItem(f"{r.name}  ({r.set_name}{', in progress' if reviewed and r.status != 'reviewed' else ''})")
             item.setData(Qt.ItemDataRole.UserRole, r.id)
@@ -221,6 +227,7 @@ class TrainingDialog(QDialog):
         self._ap = ([], [])
         self.loss_curve.setData([], [])
         self.ap_curve.setData([], [])
+        self.start_line.setVisible(False)
         self.new_adapter = None
         self.result.setText("")
         self.segment_button.setEnabled(False)
@@ -271,6 +278,10 @@ class TrainingDialog(QDialog):
             self._loss[0].append(float(ev.step))
             self._loss[1].append(float(ev.losses["total"]))
             self.loss_curve.setData(*self._loss)
+        start = ev.start
+        if start and "ap50" in start and not self.start_line.isVisible():
+            self.start_line.setValue(float(start["ap50"]))
+            self.start_line.setVisible(True)
         new_val = ev.phase in ("validating", "saving", "done") and ev.val is not None and "ap50" in ev.val
         if new_val and (not self._ap[0] or (self._ap[0][-1], self._ap[1][-1]) != (float(ev.step), float(ev.val["ap50"]))):
             self._ap[0].append(float(ev.step))
@@ -291,7 +302,11 @@ class TrainingDialog(QDialog):
         val = (ev.metrics or {}).get("validation") or {}
         score = f"validation AP@0.5 {val['ap50']:.3f}" if "ap50" in val else "no validation score"
         self.phase.setText(f"Done in {_fmt_time(ev.seconds)}: '{info.name}' saved in the project ({score})")
-        self.result.setText(f"{ev.step} steps, {ev.trainable_params:,} trained parameters; "
+        outcome = ev.outcome or {}
+        said = outcome.get("message", "")
+        if outcome.get("kept") == "start":  # say it plainly: the new adapter is the start with its thresholds
+            said = f"<span style='color:#b45309'>{said}</span>"
+        self.result.setText(f"{said}<br>{ev.step} steps, {ev.trainable_params:,} trained parameters; "
                             f"{(ev.metrics or {}).get('validation_source', '')}")
         self.segment_button.setEnabled(True)
         self.compare_button.setEnabled(self.current_image() is not None)

@@ -1,0 +1,223 @@
+"""Few-shot training never ends below its start: the start is scored first, training must beat it on
+held-out images (cross-validation over images), else the start's weights are kept and the run says so.
+The masks' cell diameter goes into the adapter where it beats estimating it."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from efficell_app.core.images import ImageData, read_image
+from efficell_app.core.training import TrainConfig, image_folds, train_adapter
+from efficell_app.core.training_data import object_diameter
+from efficell_app.core.training_inputs import Input
+from efficell_app.core.training_validation import busiest_window, choose_diameter
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _builtin_or_skip() -> None:
+    from efficell_app.core.resources import models_dir
+
+    for f in ("efficell_compact_encoder.safetensors", "efficell_generalist.safetensors"):
+        if not (models_dir() / f).exists():
+            pytest.skip(f"built-in model not installed (resources/models/{f})")
+
+
+def test_training_that_cannot_improve_keeps_the_start_and_says_so(tmp_path: Path, dsb_pairs) -> None:  # noqa: ANN001
+    """Labels = the starting model's own output: nothing can beat the start on them (it scores AP 1.0),
+    so the adapter written holds exactly the starting weights, and the CLI line, the last progress
+    event and the adapter metadata all say that training did not improve on the start."""
+    _builtin_or_skip()
+    from safetensors.torch import load_file
+
+    from efficell_app.cli import build_parser
+    from efficell_app.cli.train import config_from_args, run_training
+    from efficell_app.core.model.adapter_io import read_adapter_meta
+    from efficell_app.core.pipeline import Segmenter, default_adapter_path
+
+    img = read_image(dsb_pairs[1][0])
+    img = img.with_data(img.data[:, :128, :128].copy())
+    start = Segmenter.load(None, device="cpu")
+    own = start.segment(img, diameter=start.target_diameter).labels  # at scale 1: what the model itself sees
+    assert own.max() >= 3
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for stem in ("a", "b"):  # two images so that the default path (cross-validation over images) runs
+        tifffile.imwrite(images / f"{stem}.tif", img.data[0])
+        tifffile.imwrite(masks / f"{stem}.tif", own.astype(np.uint16))
+    out = tmp_path / "lab.safetensors"
+    # --diameter = the labels' own cell size: the training sees the images at scale 1, as the labels were made
+    args = build_parser().parse_args(["train", "--images", str(images), "--masks", str(masks), "--out", str(out),
+                                      "--steps", "4", "--batch-size", "2", "--device", "cpu",
+                                      "--diameter", repr(object_diameter(own))])
+    cfg, problems = config_from_args(args)
+    cfg = replace(cfg, crop=64)
+    err, stdout = io.StringIO(), io.StringIO()
+    assert run_training(cfg, err, stdout, problems=problems) == 0, err.getvalue()
+    result = json.loads(stdout.getvalue().strip().splitlines()[-1])
+    assert result["start_validation"]["ap50"] == 1.0
+    assert result["improved_on_start"] is False and result["kept"] == "start"
+    assert "did not improve on the starting adapter" in result["message"] and "weights are kept" in result["message"]
+    assert "did not improve on the starting adapter" in err.getvalue()
+    kept, generalist = load_file(str(out)), load_file(str(default_adapter_path()))
+    assert kept.keys() == generalist.keys() and all(torch.equal(kept[k], generalist[k]) for k in kept)
+    meta = read_adapter_meta(out)
+    assert meta.metrics["improved_on_start"] is False and meta.training["outcome"]["kept"] == "start"
+    assert meta.metrics["validation"]["ap50"] == 1.0
+    assert meta.training["outcome"]["validation"] == "cross-validation" and len(meta.training["outcome"]["folds"]) == 2
+
+
+def test_cross_validation_over_images_scores_the_start_first(dsb_pairs, tmp_path: Path, random_adapter_file: Path) -> None:  # noqa: ANN001
+    from skimage.segmentation import relabel_sequential
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.images import read_mask
+    from efficell_app.core.model.adapter_io import read_adapter_meta
+
+    pairs = []
+    for ip, mp in dsb_pairs[:3]:
+        im = read_image(ip)
+        pairs.append((im.with_data(im.data[:, :96, :96].copy()),
+                      relabel_sequential(read_mask(mp, im.shape)[:96, :96])[0].astype(np.int32)))
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    cfg = TrainConfig(train=pairs, out=tmp_path / "cv.safetensors", encoder=enc, init_adapter=random_adapter_file,
+                      steps=4, batch_size=2, crop=64, target_diameter=12.0, device="cpu")
+    events = list(train_adapter(cfg))
+    vals = [e for e in events if e.phase == "validating" and e.val is not None]
+    assert vals[0].step == 0 and vals[0].val == vals[0].start  # the curve's first point: the start
+    done = events[-1]
+    oc = done.outcome
+    assert oc["validation"] == "cross-validation" and len(oc["folds"]) == 3
+    assert sorted(n for f in oc["folds"] for n in f["held_out"]) == sorted(p[0].path.stem for p in pairs)
+    assert set(oc["spread"]) >= {"gain_mean", "gain_sd", "gain_min", "gain_max"} and oc["start"] is not None
+    assert oc["kept"] in ("start", "trained") and done.message.endswith(oc["message"])
+    meta = read_adapter_meta(done.adapter_path)
+    assert meta.metrics["start_validation"] == oc["start"]
+    assert meta.training["outcome"]["improved"] == (oc["kept"] == "trained")
+    assert meta.training["diameter"]["median_px"] > 0 and "rule" in meta.training["diameter"]
+
+
+def test_image_folds_hold_out_every_image_once() -> None:
+    for n in (2, 3, 5, 10):
+        folds = image_folds(n, 3, seed=1)
+        assert len(folds) == min(n, 3)
+        held = [i for f in folds for i in f]
+        assert sorted(held) == list(range(n))
+        assert all(f for f in folds)
+
+
+def test_busiest_window_finds_the_cells() -> None:
+    mask = np.zeros((100, 300), np.int32)
+    mask[40:60, 220:240] = 1
+    ys, xs = busiest_window(mask, 64)
+    assert (ys.stop - ys.start, xs.stop - xs.start) == (64, 64)
+    assert mask[ys, xs].sum() == mask.sum()
+
+
+class _SizeSensitive:
+    """Stands in for a model: finds the true objects only at the diameter ``good`` says, else nothing."""
+
+    def __init__(self, masks: dict[int, np.ndarray], good) -> None:  # noqa: ANN001
+        self.masks, self.good = masks, good
+
+    def segment(self, img: ImageData, diameter: float | None = None, cancel=None):  # noqa: ANN001, ANN201, ARG002
+        from types import SimpleNamespace
+
+        m = self.masks[int(img.data[0, 0, 0])]
+        return SimpleNamespace(labels=m if self.good(diameter) else np.zeros_like(m))
+
+
+def _inputs(diameters: list[int]) -> tuple[list[Input], dict[int, np.ndarray]]:
+    items, masks = [], {}
+    for i, d in enumerate(diameters):
+        m = np.zeros((128, 128), np.int32)
+        for j, (y, x) in enumerate(((10, 10), (60, 60), (10, 70))):
+            m[y:y + d, x:x + d] = j + 1
+        img = ImageData(np.full((1, 128, 128), float(i), np.float32))
+        items.append(Input(f"im{i}", img, m, f"im{i}"))
+        masks[i] = m
+    return items, masks
+
+
+def test_diameter_stored_only_where_it_beats_the_estimate() -> None:
+    items, masks = _inputs([20, 20, 22])
+    # a lab at one magnification, a model that needs the size given: the masks' diameter is stored
+    got = choose_diameter(_SizeSensitive(masks, lambda d: d is not None), items)
+    assert got["used"] and got["ap50_at_mask_diameter"] == 1.0 and got["ap50_estimated"] == 0.0
+    assert got["median_px"] == pytest.approx(float(np.median([object_diameter(i.mask) for i in items])), abs=0.01)
+    # the estimate does as well: nothing is stored (a mixed collection keeps its per-image estimate)
+    got = choose_diameter(_SizeSensitive(masks, lambda d: True), items)
+    assert not got["used"]
+    # the other images' median is wrong for each image (mixed magnifications): estimated
+    items, masks = _inputs([8, 20, 40])
+    got = choose_diameter(_SizeSensitive(masks, lambda d: d is None), items)
+    assert not got["used"] and got["ap50_estimated"] == 1.0
+
+
+def test_diameter_plan_without_a_comparison() -> None:
+    from efficell_app.core.training import TrainConfig, _diameter_plan
+
+    assert TrainConfig(train=[], out=Path("x")).store_diameter == "no"  # estimated per image unless asked
+    one, _ = _inputs([20])
+    three, _ = _inputs([20, 20, 22])
+    assert not _diameter_plan("no", three)["used"] and _diameter_plan("yes", one)["used"]
+    # one image leaves nothing held out to compare on: "auto" estimates
+    plan = _diameter_plan("auto", one)
+    assert not plan["used"] and "one image" in plan["rule"]
+    with pytest.raises(ValueError, match="store_diameter"):
+        _diameter_plan("sometimes", three)
+
+
+def test_segmenting_uses_the_adapter_diameter_unless_given(random_segmenter, dsb_pairs) -> None:  # noqa: ANN001
+    img = read_image(dsb_pairs[0][0])
+    img = img.with_data(img.data[:, :96, :96].copy())
+    assert random_segmenter.segment(img).settings["diameter_estimated"]  # no diameter in the adapter: estimated
+    random_segmenter.meta = replace(random_segmenter.meta, cell_diameter=12.0)
+    res = random_segmenter.segment(img)
+    assert res.diameter == 12.0 and not res.settings["diameter_estimated"]
+    assert res.settings["adapter_cell_diameter"] == 12.0
+    assert random_segmenter.segment(img, diameter=30.0).diameter == 30.0  # a given diameter wins
+    random_segmenter.use_adapter_diameter = False
+    assert random_segmenter.segment(img).settings["diameter_estimated"]
+
+
+def test_recipe_freezes_parts_and_averages_weights(dsb_pairs, tmp_path: Path) -> None:  # noqa: ANN001
+    """A recipe's frozen parts keep their starting values; the rest trains (here from fresh adapters)."""
+    from safetensors.torch import load_file
+    from skimage.segmentation import relabel_sequential
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.images import read_mask
+    from efficell_app.core.model import build_adapters
+    from efficell_app.core.training_fit import Recipe
+
+    im = read_image(dsb_pairs[0][0])
+    pair = (im.with_data(im.data[:, :96, :96].copy()),
+            relabel_sequential(read_mask(dsb_pairs[0][1], im.shape)[:96, :96])[0].astype(np.int32))
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    recipe = Recipe(steps=3, lr=1e-2, decoder_lr=1e-2, ema=0.5, freeze=("prompt_encoder.",), crop=64, batch=2, warmup=1)
+    cfg = TrainConfig(train=[pair], out=tmp_path / "f.safetensors", encoder=enc, init_adapter=None, recipe=recipe,
+                      val_fraction=0.0, target_diameter=12.0, device="cpu", seed=3)
+    done = list(train_adapter(cfg))[-1]
+    torch.manual_seed(3)  # the fresh adapters train_adapter built
+    fresh = build_adapters(enc.out_channels, enc.stride).state_dict()
+    saved = load_file(str(done.adapter_path))
+    frozen = [k for k in saved if k.startswith("prompt_encoder.")]
+    assert frozen and all(torch.equal(saved[k], fresh[k]) for k in frozen)
+    assert any(not torch.equal(saved[k], fresh[k]) for k in saved if k.startswith("mask_decoder."))
+    assert done.trainable_params == sum(v.numel() for k, v in fresh.items() if k.startswith("mask_decoder."))
+    assert done.outcome["validation"] == "none" and done.outcome["kept"] == "trained"
