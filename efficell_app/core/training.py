@@ -149,6 +149,12 @@ def _recipe(cfg: TrainConfig, n_images: int, fine_tune: bool, stride: int, input
     return replace(r, crop=min(crop, max(stride, input_size // stride * stride)))
 
 
+def _smooth(ema: dict[str, float], terms: dict[str, float]) -> None:
+    """Each loss term into its exponential moving average (what the progress shows)."""
+    for k, v in terms.items():
+        ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
+
+
 def _pooled(counts: dict[int, Counts], idx: Sequence[int]) -> Counts:
     return [c for i in idx for c in counts[i]]
 
@@ -393,8 +399,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             check()
             done_steps += 1
             step_seconds = seconds_before + fit.seconds
-            for k_, v in terms.items():
-                ema_losses[k_] = v if k_ not in ema_losses else 0.9 * ema_losses[k_] + 0.1 * v
+            _smooth(ema_losses, terms)
             if f == 0 and step == PLAN_AFTER_STEPS:
                 plan_to_fit()
                 fit.n_steps = n_steps
@@ -466,8 +471,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             check()
             done_steps += 1
             step_seconds = seconds_before + fit.seconds
-            for k_, v in terms.items():
-                ema_losses[k_] = v if k_ not in ema_losses else 0.9 * ema_losses[k_] + 0.1 * v
+            _smooth(ema_losses, terms)
             yield event("training", step=done_steps, epoch=step / steps_per_epoch, total_steps=total_steps,
                         fraction=fraction(), losses=dict(ema_losses), best=best_so_far, start=start_scores,
                         eta_s=step_seconds / done_steps * (n_final - step), message=label)
