@@ -304,6 +304,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
 
     # -- the start
     tune_thresholds = cfg.tune_thresholds and can_tune(vals)
+    # cross-validation: a threshold change must also win on each fold's images when chosen on the others'
+    tune_groups = [val_idx for _, val_idx in folds] if mode == "cross-validation" else None
     start_state = {k: v.detach().clone() for k, v in adapters.state_dict().items()}
     all_idx = list(range(len(vals)))
     params_start, start_counts, start_scores, start_default = params0, None, None, None
@@ -314,7 +316,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         counts = validator.score(all_idx, dense, [params0])[0]
         start_default = scores(counts)
         if tune_thresholds:
-            params_start, counts = tune(vals, dense, params0)
+            params_start, counts = tune(vals, dense, params0, tune_groups)
         del dense
         start_counts = dict(enumerate([[c] for c in counts]))
         start_scores = scores(counts)
@@ -442,7 +444,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             check()
             yield event("validating", step=done_steps, fraction=0.96, message="re-tuning the instance thresholds")
             dense = [ck_dense[chosen_step][i] for i in all_idx]
-            chosen_params, counts = tune(vals, dense, params_start)
+            chosen_params, counts = tune(vals, dense, params_start, tune_groups)
             chosen = dict(enumerate([[c] for c in counts]))
         ck_dense.clear()
         trained_scores = scores(_pooled(chosen, all_idx))

@@ -118,12 +118,33 @@ def can_tune(vals: Sequence[ValImage]) -> bool:
     return sum(int(len(np.unique(v.gt)) - 1) for v in vals) >= MIN_OBJECTS_TO_TUNE
 
 
-def tune(vals: Sequence[ValImage], dense: Dense, params: InstanceParams) -> tuple[InstanceParams, Counts]:
+def tune(vals: Sequence[ValImage], dense: Dense, params: InstanceParams,
+         folds: Sequence[Sequence[int]] | None = None) -> tuple[InstanceParams, Counts]:
     """Coordinate search of ``marker_threshold`` then ``fg_threshold`` maximising pooled AP@0.5.
 
     The current value wins ties: a threshold changes only for a gain above ``THRESHOLD_MARGIN``.
+    With ``folds`` (groups of indices into ``vals``, two or more), the change must also win out of
+    fold: thresholds searched on the other groups' images, scored on each group's, pooled, must beat
+    ``params`` by the margin (a search scored on the images it chose on always finds some gain).
     Returns the chosen parameters and their per-image counts.
     """
+    best_p, best_c = _search(vals, dense, params)
+    if best_p == params or folds is None or len(folds) < 2:
+        return best_p, best_c
+    held: list[Any] = [None] * len(vals)
+    for group in folds:
+        rest = [i for i in range(len(vals)) if i not in set(group)]
+        p_g = _search([vals[i] for i in rest], [dense[i] for i in rest], params)[0] if rest else params
+        for i, c in zip(group, image_counts([vals[i] for i in group], [dense[i] for i in group], p_g)):
+            held[i] = c
+    base = image_counts(vals, dense, params)
+    if None in held or pool(held)[0.5].ap <= pool(base)[0.5].ap + THRESHOLD_MARGIN:
+        return params, base
+    return best_p, best_c
+
+
+def _search(vals: Sequence[ValImage], dense: Dense, params: InstanceParams) -> tuple[InstanceParams, Counts]:
+    """:func:`tune`'s search on these images alone."""
     best_p = params
     best_c = image_counts(vals, dense, params)
     best = pool(best_c)[0.5].ap if best_c else 0.0

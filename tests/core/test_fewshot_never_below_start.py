@@ -221,3 +221,25 @@ def test_recipe_freezes_parts_and_averages_weights(dsb_pairs, tmp_path: Path) ->
     assert any(not torch.equal(saved[k], fresh[k]) for k in saved if k.startswith("mask_decoder."))
     assert done.trainable_params == sum(v.numel() for k, v in fresh.items() if k.startswith("mask_decoder."))
     assert done.outcome["validation"] == "none" and done.outcome["kept"] == "trained"
+
+
+def test_thresholds_change_only_where_the_change_also_wins_out_of_fold(monkeypatch) -> None:  # noqa: ANN001
+    """A threshold each image likes for itself is no gain on images it was not chosen on."""
+    from types import SimpleNamespace
+
+    from efficell_app.core import training_validation as tv
+    from efficell_app.core.instances import InstanceParams
+
+    def run(liked: list[float]) -> float:
+        # image i scores 0.7 at its liked foreground threshold, else 0.5 (the marker threshold does nothing)
+        monkeypatch.setattr(tv, "image_counts", lambda vals, dense, p: [0.7 if abs(p.fg_threshold - liked[i]) < 1e-6 else 0.5
+                                                                        for i in vals])
+        monkeypatch.setattr(tv, "pool", lambda counts: {0.5: SimpleNamespace(ap=sum(counts) / len(counts))})
+        start = InstanceParams(fg_threshold=0.4, marker_threshold=0.4)
+        images = list(range(len(liked)))
+        in_sample = tv.tune(images, [None] * len(images), start)[0].fg_threshold
+        assert in_sample != 0.4  # searched and scored on the same images, some setting always wins
+        return tv.tune(images, [None] * len(images), start, [[i] for i in images])[0].fg_threshold
+
+    assert run([0.3, 0.5, 0.6, 0.6]) == 0.4  # each image its own: the start's threshold stays
+    assert run([0.6, 0.6, 0.6, 0.6]) == 0.6  # every image likes it, also when chosen on the others: it changes
