@@ -72,11 +72,11 @@ class Segmenter:
         self.adapter_path = adapter_path
         self.device = device
         spec = model.encoder.spec
-        self.params = instance_params or _instance_params(meta.instance_params or {})
+        self.params = instance_params or params_from_meta(meta.instance_params or {})
         # Thresholds of their own for colour (RGB, e.g. H&E) input, where the adapter's metadata has them
         # ("colour": {...}); the built-in model's are tuned on validation images of each kind.
         colour = (meta.instance_params or {}).get("colour")
-        self.params_colour = None if instance_params or not colour else _instance_params({**self.params.__dict__, **colour})
+        self.params_colour = None if instance_params or not colour else params_from_meta({**self.params.__dict__, **colour})
         self.predictor = DensePredictor(model, device=device, tile=spec.input_size, patch=spec.patch_size,
                                         precision=precision, batch_size=batch_size)
         self._device_info: dict[str, Any] = {}
@@ -252,7 +252,8 @@ class _NativePass:
         return iter(self._out)
 
 
-def _instance_params(d: dict[str, Any]) -> InstanceParams:
+def params_from_meta(d: dict[str, Any]) -> InstanceParams:
+    """The instance parameters in an adapter's metadata (its top level: the grayscale ones; unknown keys ignored)."""
     return InstanceParams(**{k: v for k, v in d.items() if k in InstanceParams.__dataclass_fields__})
 
 

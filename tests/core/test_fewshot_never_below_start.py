@@ -243,3 +243,19 @@ def test_thresholds_change_only_where_the_change_also_wins_out_of_fold(monkeypat
 
     assert run([0.3, 0.5, 0.6, 0.6]) == 0.4  # each image its own: the start's threshold stays
     assert run([0.6, 0.6, 0.6, 0.6]) == 0.6  # every image likes it, also when chosen on the others: it changes
+
+
+def test_the_adapter_keeps_thresholds_for_each_kind_of_input() -> None:
+    """A run on colour images (H&E) tunes the start's colour thresholds; the grayscale ones stay the
+    start's, and the other way round (the built-in adapter has both)."""
+    from efficell_app.core.instances import InstanceParams
+    from efficell_app.core.training import _written_params
+
+    start = {"fg_threshold": 0.3, "marker_threshold": 0.4, "min_size": 12, "colour": {"fg_threshold": 0.6, "marker_threshold": 0.5}}
+    tuned = InstanceParams(fg_threshold=0.5, marker_threshold=0.5, min_size=12)
+    colour = _written_params(start, tuned, colour_run=True)
+    assert (colour["fg_threshold"], colour["marker_threshold"]) == (0.3, 0.4)
+    assert (colour["colour"]["fg_threshold"], colour["colour"]["marker_threshold"]) == (0.5, 0.5)
+    grey = _written_params(start, tuned, colour_run=False)
+    assert (grey["fg_threshold"], grey["marker_threshold"]) == (0.5, 0.5) and grey["colour"] == start["colour"]
+    assert "colour" not in _written_params({"fg_threshold": 0.4}, tuned, colour_run=False)
