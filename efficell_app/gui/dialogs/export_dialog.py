@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 from ... import tasks
 from ...tasks import FORMATS, ExportFailed, ExportOptions, ExportProgress
 from ..workers import TaskWorker, start_task
+from . import path_row
 
 SCOPES = (("image", "Current image"), ("set", "Current set"), ("project", "Whole project"))
 MAX_PATH_WIDTH = 760  # px: the folder field grows with its path up to this
@@ -96,11 +97,7 @@ class ExportDialog(QDialog):
         self.full_path.setStyleSheet("color: palette(placeholder-text);")
         self.full_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.destination.textChanged.connect(self._show_full_path)
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        dest_row = QHBoxLayout()
-        dest_row.addWidget(self.destination, 1)
-        dest_row.addWidget(browse)
+        dest_row = path_row(self.destination, self._browse)
 
         form = QFormLayout()
         form.addRow("Export", self.scope)

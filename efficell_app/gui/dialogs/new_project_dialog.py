@@ -12,15 +12,14 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ...project import Project
+from . import path_row
 
 
 class NewProjectDialog(QDialog):
@@ -36,11 +35,7 @@ class NewProjectDialog(QDialog):
         self.name.setToolTip("The project's folder is named after it")
         self.location = QLineEdit(str(default_folder.parent))
         self.location.setToolTip("Where the project's folder goes (created if it does not exist)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        loc_row = QHBoxLayout()
-        loc_row.addWidget(self.location, 1)
-        loc_row.addWidget(browse)
+        loc_row = path_row(self.location, self._browse)
         self.preview = QLabel("")
         self.preview.setWordWrap(True)
         self.preview.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -16,13 +16,13 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ..settings import Preferences
+from . import path_row
 
 RUN_ON_KINDS = (("This computer", ""), ("Local Dask cluster", "local"), ("Dask scheduler", "scheduler"),
                 ("Job queue (dask-jobqueue)", "queue"))
@@ -73,11 +73,7 @@ class SettingsDialog(QDialog):
 
         self.cache_dir = QLineEdit(prefs.cache_dir)
         self.cache_dir.setPlaceholderText("default (user data folder)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        cache_row = QHBoxLayout()
-        cache_row.addWidget(self.cache_dir, 1)
-        cache_row.addWidget(browse)
+        cache_row = path_row(self.cache_dir, self._browse)
 
         self.auto_segment = QCheckBox("Segment images as soon as they are added")
         self.auto_segment.setChecked(prefs.auto_segment)
