@@ -8,8 +8,9 @@ train: encoder features are computed once per tile and dihedral transform
 (:mod:`.feature_cache`) and each step runs the adapters alone (:mod:`.training_fit`).
 
 Never below the start. Before the first step the starting adapter is scored on the
-validation images (its instance thresholds re-tuned on them). Training then has to beat that
-score on images it did not train on, or the starting weights are kept and the run says so
+validation images (with its own instance thresholds). Training then has to beat that
+score on images it did not train on, clearly (fewer errors than the start with p < 0.05:
+``training_validation.evidence``), or the starting weights are kept and the run says so
 (progress event, adapter metadata ``training.outcome``, the CLI's JSON line):
 
 - with 2 or more training images: cross-validation over images. Each fold fine-tunes from the
@@ -46,7 +47,7 @@ from .errors import EffiCellError, InputError, OutputError
 from .instances import InstanceParams
 from .training_fit import Fit, Recipe
 from .training_inputs import ImageLike, Input, MaskLike, load_pairs
-from .training_validation import Counts, ValImage, can_tune, choose_diameter, scores, summary, tune, val_image
+from .training_validation import Counts, ValImage, can_tune, choose_diameter, evidence, scores, summary, tune, val_image
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +444,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     check()
 
     # -- what the held-out images say
-    chosen_step, chosen_params, trained_scores, per_fold, curve = None, params_start, None, [], []
+    chosen_step, chosen_params, trained_scores, per_fold, curve, proof = None, params_start, None, [], [], None
     complete = [c for c, per in sorted(ck_counts.items()) if len(per) == len(vals)]
     if complete:
         curve = [{"step": c, "ap50": scores(_pooled(ck_counts[c], all_idx))["ap50"]} for c in complete]
@@ -457,6 +458,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             chosen = dict(enumerate([[c] for c in counts]))
         ck_dense.clear()
         trained_scores = scores(_pooled(chosen, all_idx))
+        if start_counts is not None:
+            proof = evidence(_pooled(start_counts, all_idx), _pooled(chosen, all_idx))
         for train_ids, val_idx in folds:
             entry = {"held_out": [vals[i].name for i in val_idx], "n_train_images": len(train_ids),
                      "trained": scores(_pooled(chosen, val_idx))}
@@ -464,8 +467,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
                 entry["start"] = scores(_pooled(start_counts, val_idx))
             per_fold.append(entry)
     margin = MIN_IMPROVEMENT_OBJECTS / max(start_scores["n_true"], 1) if start_scores else 0.0
-    improved = trained_scores is not None and (start_scores is None or
-                                               trained_scores["ap50"] > start_scores["ap50"] + margin)
+    improved = trained_scores is not None and (start_scores is None or (
+        trained_scores["ap50"] > start_scores["ap50"] + margin and proof is not None and proof["significant"]))
     if mode == "none":
         improved = True
 
@@ -504,7 +507,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
 
     # -- what happened, in words
     outcome = _outcome(mode, kept_start, start_scores, trained_scores, chosen_step, per_fold,
-                       params0, chosen_params, stopped, len(folds))
+                       params0, chosen_params, stopped, len(folds), proof)
     outcome["curve"] = curve
     outcome["start_instance_params"] = dict(params_start.__dict__)
     outcome["thresholds_tuned"] = tune_thresholds  # False: too few objects to choose them on (or not asked)
@@ -552,20 +555,28 @@ def _diameter_plan(store: str, items: list[Input]) -> dict[str, Any]:
 
 def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | None,  # noqa: PLR0913
              chosen_step: int | None, per_fold: list[dict], params0: InstanceParams, params: InstanceParams,
-             stopped: str, n_folds: int) -> dict[str, Any]:
+             stopped: str, n_folds: int, proof: dict | None = None) -> dict[str, Any]:
     """What was kept and why, for the user (``message``) and the metadata."""
     where = {"cross-validation": f"on held-out images ({n_folds}-fold cross-validation over images)",
              "held-out band": "on the held-out band", "validation images": "on the validation images"}.get(mode, "")
     if mode == "none":
         msg = "no validation: the trained adapter is kept without a check against the start"
     elif kept_start:
-        why = stopped or (f"training did not improve on the starting adapter {where}: AP@0.5 "
-                          f"{trained['ap50']:.3f} vs {start['ap50']:.3f}" if trained and start else "no validation finished")
+        if stopped or not (trained and start):
+            why = stopped or "no validation finished"
+        elif trained["ap50"] > start["ap50"] and proof is not None:
+            why = (f"training did not clearly improve on the starting adapter {where}: AP@0.5 {trained['ap50']:.3f} vs "
+                   f"{start['ap50']:.3f}, {proof['trained_errors']} errors vs {proof['start_errors']} (a difference that "
+                   f"chance alone gives with p = {proof['p_value']:.2f}; needs < {proof['alpha']:g})")
+        else:
+            why = f"training did not improve on the starting adapter {where}: AP@0.5 {trained['ap50']:.3f} vs {start['ap50']:.3f}"
         msg = f"{why}; the starting adapter's weights are kept"
         if params != params0:
             msg += f" with re-tuned thresholds (fg {params.fg_threshold:g}, seed {params.marker_threshold:g})"
     elif start is not None and trained is not None:
         msg = f"improved on the starting adapter {where}: AP@0.5 {start['ap50']:.3f} -> {trained['ap50']:.3f}"
+        if proof is not None:
+            msg += f" ({proof['start_errors']} -> {proof['trained_errors']} errors, p = {proof['p_value']:.2g})"
     else:
         msg = f"trained from fresh adapters: AP@0.5 {trained['ap50']:.3f} {where}" if trained else "trained"
     out: dict[str, Any] = {
@@ -573,6 +584,8 @@ def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | No
         "validation": mode, "message": msg, "start": start, "trained": trained,
         "kept_scores": start if kept_start else (trained or start), "chosen_step": chosen_step,
         "instance_params": dict(params.__dict__)}
+    if proof is not None:
+        out["evidence"] = proof
     if per_fold:
         out["folds"] = per_fold
         if start is not None:

@@ -259,3 +259,37 @@ def test_the_adapter_keeps_thresholds_for_each_kind_of_input() -> None:
     grey = _written_params(start, tuned, colour_run=False)
     assert (grey["fg_threshold"], grey["marker_threshold"]) == (0.5, 0.5) and grey["colour"] == start["colour"]
     assert "colour" not in _written_params({"fg_threshold": 0.4}, tuned, colour_run=False)
+
+
+def _counts(tp: int, fp: int, fn: int) -> list:
+    from efficell_app.core.metrics import MatchStats
+
+    return [{t: MatchStats(t, tp, fp, fn) for t in (0.5, 0.75, 0.9)}]
+
+
+def test_a_few_cells_more_is_not_evidence_but_many_are() -> None:
+    """The keep rule's test: 3 errors -> 0 on a handful of cells could be luck (p = 1/8); 60 -> 30 cannot."""
+    from efficell_app.core.training_validation import EVIDENCE_ALPHA, evidence
+
+    small = evidence(_counts(4, 0, 3), _counts(7, 0, 0))
+    assert (small["start_errors"], small["trained_errors"]) == (3, 0)
+    assert small["p_value"] == pytest.approx(0.125) and not small["significant"]
+    large = evidence(_counts(140, 20, 40), _counts(160, 10, 20))
+    assert large["p_value"] < EVIDENCE_ALPHA and large["significant"]
+    worse = evidence(_counts(160, 10, 20), _counts(140, 20, 40))
+    assert worse["p_value"] > 0.5 and not worse["significant"]
+    assert evidence(_counts(5, 0, 0), _counts(5, 0, 0))["p_value"] == 1.0  # no errors on either side: nothing to go on
+
+
+def test_a_higher_ap_without_evidence_keeps_the_start_and_says_why() -> None:
+    from efficell_app.core.instances import InstanceParams
+    from efficell_app.core.training import _outcome
+    from efficell_app.core.training_validation import evidence, scores
+
+    start, trained = _counts(16, 5, 8), _counts(18, 4, 6)  # AP 0.55 -> 0.64 on 24 cells: 13 -> 10 errors
+    proof = evidence(start, trained)
+    assert scores(trained)["ap50"] > scores(start)["ap50"] + 1 / 24 and not proof["significant"]
+    p = InstanceParams()
+    oc = _outcome("held-out band", True, scores(start), scores(trained), 8, [], p, p, "", 1, proof)
+    assert oc["kept"] == "start" and oc["evidence"] == proof
+    assert "did not clearly improve" in oc["message"] and "13" in oc["message"] and "weights are kept" in oc["message"]
