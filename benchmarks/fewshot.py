@@ -77,13 +77,39 @@ def _peak_rss_of(proc: subprocess.Popen) -> list[int]:
     return peak
 
 
-def link_pairs(data: Path, ds: str, stems: list[str], img_dir: Path, mask_dir: Path) -> None:
+def link_pairs(folder: Path, stems: list[str], img_dir: Path, mask_dir: Path) -> None:
     """Folders of symbolic links to the chosen images and their masks (what ``efficell train`` reads)."""
     img_dir.mkdir(parents=True)
     mask_dir.mkdir(parents=True)
     for s in stems:
-        os.symlink(data / ds / "images" / f"{s}.tif", img_dir / f"{s}.tif")
-        os.symlink(data / ds / "masks" / f"{s}.tif", mask_dir / f"{s}.tif")
+        os.symlink(folder / "images" / f"{s}.tif", img_dir / f"{s}.tif")
+        os.symlink(folder / "masks" / f"{s}.tif", mask_dir / f"{s}.tif")
+
+
+# Datasets derived from one of ../shared/data, for a kind of image the built-in model was not trained on:
+# name -> (source dataset, what is done to each image). "monuseg_gray": the H&E tiles as 8-bit luminance
+# (ITU-R 601 weights), dark nuclei on a light ground: grey brightfield nuclei, a modality not in training.
+DERIVED = {"monuseg_gray": "monuseg"}
+
+
+def dataset_folder(data: Path, ds: str) -> Path:
+    """The folder of ``ds`` (images/, masks/); a derived dataset is written once to a temporary folder."""
+    if ds not in DERIVED:
+        return data / ds
+    import tifffile
+
+    src, out = data / DERIVED[ds], Path(tempfile.gettempdir()) / "efficell_fewshot" / ds
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    if not (out / "masks").exists():
+        os.symlink(src / "masks", out / "masks")
+    for f in sorted((src / "images").glob("*.tif")):
+        if not (out / "images" / f.name).exists():
+            rgb = tifffile.imread(f).astype(np.float32)
+            grey = np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32) + 0.5, 0, 255).astype(np.uint8)
+            tmp = out / "images" / f"{f.stem}.part"
+            tifffile.imwrite(tmp, grey, compression="zlib")
+            tmp.replace(out / "images" / f.name)
+    return out
 
 
 def draw_stems(pool: list[str], k: int, draw: int) -> list[str]:
@@ -106,9 +132,9 @@ def draw(split: dict[str, list[str]], pool: str, k: int, d: int) -> tuple[list[s
     return stems, [s for s in split["test"] if s not in stems]
 
 
-def train_efficell(data: Path, ds: str, stems: list[str], work: Path, threads: int) -> dict[str, Any]:
+def train_efficell(folder: Path, stems: list[str], work: Path, threads: int) -> dict[str, Any]:
     img_dir, mask_dir = work / "images", work / "masks"
-    link_pairs(data, ds, stems, img_dir, mask_dir)
+    link_pairs(folder, stems, img_dir, mask_dir)
     out = work / "adapter.safetensors"
     cmd = [sys.executable, "-m", "efficell_app", "train", "--images", str(img_dir), "--masks", str(mask_dir),
            "--out", str(out), "--device", "cpu"]
@@ -138,7 +164,7 @@ def _evaluate(seg, test, diameter: str | float | None, params=None) -> dict[str,
     return evaluate(lambda img, d: seg.segment(img, diameter=diameter).labels, test, "auto")  # noqa: ARG005
 
 
-def run_one(data: Path, ds: str, k: int, draw: int, stems: list[str], test, start, start_scores: dict,  # noqa: ANN001, PLR0913
+def run_one(folder: Path, ds: str, k: int, draw: int, stems: list[str], test, start, start_scores: dict,  # noqa: ANN001, PLR0913
             threads: int) -> dict[str, Any]:
     """Train on ``stems``, score the adapter and its parts on ``test``. Passes that would repeat one already
     made are not run again (an adapter that kept the start's weights is the start at its diameter and thresholds)."""
@@ -148,7 +174,7 @@ def run_one(data: Path, ds: str, k: int, draw: int, stems: list[str], test, star
 
     p0 = start.params
     with tempfile.TemporaryDirectory() as tmp:
-        tr = train_efficell(data, ds, stems, Path(tmp) / "run", threads)
+        tr = train_efficell(folder, stems, Path(tmp) / "run", threads)
         meta = read_adapter_meta(tr["adapter"])
         outcome = meta.training["outcome"]
         ps = InstanceParams(**outcome["start_instance_params"])
@@ -180,8 +206,8 @@ def _ms(values: list[float]) -> str:
 
 
 def table(runs: list[dict], ks: dict[str, list[int]]) -> tuple[list[str], list[str]]:
-    """Markdown rows (mean ± sd over draws) and the verdict lines. The gain is the mean over draws of
-    trained - start, both scored on that draw's test images."""
+    """Markdown rows (mean ± sd over draws) and the verdict lines (on the datasets of ../shared/data; derived ones
+    are reported only). The gain is the mean over draws of trained - start, both scored on that draw's test images."""
     rows, verdict, gains_k, below = [], [], {}, False
     for ds, kl in ks.items():
         for k in kl:
@@ -204,6 +230,8 @@ def table(runs: list[dict], ks: dict[str, list[int]]) -> tuple[list[str], list[s
                         f"{_ms([x['start_gt_diameter']['ap5'] for x in t])} | "
                         f"{_ms([(x['trained_gt_diameter'] or {}).get('ap5') for x in t])} | {kept}/{len(rs)} | "
                         f"{np.mean(tmin):.1f} (max {np.max(tmin):.1f}) | {np.mean(cmin):.1f} | {max(r['peak_rss_gb'] for r in rs):.2f} |")
+            if ds in DERIVED:  # not a dataset of ../shared/data: reported, not judged
+                continue
             if gain < 0:
                 below = True
                 verdict.append(f"- {ds}, K={k}: trained {np.mean(tr):.3f} < start {np.mean(a0):.3f} (mean over {len(rs)} draws)")
@@ -239,7 +267,8 @@ def main() -> int:  # noqa: PLR0915
     p.add_argument("--pool", choices=("rest", "train"), default="rest",
                    help="rest: K images of each dataset's test part, scored on the rest of it; "
                         "train: K images of its training part, scored on --test")
-    p.add_argument("--datasets", default="dsb2018_fluo,monuseg,usiigaci_phase")
+    p.add_argument("--datasets", default="dsb2018_fluo,monuseg,usiigaci_phase",
+                   help=f"datasets of --data, or derived from one: {', '.join(f'{k} (from {v})' for k, v in DERIVED.items())}")
     p.add_argument("--ks", default="1,3,5,10")
     p.add_argument("--draws", type=int, default=3)
     p.add_argument("--threads", type=int, default=2, help="torch threads of this process and of each training")
@@ -257,6 +286,9 @@ def main() -> int:  # noqa: PLR0915
         for ds_split in split.values():
             ds_split["test"] = ds_split[a.test]
     datasets = a.datasets.split(",")
+    folders = {ds: dataset_folder(a.data, ds) for ds in datasets}
+    for ds in datasets:
+        split.setdefault(ds, split[DERIVED.get(ds, ds)])
     ks = {ds: [int(k) for k in a.ks.split(",")] for ds in datasets}
     if a.fresh:
         runs_file.unlink(missing_ok=True)
@@ -267,7 +299,7 @@ def main() -> int:  # noqa: PLR0915
     starts: dict[str, dict] = json.loads(STARTS.read_text()) if STARTS.exists() else {}
 
     def load(ds: str, stems: list[str]):  # noqa: ANN202
-        return load_pairs([(a.data / ds / "images" / f"{s}.tif", a.data / ds / "masks" / f"{s}.tif") for s in stems])
+        return load_pairs([(folders[ds] / "images" / f"{s}.tif", folders[ds] / "masks" / f"{s}.tif") for s in stems])
 
     order = sorted({k for kl in ks.values() for k in kl}, key=lambda k: (k != K_TARGET, k))  # K=5 first: the target
     grid = [(k, ds, d) for k in order for ds in datasets if k in ks[ds] for d in range(a.draws)]
@@ -286,7 +318,7 @@ def main() -> int:  # noqa: PLR0915
         try:
             key = ds if a.pool == "train" else f"{ds} rest k{k} d{d}"
             st = _start_scores(starts, key, start.adapter_sha256, test_stems, start, lambda s, ds=ds: load(ds, s))
-            r = run_one(a.data, ds, k, d, stems, load(ds, test_stems), start, st, a.threads)
+            r = run_one(folders[ds], ds, k, d, stems, load(ds, test_stems), start, st, a.threads)
         except BaseException:
             claim.unlink()
             raise
