@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="store the masks' cell diameter in the adapter, used when segmenting without --diameter: "
                         "'no' (default: estimated per image), 'auto' where it beats estimating it on your images "
                         "(2+ images), 'yes' (all your images are at one magnification)")
+    p.add_argument("--keep", choices=("auto", "trained"), default="auto",
+                   help="'auto' (default): the trained weights only where your held-out images show they beat the "
+                        "starting adapter, else its weights are kept; 'trained': the trained weights in any case")
     p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
     p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
     p.add_argument("--t", default=None, help="for time series: time point index")
@@ -142,7 +145,8 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
     weights = None if str(args.encoder_weights).lower() == "none" else args.encoder_weights
     cfg = TrainConfig(train=pairs, out=args.out, val=val, encoder=args.encoder, encoder_weights=weights,
                       init_adapter=init, target_diameter=args.diameter, channels=channels, minutes=args.minutes,
-                      epochs=args.epochs, steps=args.steps, store_diameter=args.store_diameter, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
+                      epochs=args.epochs, steps=args.steps, store_diameter=args.store_diameter, keep=args.keep, lr=args.lr,
+                      batch_size=args.batch_size, seed=args.seed,
                       device=args.device, cache_dir=args.cache_dir, name=args.name)
     return cfg, problems
 
@@ -228,7 +232,7 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
     result: dict[str, Any] = {
         "adapter": str(final.adapter_path), "sha256": final.adapter_sha256,
         "improved_on_start": outcome.get("improved"), "kept": outcome.get("kept"), "message": outcome.get("message"),
-        "start_validation": outcome.get("start"), "spread": outcome.get("spread"),
+        "start_validation": outcome.get("start"), "spread": outcome.get("spread"), "evidence": outcome.get("evidence"),
         "validation": final.metrics.get("validation"), "validation_source": final.metrics.get("validation_source"),
         "cell_diameter": meta.cell_diameter, "instance_params": meta.instance_params,
         "seconds": round(final.seconds, 1), "train_seconds": training.get("train_seconds"),

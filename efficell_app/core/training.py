@@ -92,6 +92,9 @@ class TrainConfig:
     # measured better on held-out images, docs/method.md), "auto" (where it beats estimating on the training
     # images, leave-one-image-out, 2+ images), "yes"
     store_diameter: str = "no"
+    # "auto": trained weights only on evidence that they beat the start (else the start's are kept); "trained": the
+    # trained weights whatever the held-out images say (the evidence is still measured and reported)
+    keep: str = "auto"
     recipe: Recipe | None = None  # None: :func:`default_recipe`
     name: str = ""
     description: str = ""
@@ -469,7 +472,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     margin = MIN_IMPROVEMENT_OBJECTS / max(start_scores["n_true"], 1) if start_scores else 0.0
     improved = trained_scores is not None and (start_scores is None or (
         trained_scores["ap50"] > start_scores["ap50"] + margin and proof is not None and proof["significant"]))
-    if mode == "none":
+    overridden = cfg.keep == "trained" and not improved and trained_scores is not None
+    if mode == "none" or overridden:
         improved = True
 
     # -- the adapter: the final run, the kept checkpoint, or the start
@@ -507,7 +511,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
 
     # -- what happened, in words
     outcome = _outcome(mode, kept_start, start_scores, trained_scores, chosen_step, per_fold,
-                       params0, chosen_params, stopped, len(folds), proof)
+                       params0, chosen_params, stopped, len(folds), proof, overridden and not kept_start)
     outcome["curve"] = curve
     outcome["start_instance_params"] = dict(params_start.__dict__)
     outcome["thresholds_tuned"] = tune_thresholds  # False: too few objects to choose them on (or not asked)
@@ -555,7 +559,7 @@ def _diameter_plan(store: str, items: list[Input]) -> dict[str, Any]:
 
 def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | None,  # noqa: PLR0913
              chosen_step: int | None, per_fold: list[dict], params0: InstanceParams, params: InstanceParams,
-             stopped: str, n_folds: int, proof: dict | None = None) -> dict[str, Any]:
+             stopped: str, n_folds: int, proof: dict | None = None, overridden: bool = False) -> dict[str, Any]:
     """What was kept and why, for the user (``message``) and the metadata."""
     where = {"cross-validation": f"on held-out images ({n_folds}-fold cross-validation over images)",
              "held-out band": "on the held-out band", "validation images": "on the validation images"}.get(mode, "")
@@ -573,6 +577,9 @@ def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | No
         msg = f"{why}; the starting adapter's weights are kept"
         if params != params0:
             msg += f" with re-tuned thresholds (fg {params.fg_threshold:g}, seed {params.marker_threshold:g})"
+    elif overridden and start is not None and trained is not None:
+        msg = (f"the trained weights are kept as asked, although they did not clearly improve on the starting adapter "
+               f"{where}: AP@0.5 {start['ap50']:.3f} -> {trained['ap50']:.3f}")
     elif start is not None and trained is not None:
         msg = f"improved on the starting adapter {where}: AP@0.5 {start['ap50']:.3f} -> {trained['ap50']:.3f}"
         if proof is not None:
@@ -580,7 +587,8 @@ def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | No
     else:
         msg = f"trained from fresh adapters: AP@0.5 {trained['ap50']:.3f} {where}" if trained else "trained"
     out: dict[str, Any] = {
-        "kept": "start" if kept_start else "trained", "improved": (not kept_start) and mode != "none",
+        "kept": "start" if kept_start else "trained", "improved": (not kept_start) and mode != "none" and not overridden,
+        "overridden": overridden,
         "validation": mode, "message": msg, "start": start, "trained": trained,
         "kept_scores": start if kept_start else (trained or start), "chosen_step": chosen_step,
         "instance_params": dict(params.__dict__)}
@@ -623,7 +631,7 @@ def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, tar
                 "device_info": describe_device(run["device"]),
                 "torch": torch.__version__, **run}
     name = cfg.name or Path(cfg.out).stem
-    kept = "starting adapter kept: training did not improve on it" if outcome["kept"] == "start" else \
+    kept = "starting adapter kept: training did not clearly improve on it" if outcome["kept"] == "start" else \
         f"few-shot adapter trained on {len(summary_)} image(s)"
     return AdapterMeta(encoder=encoder.spec.name, encoder_sha256=enc_sha, in_channels=tuple(encoder.out_channels),
                        stride=encoder.stride, config=adapters.config.to_dict(), target_diameter=target_d, channels=channels,

@@ -205,6 +205,7 @@ class TrainingRequest:
     encoder_weights: str | None = "auto"
     threads: int | None = None
     small_encoder: bool = False  # tests only
+    keep: str = "auto"  # "auto": trained weights only on evidence they beat the start; "trained": in any case
     overrides: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields (tests)
 
 
@@ -240,7 +241,7 @@ def training_config(project: Project, request: TrainingRequest, out_dir: Path) -
     kw: dict[str, Any] = {"train": pairs(train_ids), "val": val, "out": out_dir / f"{safe}.safetensors",
                           "encoder": request.encoder or "efficell_compact", "encoder_weights": request.encoder_weights,
                           "init_adapter": request.init_adapter, "minutes": float(request.minutes),
-                          "device": request.device, "name": request.name}
+                          "device": request.device, "name": request.name, "keep": request.keep}
     kw.update(request.overrides)
     return TrainConfig(**kw)
 

@@ -293,3 +293,37 @@ def test_a_higher_ap_without_evidence_keeps_the_start_and_says_why() -> None:
     oc = _outcome("held-out band", True, scores(start), scores(trained), 8, [], p, p, "", 1, proof)
     assert oc["kept"] == "start" and oc["evidence"] == proof
     assert "did not clearly improve" in oc["message"] and "13" in oc["message"] and "weights are kept" in oc["message"]
+
+
+def test_keep_trained_keeps_the_trained_weights_whatever_the_evidence(dsb_pairs, tmp_path: Path,  # noqa: ANN001
+                                                                     random_adapter_file: Path) -> None:
+    """``keep="trained"`` (``efficell train --keep trained``, the dialog's check box): the trained weights are
+    written even where the held-out images give no evidence for them, and the outcome says which happened."""
+    from safetensors.torch import load_file
+    from skimage.segmentation import relabel_sequential
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.images import read_mask
+    from efficell_app.core.instances import InstanceParams
+    from efficell_app.core.training import _outcome
+    from efficell_app.core.training_validation import evidence, scores
+
+    im = read_image(dsb_pairs[0][0])
+    pair = (im.with_data(im.data[:, :96, :96].copy()),
+            relabel_sequential(read_mask(dsb_pairs[0][1], im.shape)[:96, :96])[0].astype(np.int32))
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    cfg = TrainConfig(train=[pair], out=tmp_path / "k.safetensors", encoder=enc, init_adapter=random_adapter_file,
+                      steps=3, batch_size=2, crop=64, target_diameter=12.0, device="cpu", keep="trained")
+    done = list(train_adapter(cfg))[-1]
+    oc = done.outcome
+    assert oc["kept"] == "trained" and "evidence" in oc
+    assert oc["overridden"] == (not oc["evidence"]["significant"] or oc["trained"]["ap50"] <= oc["start"]["ap50"])
+    written, start = load_file(str(done.adapter_path)), load_file(str(random_adapter_file))
+    assert any(not torch.equal(written[k], start[k]) for k in start)  # not the start's weights
+    # the words when the evidence did not support it
+    s, t = _counts(16, 5, 8), _counts(18, 4, 6)
+    p = InstanceParams()
+    oc2 = _outcome("held-out band", False, scores(s), scores(t), 3, [], p, p, "", 1, evidence(s, t), True)
+    assert oc2["kept"] == "trained" and oc2["overridden"] and not oc2["improved"]
+    assert "kept as asked" in oc2["message"] and "did not clearly improve" in oc2["message"]

@@ -126,6 +126,9 @@ def test_build_request_refuses_bad_choices(qtbot, annotated_project: Path, tmp_p
         config = training_config(p, dlg.build_request(), tmp_path)  # what the training task will run
         assert config.val is None and len(config.train) == 1 and config.encoder_weights is None
         assert config.init_adapter == "auto" and config.name == "new one"
+        assert config.keep == "auto" and not dlg.keep_trained.isChecked()  # the evidence decides unless asked
+        dlg.keep_trained.setChecked(True)
+        assert training_config(p, dlg.build_request(), tmp_path).keep == "trained"
 
 
 def test_dialog_trains_with_the_same_settings_as_the_cli(qtbot, tmp_path: Path, annotated_project: Path, dsb_pairs) -> None:

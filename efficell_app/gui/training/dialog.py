@@ -12,6 +12,7 @@ from typing import Any
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDoubleSpinBox,
@@ -100,6 +101,10 @@ class TrainingDialog(QDialog):
         self.minutes.setSuffix(" min")
         self.minutes.setToolTip("The longest the whole run may take: training steps are cut to fit. The starting "
                                 "adapter is kept unless training beats it on held-out images")
+        self.keep_trained = QCheckBox("Keep the trained weights even without evidence")
+        self.keep_trained.setToolTip("Off (recommended): the trained weights are kept only where the held-out images "
+                                     "show they make fewer errors than the starting adapter (p < 0.05); else its "
+                                     "weights are kept. On: the trained weights in any case")
         self.name = QLineEdit(f"adapter {dt.datetime.now():%Y-%m-%d %H:%M}")
         form = QFormLayout()
         form.addRow("Training images", self.images)
@@ -107,6 +112,7 @@ class TrainingDialog(QDialog):
         form.addRow("Encoder", self.encoder_box)
         form.addRow("Start from", self.init_box)
         form.addRow("Time budget", self.minutes)
+        form.addRow("", self.keep_trained)
         form.addRow("Adapter name", self.name)
         setup = QGroupBox("Set-up")
         setup.setLayout(form)
@@ -210,7 +216,8 @@ class TrainingDialog(QDialog):
             validation_image=None if val_id in (None, HOLD_OUT) else int(val_id),
             encoder=self.encoder_box.currentData() or "efficell_compact", init_adapter=init,
             minutes=float(self.minutes.value()), device=self.device, encoder_weights=self.encoder_weights,
-            threads=self.threads, small_encoder=self.small_encoder, overrides=dict(self.config_overrides))
+            threads=self.threads, small_encoder=self.small_encoder,
+            keep="trained" if self.keep_trained.isChecked() else "auto", overrides=dict(self.config_overrides))
         from ...tasks.train import check_request
 
         check_request(self.project, request)
