@@ -569,9 +569,9 @@ def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | No
         if stopped or not (trained and start):
             why = stopped or "no validation finished"
         elif trained["ap50"] > start["ap50"] and proof is not None:
-            why = (f"training did not clearly improve on the starting adapter {where}: AP@0.5 {trained['ap50']:.3f} vs "
-                   f"{start['ap50']:.3f}, {proof['trained_errors']} errors vs {proof['start_errors']} (a difference that "
-                   f"chance alone gives with p = {proof['p_value']:.2f}; needs < {proof['alpha']:g})")
+            why = (f"training did not clearly improve on the starting adapter {where}: AP@0.5 {start['ap50']:.3f} -> "
+                   f"{trained['ap50']:.3f}, errors {proof['start_errors']} -> {proof['trained_errors']}, a difference chance "
+                   f"gives with p = {proof['p_value']:.2f} (needs < {proof['alpha']:g})")
         else:
             why = f"training did not improve on the starting adapter {where}: AP@0.5 {trained['ap50']:.3f} vs {start['ap50']:.3f}"
         msg = f"{why}; the starting adapter's weights are kept"
@@ -583,7 +583,7 @@ def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | No
     elif start is not None and trained is not None:
         msg = f"improved on the starting adapter {where}: AP@0.5 {start['ap50']:.3f} -> {trained['ap50']:.3f}"
         if proof is not None:
-            msg += f" ({proof['start_errors']} -> {proof['trained_errors']} errors, p = {proof['p_value']:.2g})"
+            msg += f", errors {proof['start_errors']} -> {proof['trained_errors']} (p = {proof['p_value']:.2g})"
     else:
         msg = f"trained from fresh adapters: AP@0.5 {trained['ap50']:.3f} {where}" if trained else "trained"
     out: dict[str, Any] = {

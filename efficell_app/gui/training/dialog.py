@@ -311,10 +311,12 @@ class TrainingDialog(QDialog):
         self.phase.setText(f"Done in {_fmt_time(ev.seconds)}: '{info.name}' saved in the project ({score})")
         outcome = ev.outcome or {}
         said = outcome.get("message", "")
-        if outcome.get("kept") == "start":  # say it plainly: the new adapter is the start with its thresholds
+        if outcome.get("kept") == "start" or outcome.get("overridden"):  # say it plainly: kept without evidence
             said = f"<span style='color:#b45309'>{said}</span>"
         self.result.setText(f"{said}<br>{ev.step} steps, {ev.trainable_params:,} trained parameters; "
                             f"{(ev.metrics or {}).get('validation_source', '')}")
+        # a word-wrapped label does not grow by itself inside a full layout: give it the lines its text needs
+        self.result.setMinimumHeight(self.result.heightForWidth(max(self.result.width(), 400)))
         self.segment_button.setEnabled(True)
         self.compare_button.setEnabled(self.current_image() is not None)
         self.adapter_added.emit(info)
