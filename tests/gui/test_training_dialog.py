@@ -168,3 +168,27 @@ def test_dialog_trains_with_the_same_settings_as_the_cli(qtbot, tmp_path: Path, 
         from efficell_app.core.images import read_image, read_mask
 
         assert (img.data == read_image(ipath).data).all() and (mask == read_mask(mpath)).all()
+
+
+def test_result_line_shows_the_whole_outcome(qtbot, annotated_project: Path) -> None:
+    """The outcome is shown as rich text: its "p < 0.05" must come through as text, all of it, in amber when
+    the start was kept."""
+    from efficell_app import tasks
+    from efficell_app.core.training import TrainProgress
+    from efficell_app.gui.training import TrainingDialog
+    from efficell_app.project import Project
+
+    msg = ("training did not clearly improve on the starting adapter on the held-out band: AP@0.5 0.550 -> 0.640, "
+           "errors 13 -> 10, a difference chance gives with p = 0.34 (needs < 0.05); the starting adapter's weights are kept")
+    with Project.open(annotated_project) as p:
+        dlg = TrainingDialog(p, encoder_weights=None, device="cpu")
+        qtbot.addWidget(dlg)
+        info = p.list_adapters()[0]
+        dlg._finished(tasks.AdapterAdded(info, TrainProgress("done", step=3, seconds=1.0, trainable_params=10,
+                                                             outcome={"kept": "start", "message": msg})))
+        from PySide6.QtGui import QTextDocument
+
+        doc = QTextDocument()
+        doc.setHtml(dlg.result.text())
+        assert msg in doc.toPlainText() and "#b45309" in dlg.result.text()
+        assert dlg.result.minimumHeight() >= 2 * dlg.result.fontMetrics().height()

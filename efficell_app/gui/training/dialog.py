@@ -5,6 +5,7 @@ learning curve; the result goes into the project's library."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -310,11 +311,11 @@ class TrainingDialog(QDialog):
         score = f"validation AP@0.5 {val['ap50']:.3f}" if "ap50" in val else "no validation score"
         self.phase.setText(f"Done in {_fmt_time(ev.seconds)}: '{info.name}' saved in the project ({score})")
         outcome = ev.outcome or {}
-        said = outcome.get("message", "")
+        said = html.escape(outcome.get("message", ""))  # rich text: "p < 0.05" must not open a tag
         if outcome.get("kept") == "start" or outcome.get("overridden"):  # say it plainly: kept without evidence
             said = f"<span style='color:#b45309'>{said}</span>"
         self.result.setText(f"{said}<br>{ev.step} steps, {ev.trainable_params:,} trained parameters; "
-                            f"{(ev.metrics or {}).get('validation_source', '')}")
+                            f"{html.escape((ev.metrics or {}).get('validation_source', ''))}")
         # a word-wrapped label does not grow by itself inside a full layout: give it the lines its text needs
         self.result.setMinimumHeight(self.result.heightForWidth(max(self.result.width(), 400)))
         self.segment_button.setEnabled(True)
