@@ -573,7 +573,7 @@ def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | No
                    f"{trained['ap50']:.3f}, errors {proof['start_errors']} -> {proof['trained_errors']}, a difference chance "
                    f"gives with p = {proof['p_value']:.2f} (needs < {proof['alpha']:g})")
         else:
-            why = f"training did not improve on the starting adapter {where}: AP@0.5 {trained['ap50']:.3f} vs {start['ap50']:.3f}"
+            why = f"training did not improve on the starting adapter {where}: AP@0.5 {start['ap50']:.3f} -> {trained['ap50']:.3f}"
         msg = f"{why}; the starting adapter's weights are kept"
         if params != params0:
             msg += f" with re-tuned thresholds (fg {params.fg_threshold:g}, seed {params.marker_threshold:g})"
