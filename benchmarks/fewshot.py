@@ -87,9 +87,9 @@ def link_pairs(folder: Path, stems: list[str], img_dir: Path, mask_dir: Path) ->
 
 
 # Datasets derived from one of ../shared/data, for a kind of image the built-in model was not trained on:
-# name -> (source dataset, what is done to each image). "monuseg_gray": the H&E tiles as 8-bit luminance
-# (ITU-R 601 weights), dark nuclei on a light ground: grey brightfield nuclei, a modality not in training.
-DERIVED = {"monuseg_gray": "monuseg"}
+# name -> (source dataset, what it is). Each image becomes its 8-bit luminance (ITU-R 601 weights); masks stay.
+DERIVED = {"monuseg_gray": ("monuseg", ("MoNuSeg's tiles as 8-bit grey luminance, dark nuclei on a light ground "
+                                        "(grey brightfield: a modality the built-in model was not trained on)"))}
 
 
 def dataset_folder(data: Path, ds: str) -> Path:
@@ -98,7 +98,7 @@ def dataset_folder(data: Path, ds: str) -> Path:
         return data / ds
     import tifffile
 
-    src, out = data / DERIVED[ds], Path(tempfile.gettempdir()) / "efficell_fewshot" / ds
+    src, out = data / DERIVED[ds][0], Path(tempfile.gettempdir()) / "efficell_fewshot" / ds
     (out / "images").mkdir(parents=True, exist_ok=True)
     if not (out / "masks").exists():
         os.symlink(src / "masks", out / "masks")
@@ -193,8 +193,9 @@ def run_one(folder: Path, ds: str, k: int, draw: int, stems: list[str], test, st
     return {"dataset": ds, "k": k, "draw": draw, "stems": stems, "adapter_sha256": tr["result"]["sha256"],
             "train_seconds": round(tr["seconds"], 1), "train_cpu_seconds": round(tr["cpu_seconds"], 1), "peak_rss_gb": round(tr["peak_rss_gb"], 2),
             "cli": tr["result"], "cell_diameter": d, "outcome": outcome,
-            "test_images": len(test), "test": {"start": start_scores["auto"], "start_gt_diameter": start_scores["gt"], "start_diameter": with_d, "start_diameter_thresholds": with_d_thr, "trained": trained,
-                     "trained_gt_diameter": trained_gt},
+            "test_images": len(test),
+            "test": {"start": start_scores["auto"], "start_gt_diameter": start_scores["gt"], "start_diameter": with_d,
+                     "start_diameter_thresholds": with_d_thr, "trained": trained, "trained_gt_diameter": trained_gt},
             "load_average": load_average(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -268,7 +269,7 @@ def main() -> int:  # noqa: PLR0915
                    help="rest: K images of each dataset's test part, scored on the rest of it; "
                         "train: K images of its training part, scored on --test")
     p.add_argument("--datasets", default="dsb2018_fluo,monuseg,usiigaci_phase",
-                   help=f"datasets of --data, or derived from one: {', '.join(f'{k} (from {v})' for k, v in DERIVED.items())}")
+                   help=f"datasets of --data, or derived from one: {', '.join(f'{k} (from {v[0]})' for k, v in DERIVED.items())}")
     p.add_argument("--keep", choices=("auto", "trained"), default="auto",
                    help="efficell train --keep: 'trained' measures the trained weights where the evidence rule would keep the start")
     p.add_argument("--ks", default="1,3,5,10")
@@ -290,7 +291,7 @@ def main() -> int:  # noqa: PLR0915
     datasets = a.datasets.split(",")
     folders = {ds: dataset_folder(a.data, ds) for ds in datasets}
     for ds in datasets:
-        split.setdefault(ds, split[DERIVED.get(ds, ds)])
+        split.setdefault(ds, split[DERIVED[ds][0] if ds in DERIVED else ds])
     ks = {ds: [int(k) for k in a.ks.split(",")] for ds in datasets}
     if a.fresh:
         runs_file.unlink(missing_ok=True)
@@ -358,10 +359,10 @@ def main() -> int:  # noqa: PLR0915
     if a.keep != "auto":
         title = ("Few-shot training, the trained weights always kept (`efficell train --keep trained`): what the "
                  "evidence rule decides against")
-    if any(ds in DERIVED for ds in datasets):
-        where += ("Derived datasets (reported, not judged): monuseg_gray = MoNuSeg's tiles as 8-bit grey luminance, dark "
-                  "nuclei on a light ground (grey brightfield: a modality the built-in model was not trained on), the same "
-                  "draws and test images as monuseg. ")
+    derived = [ds for ds in datasets if ds in DERIVED]
+    if derived:
+        where += "Derived datasets (reported, not judged): " + "; ".join(
+            f"{ds} = {DERIVED[ds][1]}, the same draws and test images as {DERIVED[ds][0]}" for ds in derived) + ". "
     text = "\n".join([
         f"## {title}", "",
         f"Command: `python benchmarks/fewshot.py --pool {a.pool}" + (f" --keep {a.keep}" if a.keep != "auto" else "") + f" --datasets {a.datasets} --ks {a.ks} --draws {a.draws} --threads {a.threads}"
