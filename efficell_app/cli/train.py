@@ -233,6 +233,7 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
         "adapter": str(final.adapter_path), "sha256": final.adapter_sha256,
         "improved_on_start": outcome.get("improved"), "kept": outcome.get("kept"), "message": outcome.get("message"),
         "start_validation": outcome.get("start"), "spread": outcome.get("spread"), "evidence": outcome.get("evidence"),
+        "chosen_step": outcome.get("chosen_step"), "chosen_mix": outcome.get("chosen_mix"),
         "validation": final.metrics.get("validation"), "validation_source": final.metrics.get("validation_source"),
         "cell_diameter": meta.cell_diameter, "instance_params": meta.instance_params,
         "seconds": round(final.seconds, 1), "train_seconds": training.get("train_seconds"),

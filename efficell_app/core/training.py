@@ -14,17 +14,18 @@ score on images it did not train on, clearly (fewer errors than the start with p
 (progress event, adapter metadata ``training.outcome``, the CLI's JSON line):
 
 - with 2 or more training images: cross-validation over images. Each fold fine-tunes from the
-  start on the other images and is scored, at a few checkpoints, on its held-out images
-  (whole images, not bands: a band of 1-10 images is a few dozen cells). The pooled held-out
-  score chooses the number of steps and the thresholds; if it beats the start, one last run
-  on all images with that number of steps makes the adapter, else the start is kept;
+  start on the other images and is scored, at a few checkpoints and at the recipe's mixes of
+  start and trained weights (``Recipe.mixes``), on its held-out images (whole images, not
+  bands: a band of 1-10 images is a few dozen cells). The pooled held-out score chooses the
+  number of steps, the mix and the thresholds; if it beats the start, one last run on all
+  images with that number of steps, mixed alike, makes the adapter, else the start is kept;
 - with 1 image: a band of it is held out, and the best checkpoint is kept only if it beats
   the start on that band;
 - with separate validation images: those, the same way.
 
-The object diameter the masks give (median over the training images) is stored in the
-adapter (``AdapterMeta.cell_diameter``); segmenting with the adapter uses it unless a
-diameter is given. A cancelled run (``Cancelled`` at the next step) writes nothing; the
+The object diameter the masks give (median over the training images) can be stored in the
+adapter (``AdapterMeta.cell_diameter``, ``store_diameter``); segmenting with the adapter then
+uses it unless a diameter is given. A cancelled run (``Cancelled`` at the next step) writes nothing; the
 adapter is saved atomically at the end.
 """
 
@@ -47,17 +48,14 @@ from .errors import EffiCellError, InputError, OutputError
 from .instances import InstanceParams
 from .training_fit import Fit, Recipe
 from .training_inputs import ImageLike, Input, MaskLike, load_pairs
-from .training_validation import Counts, ValImage, can_tune, choose_diameter, evidence, scores, summary, tune, val_image
+from .training_validation import (Counts, ValImage, can_tune, choose_diameter, evidence, keeps_trained, labels_of,
+                                  paired_evidence, scores, summary, tune, val_image)
 
 log = logging.getLogger(__name__)
 
 PHASES = ("preparing", "caching features", "training", "validating", "saving", "done")
 DEFAULT_FOLDS = 3
 CACHE_SHARE = 0.35  # at most this part of a time budget goes to computing encoder features
-# The trained state is kept only when its pooled held-out AP@0.5 beats the start's by more than this many
-# objects' worth (1 / objects held out): with the few cells of one image's band, a single cell that happens to
-# match is not evidence.
-MIN_IMPROVEMENT_OBJECTS = 1.0
 PLAN_AFTER_STEPS = 3
 MAX_KEPT_PIXELS = 40_000_000  # dense maps of the held-out images kept over all checkpoints (float16, 4 maps each)  # with a time budget: steps of the first run timed before the plan is cut to fit
 
@@ -130,8 +128,10 @@ def default_recipe(n_images: int, fine_tune: bool) -> Recipe:
     if not fine_tune:
         return Recipe(steps=300, lr=2e-3, decoder_lr=2e-3, weight_decay=1e-4, crop=256, checkpoints=6, warmup=15)
     # Fine-tuning: short (held-out AP peaked within 8-16 steps in every trial), a slower decoder, pulled toward
-    # the start (L2-SP) and averaged (EMA): the trial whose held-out folds lost least (docs/method.md).
-    return Recipe(steps=16, lr=1e-3, decoder_lr=3e-4, l2sp=1e-2, ema=0.9, crop=192, batch=4, checkpoints=4, warmup=4)
+    # the start (L2-SP) and averaged (EMA): the trial whose held-out folds lost least (docs/method.md). Each
+    # checkpoint is also scored half and three quarters of the way from the start (WiSE-FT's mixes).
+    return Recipe(steps=16, lr=1e-3, decoder_lr=3e-4, l2sp=1e-2, ema=0.9, crop=192, batch=4, checkpoints=4, warmup=4,
+                  mixes=(0.5, 0.75, 1.0))
 
 
 def image_folds(n: int, folds: int, seed: int) -> list[list[int]]:
@@ -325,12 +325,13 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     all_idx = list(range(len(vals)))
     # The start keeps its own thresholds: re-tuned on a few images it was already fit to, they lowered the kept
     # start on new images in the benchmark (docs/method.md); trained weights get theirs re-tuned (below).
-    params_start, start_counts, start_scores = params0, None, None
+    params_start, start_counts, start_scores, start_labels = params0, None, None, None
     if vals and fine_tune:
         check()
         yield event("validating", fraction=0.12, message=f"scoring the starting adapter on {len(vals)} validation image(s)")
         dense = validator.predict(adapters)
         counts = validator.score(all_idx, dense, [params0])[0]
+        start_labels = [labels_of(vals[i], prob, dist[0], params0) for i, (prob, dist) in enumerate(dense)]  # to pair errors
         del dense
         start_counts = dict(enumerate([[c] for c in counts]))
         start_scores = scores(counts)
@@ -357,12 +358,14 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     n_steps = cfg.steps or (cfg.epochs * steps_per_epoch if cfg.epochs is not None else recipe.steps)
     n_runs = len(folds) + (1 if mode in ("cross-validation", "none") else 0)
     checkpoints = recipe.checkpoint_steps(n_steps)
-    # per checkpoint: per validation image (folds fill disjoint images) its counts under the start's thresholds,
-    # and its dense maps (to re-tune the thresholds at the chosen checkpoint; while they fit in memory)
-    ck_counts: dict[int, dict[int, Counts]] = {}
-    ck_dense: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
-    keep_dense = tune_thresholds and validator.pixels() * len(checkpoints) <= MAX_KEPT_PIXELS
-    ck_state: dict[int, dict[str, Any]] = {}  # one-fold modes: the state at each checkpoint
+    # per candidate (checkpoint step, mix of start and trained weights): per validation image (folds fill disjoint
+    # images) its counts under the start's thresholds, and its dense maps (to re-tune the thresholds at the chosen
+    # candidate; while they fit in memory)
+    mixes = tuple(recipe.mixes)
+    ck_counts: dict[tuple[int, float], dict[int, Counts]] = {}
+    ck_dense: dict[tuple[int, float], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    keep_dense = validator.pixels() * len(checkpoints) * len(mixes) <= MAX_KEPT_PIXELS
+    ck_state: dict[tuple[int, float], dict[str, Any]] = {}  # one-fold modes: the state of each candidate
     total_steps = n_steps * n_runs
     done_steps = 0
     t_train = time.time()
@@ -381,7 +384,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     def eta() -> float | None:
         if done_steps == 0:
             return None
-        val_all = len(checkpoints) * validator.estimate_seconds(None, 1) if folds else 0.0
+        val_all = len(checkpoints) * len(mixes) * validator.estimate_seconds(None, 1) if folds else 0.0
         left = 1 - done_steps / max(total_steps, 1)
         return step_seconds / done_steps * (total_steps - done_steps) + val_all * left
 
@@ -391,7 +394,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         if deadline is None:
             return
         per = step_seconds / max(done_steps, 1)
-        val_all = len(checkpoints) * validator.estimate_seconds(None, 1) + validator.estimate_seconds(None, 8) * 0.9
+        val_all = len(checkpoints) * len(mixes) * validator.estimate_seconds(None, 1) + validator.estimate_seconds(None, 8) * 0.9
         left = deadline - time.time() - 2.0 - val_all + per * done_steps  # (the steps done count again below)
         afford = int(left / max(per * n_runs, 1e-6))
         if afford < n_steps:
@@ -428,17 +431,18 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
                 continue
             yield event("validating", step=done_steps, fraction=fraction(), losses=dict(ema_losses), start=start_scores,
                         message=f"{label}: scoring step {step}")
-            dense = validator.predict(fit.weights(), val_idx)
-            counts = validator.score(val_idx, dense, [params_start])[0]
-            ck_counts.setdefault(step, {}).update(dict(zip(val_idx, [[c] for c in counts])))
-            if keep_dense:
-                ck_dense.setdefault(step, {}).update(dict(zip(val_idx, dense)))
-            del dense
-            now = scores(counts)
-            if len(folds) == 1:
-                ck_state[step] = fit.state()
-                if best_so_far is None or now["ap50"] > best_so_far["ap50"]:
-                    best_so_far = now
+            for mix in mixes:
+                dense = validator.predict(fit.mixed(mix), val_idx)
+                counts = validator.score(val_idx, dense, [params_start])[0]
+                ck_counts.setdefault((step, mix), {}).update(dict(zip(val_idx, [[c] for c in counts])))
+                if keep_dense:
+                    ck_dense.setdefault((step, mix), {}).update(dict(zip(val_idx, dense)))
+                del dense
+                if len(folds) == 1:
+                    ck_state[(step, mix)] = fit.state(mix)
+                    if best_so_far is None or scores(counts)["ap50"] > best_so_far["ap50"]:
+                        best_so_far = scores(counts)
+            now = scores(_pooled(ck_counts[(step, max(mixes))], val_idx))  # what the curve shows: the trained weights
             ref = "" if start_counts is None else f" (start {scores(_pooled(start_counts, val_idx))['ap50']:.3f})"
             yield event("validating", step=done_steps, fraction=fraction(), losses=dict(ema_losses), val=now,
                         best=best_so_far, start=start_scores, message=f"{label}, step {step}: AP@0.5 {now['ap50']:.3f}{ref}")
@@ -447,31 +451,36 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     check()
 
     # -- what the held-out images say
-    chosen_step, chosen_params, trained_scores, per_fold, curve, proof = None, params_start, None, [], [], None
+    chosen_step, chosen_mix, chosen_params, trained_scores, per_fold, curve, proof = None, 1.0, params_start, None, [], [], None
     complete = [c for c, per in sorted(ck_counts.items()) if len(per) == len(vals)]
     if complete:
-        curve = [{"step": c, "ap50": scores(_pooled(ck_counts[c], all_idx))["ap50"]} for c in complete]
-        chosen_step = max(complete, key=lambda c: (scores(_pooled(ck_counts[c], all_idx))["ap50"], -c))  # ties: fewer steps
-        chosen = ck_counts[chosen_step]
-        if chosen_step in ck_dense:  # thresholds re-tuned on the held-out predictions at that checkpoint
+        ap = {c: scores(_pooled(ck_counts[c], all_idx))["ap50"] for c in complete}
+        curve = [{"step": c[0], "mix": c[1], "ap50": ap[c]} for c in complete]
+        # ties: fewer steps, then the mix nearer the start
+        chosen_key = max(complete, key=lambda c: (ap[c], -c[0], -c[1]))
+        chosen_step, chosen_mix = chosen_key
+        chosen = ck_counts[chosen_key]
+        if tune_thresholds and chosen_key in ck_dense:  # thresholds re-tuned on the held-out predictions of that candidate
             check()
             yield event("validating", step=done_steps, fraction=0.96, message="re-tuning the instance thresholds")
-            dense = [ck_dense[chosen_step][i] for i in all_idx]
+            dense = [ck_dense[chosen_key][i] for i in all_idx]
             chosen_params, counts = tune(vals, dense, params_start, tune_groups)
             chosen = dict(enumerate([[c] for c in counts]))
-        ck_dense.clear()
         trained_scores = scores(_pooled(chosen, all_idx))
         if start_counts is not None:
             proof = evidence(_pooled(start_counts, all_idx), _pooled(chosen, all_idx))
+            if start_labels is not None and chosen_key in ck_dense:  # reported beside the rule, not (yet) deciding
+                proof["paired"] = paired_evidence([vals[i].gt for i in all_idx], start_labels,
+                                                  [labels_of(vals[i], prob, dist[0], chosen_params)
+                                                   for i, (prob, dist) in ((i, ck_dense[chosen_key][i]) for i in all_idx)])
+        ck_dense.clear()
         for train_ids, val_idx in folds:
             entry = {"held_out": [vals[i].name for i in val_idx], "n_train_images": len(train_ids),
                      "trained": scores(_pooled(chosen, val_idx))}
             if start_counts is not None:
                 entry["start"] = scores(_pooled(start_counts, val_idx))
             per_fold.append(entry)
-    margin = MIN_IMPROVEMENT_OBJECTS / max(start_scores["n_true"], 1) if start_scores else 0.0
-    improved = trained_scores is not None and (start_scores is None or (
-        trained_scores["ap50"] > start_scores["ap50"] + margin and proof is not None and proof["significant"]))
+    improved = trained_scores is not None and (start_scores is None or keeps_trained(start_scores, trained_scores, proof))
     overridden = cfg.keep == "trained" and not improved and trained_scores is not None
     if mode == "none" or overridden:
         improved = True
@@ -497,10 +506,10 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
                 stopped = "the time budget ran out during the final run"
                 break
         if not stopped or mode == "none":
-            final_state = fit.state()
+            final_state = fit.state(chosen_mix)
             trainable = fit.trainable()
-    elif improved and chosen_step in ck_state:
-        final_state = ck_state[chosen_step]
+    elif improved and (chosen_step, chosen_mix) in ck_state:
+        final_state = ck_state[(chosen_step, chosen_mix)]
     kept_start = final_state is None
     if kept_start:
         if not fine_tune:
@@ -512,6 +521,9 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     # -- what happened, in words
     outcome = _outcome(mode, kept_start, start_scores, trained_scores, chosen_step, per_fold,
                        params0, chosen_params, stopped, len(folds), proof, overridden and not kept_start)
+    outcome["chosen_mix"] = chosen_mix if chosen_step is not None else None
+    if not kept_start and chosen_step is not None and chosen_mix != 1.0:
+        outcome["message"] += f" (the weights {chosen_mix:.0%} of the way from the start's to the trained ones)"
     outcome["curve"] = curve
     outcome["start_instance_params"] = dict(params_start.__dict__)
     outcome["thresholds_tuned"] = tune_thresholds  # False: too few objects to choose them on (or not asked)

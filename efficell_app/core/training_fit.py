@@ -3,7 +3,8 @@
 A :class:`Recipe` says how the adapters change: learning rates per part (the prompt encoder
 and the mask decoder separately), a pull toward the starting weights (L2-SP, Li et al. 2018),
 an exponential moving average of the weights (the state that is scored and kept), parts kept
-frozen, and the strength of the intensity augmentation. Budgets are in steps, not seconds, so a
+frozen, the strength of the intensity augmentation, and the mixes of start and trained weights
+scored at each checkpoint (weight-space interpolation, WiSE-FT: Wortsman et al. 2022). Budgets are in steps, not seconds, so a
 busy machine changes how long a run takes but never what it learns.
 
 :class:`Fit` runs one such fine-tuning from a starting state on a subset of the training
@@ -42,10 +43,14 @@ class Recipe:
     photometric: float = 1.0  # strength of the intensity augmentation (0: none, 1: training_data.photometric)
     checkpoints: int = 4  # validations per run, evenly spaced (the last at the final step)
     warmup: int = 5  # steps of linear learning-rate warm-up
+    # fractions of the way from the start to the trained weights scored at every checkpoint (1: the trained
+    # weights alone); the held-out images choose one with the step (:func:`mix_state`)
+    mixes: tuple[float, ...] = (1.0,)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["freeze"] = list(self.freeze)
+        d["mixes"] = list(self.mixes)
         return d
 
     def checkpoint_steps(self, steps: int | None = None) -> list[int]:
@@ -108,6 +113,16 @@ def make_batch(tiles: list[Tile], by_image: dict[int, list[int]], image_ids: lis
             torch.from_numpy(np.stack(geos)), torch.from_numpy(np.stack(valids)))
 
 
+def mix_state(start: dict[str, Any], trained: dict[str, Any], mix: float) -> dict[str, Any]:
+    """The weights ``mix`` of the way from ``start`` to ``trained`` (counters and other integer buffers: the
+    trained ones). Interpolating a fine-tuned model back toward its start keeps what it learned and much of
+    what it knew (WiSE-FT)."""
+    if mix == 1.0:
+        return {k: v.detach().clone() for k, v in trained.items()}
+    return {k: (start[k].to(v.device, v.dtype) + mix * (v.detach() - start[k].to(v.device, v.dtype)))
+            if v.is_floating_point() else v.detach().clone() for k, v in trained.items()}
+
+
 class Fit:
     """One fine-tuning run: ``for step, losses in fit.steps(): ...``; ``weights()`` is the state to score/keep."""
 
@@ -117,6 +132,8 @@ class Fit:
         import torch
 
         self.model = adapters
+        self.start = start
+        self._mixed = None  # a copy of the adapters that holds mixed weights to score (made on first use)
         self.model.load_state_dict(start)
         self.model.train()
         self.recipe = recipe
@@ -195,5 +212,14 @@ class Fit:
     def weights(self):  # noqa: ANN201 - the adapters to score and keep (EMA weights when the recipe averages)
         return self.ema if self.ema is not None else self.model
 
-    def state(self) -> dict[str, Any]:
-        return {k: v.detach().clone() for k, v in self.weights().state_dict().items()}
+    def state(self, mix: float = 1.0) -> dict[str, Any]:
+        """The weights to keep: :meth:`weights`, ``mix`` of the way from the start (:func:`mix_state`)."""
+        return mix_state(self.start, self.weights().state_dict(), mix)
+
+    def mixed(self, mix: float):  # noqa: ANN201 - the adapters to score at ``mix`` (the trained ones at 1)
+        if mix == 1.0:
+            return self.weights()
+        if self._mixed is None:
+            self._mixed = copy.deepcopy(self.weights()).eval()
+        self._mixed.load_state_dict(self.state(mix))
+        return self._mixed

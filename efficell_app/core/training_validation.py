@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .instances import InstanceParams
-from .metrics import MatchStats, match_stats, pool
+from .metrics import MatchStats, match, match_stats, overlaps, pool
 
 IOU_THRESHOLDS = (0.5, 0.75, 0.9)
 FG_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
@@ -34,6 +34,9 @@ MIN_OBJECTS_TO_TUNE = 50
 # Poisson counts. A fixed margin in AP was not enough: gains of 2-8 objects on the few dozen cells of 1-5 images
 # did not carry over to the rest of a dataset (docs/method.md).
 EVIDENCE_ALPHA = 0.05
+# ... and their pooled held-out AP@0.5 must beat the start's by more than this many objects' worth (1 / objects
+# held out): with the few cells of one image's band, a single cell that happens to match is not evidence.
+MIN_IMPROVEMENT_OBJECTS = 1.0
 
 
 @dataclass
@@ -129,6 +132,52 @@ def evidence(start: Counts, trained: Counts) -> dict[str, Any]:
     p = float(binom.cdf(e1, e0 + e1, 0.5)) if e0 + e1 else 1.0
     return {"start_errors": e0, "trained_errors": e1, "p_value": round(p, 4), "alpha": EVIDENCE_ALPHA,
             "significant": p < EVIDENCE_ALPHA}
+
+
+def keeps_trained(start: dict[str, Any], trained: dict[str, Any], proof: dict[str, Any] | None,
+                  test: str = "unpaired") -> bool:
+    """The keep rule: do the held-out scores (:func:`scores`) and errors (:func:`evidence`) say the trained state
+    beats the start? ``test``: the evidence that decides — "unpaired" (the rule), "paired" (``proof["paired"]``,
+    :func:`paired_evidence`: measured beside it) or "none" (the AP margin alone: the rule before 2026-12-05).
+    Benchmarks replay the alternatives with it on runs that kept the trained weights."""
+    if trained["ap50"] <= start["ap50"] + MIN_IMPROVEMENT_OBJECTS / max(start["n_true"], 1):
+        return False
+    if test == "none":
+        return True
+    ev = proof if test == "unpaired" else (proof or {}).get("paired")
+    return ev is not None and ev["p_value"] < EVIDENCE_ALPHA
+
+
+def error_objects(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The label ids of the true objects missed and of the predicted objects that are false, at IoU 0.5 (the
+    errors :func:`errors` counts, one by one)."""
+    ov = overlaps(gt, pred)
+    rows, cols, _ = match(ov, 0.5)
+    return np.setdiff1d(ov.true_ids, ov.true_ids[rows]), np.setdiff1d(ov.pred_ids, ov.pred_ids[cols])
+
+
+def paired_evidence(gts: Sequence[np.ndarray], start: Sequence[np.ndarray], trained: Sequence[np.ndarray]) -> dict[str, Any]:
+    """:func:`evidence` over the same errors, paired: which the trained state fixes and which it makes.
+
+    Both are scored on the same objects, and most errors are the same ones (a cell both miss, a false object
+    both see). A miss is the same error when both miss that true object; a false object is, when a false
+    object of the other overlaps it at IoU >= 0.5. Only the discordant errors say which is better: given
+    n = fixed + made, ``p_value`` = P(Binomial(n, 1/2) <= made) (McNemar's exact test). Per image: the true
+    labels and the start's and the trained state's labels, at one scale.
+    """
+    from scipy.stats import binom
+
+    fixed = made = shared = 0
+    for gt, a, b in zip(gts, start, trained, strict=True):
+        miss_a, false_a = error_objects(gt, a)
+        miss_b, false_b = error_objects(gt, b)
+        same_miss = np.intersect1d(miss_a, miss_b).size
+        same_false = match(overlaps(np.where(np.isin(a, false_a), a, 0), np.where(np.isin(b, false_b), b, 0)), 0.5)[0].size
+        fixed += miss_a.size + false_a.size - same_miss - same_false
+        made += miss_b.size + false_b.size - same_miss - same_false
+        shared += same_miss + same_false
+    p = float(binom.cdf(made, fixed + made, 0.5)) if fixed + made else 1.0
+    return {"fixed": int(fixed), "made": int(made), "shared": int(shared), "p_value": round(p, 4)}
 
 
 def candidate_params(params: InstanceParams) -> list[InstanceParams]:

@@ -327,3 +327,86 @@ def test_keep_trained_keeps_the_trained_weights_whatever_the_evidence(dsb_pairs,
     oc2 = _outcome("held-out band", False, scores(s), scores(t), 3, [], p, p, "", 1, evidence(s, t), True)
     assert oc2["kept"] == "trained" and oc2["overridden"] and not oc2["improved"]
     assert "kept as asked" in oc2["message"] and "did not clearly improve" in oc2["message"]
+
+
+def test_mix_state_is_the_way_from_start_to_trained() -> None:
+    from efficell_app.core.training_fit import mix_state
+
+    start = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(1)}
+    trained = {"w": torch.tensor([4.0, -2.0]), "n": torch.tensor(7)}
+    half = mix_state(start, trained, 0.5)
+    assert torch.equal(half["w"], torch.tensor([2.0, 0.0])) and int(half["n"]) == 7  # counters: the trained ones
+    assert torch.equal(mix_state(start, trained, 1.0)["w"], trained["w"])
+    assert torch.equal(mix_state(start, trained, 0.0)["w"], start["w"])
+
+
+def test_each_checkpoint_is_scored_at_every_mix_and_the_chosen_mix_is_written(dsb_pairs, tmp_path: Path,  # noqa: ANN001
+                                                                            random_adapter_file: Path) -> None:
+    """The recipe's mixes of start and trained weights are candidates beside the steps: the curve has one point
+    per (step, mix), and the adapter written is the chosen mix of the start and the weights that run trained."""
+    from safetensors.torch import load_file
+    from skimage.segmentation import relabel_sequential
+
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.images import read_mask
+    from efficell_app.core.training_fit import Recipe
+
+    im = read_image(dsb_pairs[0][0])
+    pair = (im.with_data(im.data[:, :96, :96].copy()),
+            relabel_sequential(read_mask(dsb_pairs[0][1], im.shape)[:96, :96])[0].astype(np.int32))
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+
+    def run(mixes: tuple[float, ...], name: str, checkpoints: int):  # noqa: ANN202
+        recipe = Recipe(steps=3, lr=1e-2, decoder_lr=1e-2, crop=64, batch=2, warmup=1, checkpoints=checkpoints,
+                        mixes=mixes)
+        cfg = TrainConfig(train=[pair], out=tmp_path / name, encoder=enc, init_adapter=random_adapter_file, recipe=recipe,
+                          target_diameter=12.0, device="cpu", keep="trained", tune_thresholds=False, seed=5)
+        return list(train_adapter(cfg))[-1]
+
+    both = run((0.5, 1.0), "both.safetensors", 2)
+    assert sorted((c["step"], c["mix"]) for c in both.outcome["curve"]) == [(2, 0.5), (2, 1.0), (3, 0.5), (3, 1.0)]
+    assert (both.outcome["chosen_step"], both.outcome["chosen_mix"]) in [(c["step"], c["mix"]) for c in both.outcome["curve"]]
+    # one checkpoint (the last step) and one mix each: the same run (same seed), written whole and half-way
+    trained, half = run((1.0,), "t.safetensors", 1), run((0.5,), "h.safetensors", 1)
+    assert trained.outcome["chosen_mix"] == 1.0 and half.outcome["chosen_mix"] == 0.5
+    start = load_file(str(random_adapter_file))
+    t, h = load_file(str(trained.adapter_path)), load_file(str(half.adapter_path))
+    moved = [k for k in start if start[k].is_floating_point() and not torch.equal(t[k], start[k])]
+    assert moved
+    for k in moved:
+        torch.testing.assert_close(h[k], start[k] + 0.5 * (t[k] - start[k]), atol=1e-5, rtol=1e-4)
+
+
+def test_paired_evidence_counts_only_the_errors_one_side_makes() -> None:
+    """Shared errors (a cell both miss, a false object both see) say nothing about which is better; the
+    discordant ones do, and many of them one way is evidence even where the totals are close."""
+    from efficell_app.core.training_validation import error_objects, paired_evidence
+
+    gt = np.zeros((40, 40), np.int32)
+    for i, (y, x) in enumerate([(1, 1), (1, 10), (1, 20), (10, 1), (10, 10)], start=1):
+        gt[y:y + 5, x:x + 5] = i
+    start = gt.copy()
+    start[start == 1] = 0  # misses cell 1
+    start[30:35, 30:35] = 9  # a false object
+    trained = gt.copy()
+    trained[trained == 2] = 0  # misses cell 2 instead
+    trained[31:35, 30:35] = 6  # the same false object (IoU 0.8)
+    assert [list(x) for x in error_objects(gt, start)] == [[1], [9]]
+    ev = paired_evidence([gt], [start], [trained])
+    assert (ev["fixed"], ev["made"], ev["shared"]) == (1, 1, 1) and ev["p_value"] == 0.75
+    # ten images where the trained state fixes both of the start's errors and makes none: 20 fixed, 0 made
+    ev = paired_evidence([gt] * 10, [start] * 10, [gt] * 10)
+    assert (ev["fixed"], ev["made"]) == (20, 0) and ev["p_value"] < 1e-5
+
+
+def test_keep_rule_replays_each_kind_of_evidence() -> None:
+    """One rule, three kinds of evidence: the benchmark replays the paired test and the bare margin with it."""
+    from efficell_app.core.training_validation import keeps_trained
+
+    start, trained = {"ap50": 0.50, "n_true": 200}, {"ap50": 0.56, "n_true": 200}
+    proof = {"p_value": 0.2, "paired": {"p_value": 0.01}}
+    assert not keeps_trained(start, trained, proof)  # the unpaired test decides: no evidence
+    assert keeps_trained(start, trained, proof, "paired") and keeps_trained(start, trained, proof, "none")
+    assert not keeps_trained(start, {"ap50": 0.504, "n_true": 200}, proof, "none")  # within one object's worth
+    assert not keeps_trained(start, trained, {"p_value": 0.2}, "paired")  # no paired evidence measured: keep the start
