@@ -46,7 +46,7 @@ import numpy as np
 from .cancel import CancelToken
 from .errors import EffiCellError, InputError, OutputError
 from .instances import InstanceParams
-from .training_fit import Fit, Recipe
+from .training_fit import Fit, Recipe, mix_state
 from .training_inputs import ImageLike, Input, MaskLike, load_pairs
 from .training_validation import (Counts, ValImage, can_tune, choose_diameter, evidence, keeps_trained, labels_of,
                                   paired_evidence, scores, summary, tune, val_image)
@@ -57,7 +57,7 @@ PHASES = ("preparing", "caching features", "training", "validating", "saving", "
 DEFAULT_FOLDS = 3
 CACHE_SHARE = 0.35  # at most this part of a time budget goes to computing encoder features
 PLAN_AFTER_STEPS = 3
-MAX_KEPT_PIXELS = 40_000_000  # dense maps of the held-out images kept over all checkpoints (float16, 4 maps each)  # with a time budget: steps of the first run timed before the plan is cut to fit
+MAX_KEPT_PIXELS = 40_000_000  # dense maps of the held-out images kept over all checkpoints x mixes (float16, 4 maps each)  # with a time budget: steps of the first run timed before the plan is cut to fit
 
 
 @dataclass
@@ -365,7 +365,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     ck_counts: dict[tuple[int, float], dict[int, Counts]] = {}
     ck_dense: dict[tuple[int, float], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
     keep_dense = validator.pixels() * len(checkpoints) * len(mixes) <= MAX_KEPT_PIXELS
-    ck_state: dict[tuple[int, float], dict[str, Any]] = {}  # one-fold modes: the state of each candidate
+    ck_state: dict[int, dict[str, Any]] = {}  # one-fold modes: the trained state at each checkpoint (mixed when chosen)
     total_steps = n_steps * n_runs
     done_steps = 0
     t_train = time.time()
@@ -438,10 +438,10 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
                 if keep_dense:
                     ck_dense.setdefault((step, mix), {}).update(dict(zip(val_idx, dense)))
                 del dense
-                if len(folds) == 1:
-                    ck_state[(step, mix)] = fit.state(mix)
-                    if best_so_far is None or scores(counts)["ap50"] > best_so_far["ap50"]:
-                        best_so_far = scores(counts)
+                if len(folds) == 1 and (best_so_far is None or scores(counts)["ap50"] > best_so_far["ap50"]):
+                    best_so_far = scores(counts)
+            if len(folds) == 1:
+                ck_state[step] = fit.state()
             now = scores(_pooled(ck_counts[(step, max(mixes))], val_idx))  # what the curve shows: the trained weights
             ref = "" if start_counts is None else f" (start {scores(_pooled(start_counts, val_idx))['ap50']:.3f})"
             yield event("validating", step=done_steps, fraction=fraction(), losses=dict(ema_losses), val=now,
@@ -508,8 +508,8 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         if not stopped or mode == "none":
             final_state = fit.state(chosen_mix)
             trainable = fit.trainable()
-    elif improved and (chosen_step, chosen_mix) in ck_state:
-        final_state = ck_state[(chosen_step, chosen_mix)]
+    elif improved and chosen_step in ck_state:
+        final_state = mix_state(start_state, ck_state[chosen_step], chosen_mix)
     kept_start = final_state is None
     if kept_start:
         if not fine_tune:

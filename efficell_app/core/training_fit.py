@@ -4,8 +4,9 @@ A :class:`Recipe` says how the adapters change: learning rates per part (the pro
 and the mask decoder separately), a pull toward the starting weights (L2-SP, Li et al. 2018),
 an exponential moving average of the weights (the state that is scored and kept), parts kept
 frozen, the strength of the intensity augmentation, and the mixes of start and trained weights
-scored at each checkpoint (weight-space interpolation, WiSE-FT: Wortsman et al. 2022). Budgets are in steps, not seconds, so a
-busy machine changes how long a run takes but never what it learns.
+scored at each checkpoint (weight-space interpolation, WiSE-FT: Wortsman et al. 2022). Budgets
+are in steps, not seconds, so a busy machine changes how long a run takes but never what it
+learns.
 
 :class:`Fit` runs one such fine-tuning from a starting state on a subset of the training
 images (a cross-validation fold, or all of them); the caller scores :meth:`Fit.weights` at
