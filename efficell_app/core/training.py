@@ -79,7 +79,7 @@ class TrainConfig:
     lr: float | None = None  # scales the recipe's learning rates so the prompt encoder's is this
     batch_size: int | None = None  # None: the recipe's
     crop: int | None = None  # training crop side (rounded to the encoder stride); None: the recipe's
-    scales: tuple[float, ...] = (1.0,)  # extra rescalings of each image (each is cached separately)
+    scales: tuple[float, ...] | None = None  # rescalings of each image (each cached separately); None: the recipe's
     seed: int = 0
     device: str = "auto"
     cache_dir: Path | None = None  # None: features in memory (disk above ``memory_cache_mb``)
@@ -129,9 +129,11 @@ def default_recipe(n_images: int, fine_tune: bool) -> Recipe:
         return Recipe(steps=300, lr=2e-3, decoder_lr=2e-3, weight_decay=1e-4, crop=256, checkpoints=6, warmup=15)
     # Fine-tuning: short (held-out AP peaked within 8-16 steps in every trial), a slower decoder, pulled toward
     # the start (L2-SP) and averaged (EMA): the trial whose held-out folds lost least (docs/method.md). Each
-    # checkpoint is also scored half and three quarters of the way from the start (WiSE-FT's mixes).
+    # checkpoint is also scored half and three quarters of the way from the start (WiSE-FT's mixes). Each image is
+    # seen at five sizes around its cells' (x0.7-x1.4, the generalist's own jitter was x0.75-x1.35): fine-tuned at
+    # one size only, the adapter's per-image diameter estimate drifted and cost Usiigaci 0.03 AP@0.5 (docs/method.md).
     return Recipe(steps=16, lr=1e-3, decoder_lr=3e-4, l2sp=1e-2, ema=0.9, crop=192, batch=4, checkpoints=4, warmup=4,
-                  mixes=(0.5, 0.75, 1.0))
+                  mixes=(0.5, 0.75, 1.0), scales=(0.7, 0.85, 1.0, 1.2, 1.4))
 
 
 def image_folds(n: int, folds: int, seed: int) -> list[list[int]]:
@@ -148,6 +150,8 @@ def _recipe(cfg: TrainConfig, n_images: int, fine_tune: bool, stride: int, input
         r = replace(r, lr=cfg.lr, decoder_lr=r.decoder_lr * cfg.lr / r.lr)
     if cfg.batch_size is not None:
         r = replace(r, batch=cfg.batch_size)
+    if cfg.scales is not None:
+        r = replace(r, scales=tuple(cfg.scales))
     crop = r.crop if cfg.crop is None else cfg.crop
     crop = max(stride, int(round(crop / stride)) * stride)
     return replace(r, crop=min(crop, max(stride, input_size // stride * stride)))
@@ -267,7 +271,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     # -- samples at model scale, validation images, tiles
     samples, vals, summary_ = [], [], []
     for i, it in enumerate(items):
-        per, val, info = prepare_image(it, i, target_d, channels, cfg.scales,
+        per, val, info = prepare_image(it, i, target_d, channels, recipe.scales,
                                        cfg.val_fraction if mode == "held-out band" else 0.0, mode == "cross-validation")
         samples.append(per)
         vals += [val] if val is not None else []
@@ -635,7 +639,7 @@ def _make_meta(cfg: TrainConfig, encoder, enc_sha: str, adapters, init_meta, tar
     if init_meta is not None:
         init = {"name": init_meta.name, "file": (init_meta.training or {}).get("file"),
                 "sha256": (init_meta.training or {}).get("file_sha256")}
-    training = {"images": summary_, "init_adapter": init, "target_diameter": target_d, "scales": list(cfg.scales),
+    training = {"images": summary_, "init_adapter": init, "target_diameter": target_d, "scales": list(recipe.scales),
                 "seed": cfg.seed, "minutes": cfg.minutes, "epochs": cfg.epochs, "recipe": recipe.to_dict(),
                 "outcome": {k: v for k, v in outcome.items() if k != "kept_scores"},
                 "diameter": diameter,

@@ -47,11 +47,14 @@ class Recipe:
     # fractions of the way from the start to the trained weights scored at every checkpoint (1: the trained
     # weights alone); the held-out images choose one with the step (:func:`mix_state`)
     mixes: tuple[float, ...] = (1.0,)
+    # rescalings of each image around its cells' size (each cached separately): a jitter of the cell size, as the
+    # generalist was trained with, so that the adapter stays right at the sizes its own diameter estimate probes
+    scales: tuple[float, ...] = (1.0,)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["freeze"] = list(self.freeze)
-        d["mixes"] = list(self.mixes)
+        for key in ("freeze", "mixes", "scales"):
+            d[key] = list(d[key])
         return d
 
     def checkpoint_steps(self, steps: int | None = None) -> list[int]:
