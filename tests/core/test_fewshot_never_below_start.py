@@ -410,3 +410,42 @@ def test_keep_rule_replays_each_kind_of_evidence() -> None:
     assert keeps_trained(start, trained, proof, "paired") and keeps_trained(start, trained, proof, "none")
     assert not keeps_trained(start, {"ap50": 0.504, "n_true": 200}, proof, "none")  # within one object's worth
     assert not keeps_trained(start, trained, {"p_value": 0.2}, "paired")  # no paired evidence measured: keep the start
+
+
+def test_fine_tuning_sees_each_image_at_several_cell_sizes(dsb_pairs, tmp_path: Path,  # noqa: ANN001
+                                                          random_adapter_file: Path) -> None:
+    """Fine-tuning jitters the cell size as the generalist's training did (so the adapter stays right at the sizes
+    its own diameter estimate probes): one sample per scale, cells of target x scale pixels, and the scales a run
+    used are in the adapter's metadata (``TrainConfig.scales`` overrides the recipe's)."""
+    from skimage.segmentation import relabel_sequential
+
+    from efficell_app.core.device_augment import AugmentConfig
+    from efficell_app.core.encoders import build_encoder
+    from efficell_app.core.images import read_mask
+    from efficell_app.core.model.adapter_io import read_adapter_meta
+    from efficell_app.core.training import default_recipe
+    from efficell_app.core.training_fit import Recipe
+    from efficell_app.core.training_inputs import prepare_image
+
+    scales = default_recipe(5, fine_tune=True).scales
+    lo, hi = AugmentConfig().scale_range
+    assert 1.0 in scales and min(scales) <= lo and max(scales) >= hi
+    assert default_recipe(5, fine_tune=False).scales == (1.0,)
+
+    im = read_image(dsb_pairs[0][0])
+    mask = read_mask(dsb_pairs[0][1], im.shape)
+    per, _, info = prepare_image(Input("a", im, mask, "a"), 0, 20.0, None, (0.7, 1.0, 1.4), 0.0, False)
+    assert len(per) == 3
+    for s, smp in zip((0.7, 1.0, 1.4), per):
+        assert object_diameter(smp.labels) == pytest.approx(20.0 * s, rel=0.1)
+
+    pair = (im.with_data(im.data[:, :96, :96].copy()), relabel_sequential(mask[:96, :96])[0].astype(np.int32))
+    torch.manual_seed(0)
+    enc = build_encoder("efficell_compact", weights=None, small=True)
+    recipe = Recipe(steps=2, lr=1e-2, decoder_lr=1e-2, crop=64, batch=2, warmup=1, checkpoints=1, scales=(1.0,))
+    cfg = TrainConfig(train=[pair], out=tmp_path / "s.safetensors", encoder=enc, init_adapter=random_adapter_file,
+                      recipe=recipe, scales=(0.8, 1.25), target_diameter=12.0, device="cpu", keep="trained",
+                      tune_thresholds=False, seed=1)
+    done = list(train_adapter(cfg))[-1]
+    meta = read_adapter_meta(done.adapter_path)
+    assert meta.training["scales"] == [0.8, 1.25] and meta.training["recipe"]["scales"] == [0.8, 1.25]
