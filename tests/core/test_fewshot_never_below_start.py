@@ -434,7 +434,7 @@ def test_fine_tuning_sees_each_image_at_several_cell_sizes(dsb_pairs, tmp_path: 
 
     im = read_image(dsb_pairs[0][0])
     mask = read_mask(dsb_pairs[0][1], im.shape)
-    per, _, info = prepare_image(Input("a", im, mask, "a"), 0, 20.0, None, (0.7, 1.0, 1.4), 0.0, False)
+    per, _, _ = prepare_image(Input("a", im, mask, "a"), 0, 20.0, None, (0.7, 1.0, 1.4), 0.0, False)
     assert len(per) == 3
     for s, smp in zip((0.7, 1.0, 1.4), per):
         assert object_diameter(smp.labels) == pytest.approx(20.0 * s, rel=0.1)
