@@ -6,7 +6,8 @@ per image, and the settings (project, models with their checksums, EffiCell vers
 Images that cannot be read are named on stderr (exit 1); the others are still exported.
 
 ``--files tiff,png,roi,geojson`` also writes, beside it, per image: the label image, an overlay
-picture, an ImageJ ROI set, a GeoJSON file (QuPath), named after the image.
+picture, an ImageJ ROI set, a GeoJSON file (QuPath), named after the image (images of one name get
+their set's name appended). Files already there are replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--files", default="", metavar="FMT,...",
                    help="also write per-image files beside the workbook: tiff (label images), png (overlays), "
                         "roi (ImageJ ROI sets), geojson (QuPath); comma separated")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the workbook and per-image files of an earlier export (by default nothing is replaced)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from ..project import Project
-    from ..tasks.export import FILE_FORMATS, export_project
+    from ..tasks.export import FILE_FORMATS, ExportWouldReplace, export_project
 
     out = Path(args.out)
     if out.suffix.lower() != ".xlsx":
@@ -52,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
     # A locked, missing or newer project, or an unknown set, raises an EffiCellError that the
     # dispatcher prints as one "error: ..." line (exit 1).
     with Project.open(args.project) as project:
-        report = export_project(project, out, args.set_name, args.labels, files=files)
+        try:
+            report = export_project(project, out, args.set_name, args.labels, files=files, overwrite=args.overwrite)
+        except ExportWouldReplace as exc:
+            print(f"error: {exc}; give --overwrite to replace them", file=sys.stderr)
+            return EXIT_PARTIAL
     for err in report.errors:
         print(f"error: {err}", file=sys.stderr)
     print(f"{out}: {report.n_cells} cells from {report.n_images} image(s)"

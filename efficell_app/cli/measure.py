@@ -15,6 +15,7 @@ from typing import Any
 
 from ..core.pairing import find_mask, image_stem, is_mask_name
 from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from .options import pixel_size_um
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--images", required=True, nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--masks", required=True, metavar="DIR", help="folder of masks named <stem>.tif or <stem>_masks.tif (png too)")
     p.add_argument("--out", required=True, metavar="FILE", help="output table: FILE.xlsx or FILE.csv")
-    p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size in micrometres (default: from each image's metadata)")
+    p.add_argument("--pixel-size", type=pixel_size_um, metavar="UM", help="pixel size in micrometres (default: from each image's metadata)")
     p.add_argument("--channel-names", metavar="A,B,...", help="names for the image channels, comma separated")
     p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
     p.add_argument("--t", default=None, help="for time series: time point index")
@@ -49,9 +50,6 @@ def run(args: argparse.Namespace) -> int:
     masks_dir = Path(args.masks)
     if not masks_dir.is_dir():
         print(f"efficell measure: error: --masks {masks_dir}: folder not found", file=sys.stderr)
-        return EXIT_USAGE
-    if args.pixel_size is not None and not args.pixel_size > 0:
-        print("efficell measure: error: --pixel-size must be a positive number of micrometres", file=sys.stderr)
         return EXIT_USAGE
     try:
         planes = PlaneChoice.parse(args.z, args.t)

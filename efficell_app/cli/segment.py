@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import pixel_size_um
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment images into label masks (<stem>_masks.tif)",
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
     p.add_argument("--t", default=None, help="for time series: time point index")
-    p.add_argument("--pixel-size", type=float, default=None, help="pixel size in µm (default: from the file's metadata)")
+    p.add_argument("--pixel-size", type=pixel_size_um, default=None, help="pixel size in µm (default: from the file's metadata)")
     p.add_argument("--channel-names", default=None, help="comma-separated channel names for the measurements")
     p.add_argument("--no-measure", action="store_true", help="do not write measurements.xlsx")
     p.add_argument("--overwrite", action="store_true",
@@ -56,7 +58,8 @@ def _report(ev, err) -> None:  # noqa: ANN001
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.batch import BatchOptions, segment_files
+    from ..core.batch import BatchOptions, earlier_outputs, segment_files
+    from ..core.fileio import is_inside
     from ..core.cancel import CancelToken
     from ..core.errors import EffiCellError
     from ..core.images import PlaneChoice, find_images, parse_channels
@@ -73,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
         print("efficell segment: error: --diameter must be a positive number of pixels", file=err)
         return 2
     names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+    if args.project is not None and (args.paths or args.out is not None):
+        print("efficell segment: error: give PATH... --out DIR, or --project DIR (its images, results kept in it); "
+              "not both", file=err)
+        return 2
     if args.cluster is not None:
         from ..tasks.cluster import parse_cluster
 
@@ -89,8 +96,14 @@ def run(args: argparse.Namespace) -> int:
         print("efficell segment: error: give PATH... and --out DIR (or --project DIR)", file=err)
         return 2
     images, skipped = find_images(args.paths)
+    skipped = [p for p, _ in skipped if not is_inside(p, args.out)]  # the table and record of an earlier run
     if skipped:
-        print(f"note: skipped {len(skipped)} non-image file(s) in the given folders", file=err)
+        listed = ", ".join(p.name for p in skipped[:3]) + (", …" if len(skipped) > 3 else "")
+        print(f"note: skipped {len(skipped)} non-image file(s) in the given folders ({listed})", file=err)
+    outputs = earlier_outputs(images, args.out)
+    if outputs:
+        images = [p for p in images if p not in set(outputs)]
+        print(f"note: skipped {len(outputs)} mask(s) of an earlier run in {args.out} (not images to segment)", file=err)
     if not images:
         print("efficell segment: error: no image files found in " + ", ".join(map(str, args.paths)), file=err)
         return 1
@@ -105,15 +118,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    failed = kept = 0
-    total = len(images)
+    tally = _Tally(len(images))
     cancel = CancelToken()
     try:
-        for ev in segment_files(images, args.out, segmenter, opts, cancel):
-            _report(ev, err)
-            total = ev.total
-            kept += ev.kept
-            failed += not ev.ok
+        written = tally.run(segment_files(images, args.out, segmenter, opts, cancel), err)
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -121,10 +129,39 @@ def run(args: argparse.Namespace) -> int:
         cancel.cancel()
         print("\ncancelled", file=err)
         return 130
-    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
-          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
-          file=err)
-    return 1 if failed else 0
+    return tally.summary(args.out, written, err)
+
+
+class _Tally:
+    """Counts a batch's events as they are reported, then says what was done and where it went."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.failed, self.kept = total, 0, 0
+
+    def run(self, events, err):  # noqa: ANN001, ANN201
+        """Report each event; returns the batch's (table, run record)."""
+        while True:
+            try:
+                ev = next(events)
+            except StopIteration as stop:
+                return stop.value
+            _report(ev, err)
+            self.total = ev.total  # one per scene of a multi-scene file
+            self.kept += ev.kept
+            self.failed += not ev.ok
+
+    def summary(self, out: Path, written, err) -> int:  # noqa: ANN001
+        """The last line (and the exit status): images done, kept, and a table or record that went beside another run's."""
+        from ..core.batch import RUN_FILE, TABLE_FILE
+
+        print(f"{self.total - self.failed} of {self.total} image(s) segmented into {out}"
+              + (f" ({self.kept} kept from an earlier run with the same settings; --overwrite redoes them)"
+                 if self.kept else ""), file=err)
+        table, run = written if written else (None, None)
+        if run is not None and run.name != RUN_FILE:
+            print(f"note: {TABLE_FILE} and {RUN_FILE} there hold another run (other images or settings) and were "
+                  f"kept; this run's are {table.name if table else '(no table)'} and {run.name}", file=err)
+        return 1 if self.failed else 0
 
 
 def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
@@ -161,18 +198,13 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     err = sys.stderr
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    failed = kept = 0
-    total = len(images)
+    tally = _Tally(len(images))
     try:
         with connect(args.cluster) as conn:
             _announce(conn, err)
             events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device)
             try:
-                for ev in events:
-                    _report(ev, err)
-                    total = ev.total  # one per scene of a multi-scene file
-                    kept += ev.kept
-                    failed += not ev.ok
+                written = tally.run(events, err)
             except KeyboardInterrupt:
                 print("\ncancelling: stopping the images in flight…", file=err, flush=True)
                 events.close()  # cancels every future, waits for the workers, removes half-written files
@@ -183,10 +215,7 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     except KeyboardInterrupt:
         print("cancelled (the masks written are complete; run the same command again to finish)", file=err)
         return 130
-    print(f"{total - failed} of {total} image(s) segmented into {args.out}"
-          + (f" ({kept} kept from an earlier run with the same settings; --overwrite redoes them)" if kept else ""),
-          file=err)
-    return 1 if failed else 0
+    return tally.summary(args.out, written, err)
 
 
 def _announce(conn, err) -> None:  # noqa: ANN001

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,9 @@ import numpy as np
 
 from .cancel import CancelToken
 from .errors import Cancelled, EffiCellError, OutputError
-from .fileio import quick_hash, real_path, remove_stale_parts
+from .fileio import is_inside, quick_hash, real_path, remove_stale_parts
 from .images import PlaneChoice, PlanesNeeded, display_name, read_image, scene_names
-from .measure import MIN_OBJECT_PX, ImageMeasurement, file_calibration, measure_image
+from .measure import MIN_OBJECT_PX, ImageMeasurement, channel_names_for, file_calibration, measure_image
 from .pairing import image_stem
 
 log = logging.getLogger(__name__)
@@ -102,22 +102,22 @@ def resume_decision(target: Path, source: Path, key: str | dict[str, Any], overw
     if not os.path.lexists(target) or overwrite:
         return ResumeDecision("segment")
     if target.is_dir():
-        return ResumeDecision("refuse", "already exists as a folder; not overwritten")
+        return ResumeDecision("refuse", f"{target.name} already exists as a folder; not overwritten")
     from .export import read_label_settings
 
     record = (read_label_settings(target) or {}).get(BATCH_KEY)
     again = "not overwritten (use --overwrite to replace it)"
     if not isinstance(record, dict):
-        return ResumeDecision("refuse", f"already exists and was not written by EffiCell segment; {again}")
+        return ResumeDecision("refuse", f"{target.name} already exists and was not written by EffiCell segment; {again}")
     if record.get("run_key") != key:
-        return ResumeDecision("refuse", f"already exists from a run with other settings; {again}")
+        return ResumeDecision("refuse", f"{target.name} already exists from a run with other settings; {again}")
     try:
         same = {k: v for k, v in _input_stamp(source).items() if k != "source"} == \
             {"size": record.get("size"), "quick_hash": record.get("quick_hash")}
     except OSError:
         same = False
     if not same:
-        return ResumeDecision("refuse", f"already exists, but its input {source.name} changed since; {again}")
+        return ResumeDecision("refuse", f"{target.name} already exists, but its input {source.name} changed since; {again}")
     return ResumeDecision("keep", "segmented by an earlier run with the same settings; kept")
 
 
@@ -139,29 +139,66 @@ def expand_scenes(paths: list[Path]) -> list[Item]:
 
 
 def output_names(paths: list[Path] | list[Item]) -> dict[Any, str]:
-    """``<stem>_masks.tif`` per input (``<stem>_s<k>_masks.tif`` for scene k of a multi-scene file);
-    inputs sharing a stem get their parent folder prefixed. Keyed by path, or by item when given items."""
+    """``<stem>_masks.tif`` per input (``<stem>_s<k>_masks.tif`` for scene k of a multi-scene file).
+    Inputs sharing a stem get the folders that tell them apart prefixed (``exp1_control_img001``
+    for ``exp1/control/img001.tif`` beside ``exp2/control/img001.tif``; the parent's name for a
+    plain ``a/img.tif`` beside ``b/img.tif``), and files of one folder that differ only in their
+    extension get it appended (``sample_png``): no two inputs ever share a mask, also where the
+    file system ignores case. Keyed by path, or by item when given items."""
     items = [p if isinstance(p, tuple) else (p, None, None) for p in paths]
-    stems: dict[str, int] = {}
-    for p in {i[0] for i in items}:
-        stems[image_stem(p)] = stems.get(image_stem(p), 0) + 1
-    out: dict[Any, str] = {}
-    for item, given in zip(items, paths):
-        p, k = item[0], item[1]
-        stem = f"{p.parent.name}_{image_stem(p)}" if stems[image_stem(p)] > 1 else image_stem(p)
-        out[given] = stem + (f"_s{k}" if k is not None else "") + MASK_SUFFIX
+    stems = _distinct_stems(sorted({i[0] for i in items}))
+    return {given: stems[item[0]] + (f"_s{item[1]}" if item[1] is not None else "") + MASK_SUFFIX
+            for item, given in zip(items, paths)}
+
+
+def earlier_outputs(paths: list[Path], out_dir: Path) -> list[Path]:
+    """The masks of earlier runs among ``paths``: files named ``*_masks.tif`` inside ``out_dir`` (an
+    output folder within, or equal to, an input folder), which a batch into ``out_dir`` must not take
+    for images to segment."""
+    return [p for p in paths if p.name.endswith(MASK_SUFFIX) and is_inside(p, out_dir)]
+
+
+def _distinct_stems(files: list[Path]) -> dict[Path, str]:
+    """A stem per file, distinct when case is ignored (see :func:`output_names`)."""
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(image_stem(f).casefold(), []).append(f)
+    out: dict[Path, str] = {}
+    for group in groups.values():
+        if len(group) == 1:
+            out[group[0]] = image_stem(group[0])
+            continue
+        parents = [Path(os.path.abspath(f.parent)) for f in group]
+        common = Path(os.path.commonpath(parents))
+        for f, parent in zip(group, parents):
+            rel = () if len(set(parents)) == 1 else (parent.relative_to(common).parts or (parent.name,))
+            out[f] = "_".join([*rel, image_stem(f)])
+    seen: dict[str, int] = {}
+    for f in files:  # left alike: same folder and stem, other extensions (or a folder-name coincidence)
+        seen[out[f].casefold()] = seen.get(out[f].casefold(), 0) + 1
+    for f in files:
+        if seen[out[f].casefold()] > 1:
+            out[f] += "_" + (f.name[len(image_stem(f)):].lstrip(".").replace(".", "_") or "noext")
+    taken: set[str] = set()
+    for f in files:  # anything still alike is numbered, in path order (stable from run to run)
+        name, n = out[f], 2
+        while out[f].casefold() in taken:
+            out[f], n = f"{name}_{n}", n + 1
+        taken.add(out[f].casefold())
     return out
 
 
 def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOptions | None = None,  # noqa: ANN001
-                  cancel: CancelToken | None = None) -> Iterator[FileEvent]:
+                  cancel: CancelToken | None = None) -> Generator[FileEvent, None, tuple[Path | None, Path]]:
     """Segment every path (every scene of a multi-scene file); yields one event per image (after
     it is written, kept or has failed).
 
     Masks an earlier run with the same settings completed are kept (:func:`resume_decision`).
     At the end writes ``measurements.xlsx`` for every image of the batch (unless
     ``options.measure`` is False) and ``efficell_run.json`` recording the app version, model
-    identity and settings, also when the table could not be written (its error is raised then).
+    identity and settings, also when the table could not be written (its error is raised then);
+    numbered ones where those hold another run (:func:`run_file_names`); returns the two paths
+    (:func:`write_run_files`).
     """
     opts = options or BatchOptions()
     out_dir = output_folder(Path(out_dir))
@@ -186,8 +223,8 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
             measurements.append(measured)
         records.append(file_record(ev, item))
         yield ev
-    write_run_files(out_dir, run_settings(segmenter.identity, getattr(segmenter, "device_info", None), opts, key),
-                    records, measurements if opts.measure else [])
+    return write_run_files(out_dir, run_settings(segmenter.identity, getattr(segmenter, "device_info", None), opts, key),
+                           records, measurements if opts.measure else [], opts.overwrite)
 
 
 # ----------------------------------------------------------------------------- the pieces every batch runner shares
@@ -222,6 +259,8 @@ def segment_item(item: Item, target: Path, segmenter, opts: BatchOptions, key: s
         if decision.action == "keep":
             return _kept(item, target, opts, decision.reason, t0)
         img = read_image(path, opts.planes, scene=scene)
+        if opts.measure:
+            channel_names_for(img, opts.channel_names)  # a wrong count fails the image before any work
         res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
         if cancel is not None:
             cancel.raise_if_cancelled()  # it finished after the run was cancelled: write nothing
@@ -282,11 +321,14 @@ def run_settings(identity: dict[str, Any], device_info: dict[str, Any] | None, o
 
 
 def write_run_files(out_dir: Path, settings: dict[str, Any], records: list[dict[str, Any]],
-                    measurements: list[ImageMeasurement]) -> None:
+                    measurements: list[ImageMeasurement], overwrite: bool = False) -> tuple[Path | None, Path]:
     """``measurements.xlsx`` (when there are measurements, in the order given) and
-    ``efficell_run.json``; the run record is written also when the table cannot be (its error is raised then)."""
+    ``efficell_run.json``, or numbered ones where those hold another run (:func:`run_file_names`);
+    the run record is written also when the table cannot be (its error is raised then).
+    Returns the table (None when there were no measurements) and the record written."""
     from .fileio import atomic_write_text
 
+    table, run = run_file_names(out_dir, settings.get("run_key"), records, overwrite)
     failure: OutputError | None = None
     if measurements:
         from .export import write_xlsx
@@ -295,13 +337,43 @@ def write_run_files(out_dir: Path, settings: dict[str, Any], records: list[dict[
 
         cells = pd.concat([m.cells for m in measurements], ignore_index=True)
         try:
-            write_xlsx(cells, pd.DataFrame([m.summary for m in measurements]), settings, out_dir / TABLE_FILE)
+            write_xlsx(cells, pd.DataFrame([m.summary for m in measurements]), settings, table)
         except OutputError as exc:  # the run record is still written (it is small), then the error goes up
             failure = exc
     record = {"settings": settings, "files": records, "errors": [str(failure)] if failure else []}
-    atomic_write_text(out_dir / RUN_FILE, json.dumps(record, indent=1, default=str))
+    atomic_write_text(run, json.dumps(record, indent=1, default=str))
     if failure is not None:
         raise failure
+    return (table if measurements else None), run
+
+
+def run_file_names(out_dir: Path, key: str | None, records: list[dict[str, Any]], overwrite: bool) -> tuple[Path, Path]:
+    """Where a run's table and record go: ``measurements.xlsx`` and ``efficell_run.json`` when they
+    are free, when ``overwrite``, or when they hold an earlier run with the same settings over no
+    image this run leaves out (the same batch finished or resumed, or grown); else the first free
+    ``measurements_<n>.xlsx`` / ``efficell_run_<n>.json`` (n = 2, 3, ...), so that another run's
+    table and record (a subset of the images, other settings) are never replaced."""
+    table, run = out_dir / TABLE_FILE, out_dir / RUN_FILE
+    if overwrite or not (os.path.lexists(table) or os.path.lexists(run)) or _covers(run, key, records):
+        return table, run
+    n = 2
+    while True:
+        table, run = out_dir / f"{Path(TABLE_FILE).stem}_{n}.xlsx", out_dir / f"{Path(RUN_FILE).stem}_{n}.json"
+        if not (os.path.lexists(table) or os.path.lexists(run)):
+            return table, run
+        n += 1
+
+
+def _covers(run: Path, key: str | None, records: list[dict[str, Any]]) -> bool:
+    """Whether the run record at ``run`` has this run's ``key`` and only images among ``records``."""
+    try:
+        earlier = json.loads(run.read_text(encoding="utf-8"))
+        if earlier["settings"]["run_key"] != key:
+            return False
+        before = {(f["input"], f.get("scene_index")) for f in earlier["files"]}
+    except (OSError, ValueError, KeyError, TypeError):  # no record (a table alone), or not one of ours
+        return False
+    return before <= {(f["input"], f.get("scene_index")) for f in records}
 
 
 def _kept(item: Item, target: Path, opts: BatchOptions, note: str,

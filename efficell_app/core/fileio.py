@@ -26,6 +26,11 @@ def real_path(path: str | Path) -> Path:
 QUICK_HASH_BLOCK = 1 << 20  # quick hash: size + first and last MiB
 
 
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies within it (both as :func:`real_path` spells them)."""
+    return real_path(path).is_relative_to(real_path(folder))
+
+
 def quick_hash(path: Path, size: int | None = None) -> str:
     """SHA-256 of the size plus the first and last MiB: cheap even for multi-GB files.
 

@@ -450,7 +450,24 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         raise ImageReadError(path, f"mask is {arr.shape[0]}x{arr.shape[1]} but its image is {shape[0]}x{shape[1]}")
     if arr.size and arr.max() > np.iinfo(np.int32).max:
         raise ImageReadError(path, "mask labels exceed the int32 range")
-    return arr.astype(np.int32, copy=False)
+    return _binary_as_labels(arr, path).astype(np.int32, copy=False)
+
+
+def _binary_as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
+    """A mask of one value over several separate regions (a binary mask: ImageJ's 0/255, a 0/1 export)
+    as one label per region, as a boolean mask is read; said in the log, since touching cells of a
+    binary mask stay one object. A label image of one object (one region) is left as it is."""
+    top = arr.max() if arr.size else 0
+    if top <= 0 or np.any((arr > 0) & (arr < top)):
+        return arr
+    from skimage.measure import label
+
+    regions, n = label(arr > 0, connectivity=1, return_num=True)
+    if n <= 1:
+        return arr
+    log.warning("%s: holds a single value (%s) over %d separate regions: read as a binary mask, one cell per "
+                "region (touching cells stay one)", path, top, n)
+    return regions
 
 
 # ----------------------------------------------------------------------------- normalisation

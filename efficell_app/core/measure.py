@@ -115,6 +115,16 @@ def measure_cells(
     return _measure_cells(labels, image, pixel_size_um, channel_names, image_name, mask_path, min_object_px)[0]
 
 
+def channel_names_for(image: ImageData, channel_names: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The names of ``image``'s channels: those given (one per channel, else an :class:`InputError`
+    naming the file), or the file's own."""
+    names = list(channel_names) if channel_names else list(image.channel_names)
+    if len(names) != image.n_channels:
+        raise InputError(image.path, f"{len(names)} channel name(s) given ({', '.join(names)}) but the image "
+                         f"has {image.n_channels} channel(s)")
+    return names
+
+
 def _measure_cells(labels: np.ndarray, image: ImageData | None, pixel_size_um: float | None,
                    channel_names: list[str] | None, image_name: str, mask_path: str | Path | None,
                    min_object_px: int) -> tuple[pd.DataFrame, int]:
@@ -135,13 +145,7 @@ def _measure_cells(labels: np.ndarray, image: ImageData | None, pixel_size_um: f
         pixel_size_um = image.pixel_size_um
     if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise ValueError(f"pixel size must be a positive number of micrometres, not {pixel_size_um}")
-    names: list[str] = []
-    if image is not None:
-        names = list(channel_names) if channel_names else list(image.channel_names)
-        if len(names) != image.n_channels:
-            raise InputError(image.path, f"{len(names)} channel name(s) given ({', '.join(names)}) but the image "
-                             f"has {image.n_channels} channel(s)")
-    names = clean_channel_names(names)
+    names = clean_channel_names(channel_names_for(image, channel_names) if image is not None else [])
     cols = column_names(pixel_size_um, names)
 
     t0 = time.perf_counter()

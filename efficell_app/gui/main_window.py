@@ -564,7 +564,8 @@ class MainWindow(QMainWindow):
         scope = self.measurements.current_scope() if self.current_image is not None else "set"
         dlg = ExportDialog(make_task, project.exports_dir, scope=scope, parent=self,
                            pixel_sizes=lambda sc: [project.get_image(i).pixel_size_um for i in self._export_ids(sc)],
-                           default_pixel_size_um=self.prefs.pixel_size_um or None)
+                           default_pixel_size_um=self.prefs.pixel_size_um or None,
+                           existing=lambda opts: tasks.existing_exports(project, self._export_ids(opts.scope), opts))
         dlg.show()
         return dlg
 

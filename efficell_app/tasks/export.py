@@ -15,6 +15,7 @@ worker through :func:`export_images`); :func:`export_project` runs it to the end
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..core.cancel import CancelToken
-from ..core.errors import Cancelled, EffiCellError
+from ..core.errors import Cancelled, EffiCellError, OutputError
 from ..core.measure import MIN_OBJECT_PX
 from ..core.pairing import image_stem
 from ..project.measuring import (
@@ -77,6 +78,15 @@ class ExportProgress:
     path: Path | None = None
 
 
+class ExportWouldReplace(OutputError):
+    """An export would replace files already there (and was not told it may): nothing was written."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+        more = f" and {len(self.paths) - 1} more file(s) this export writes" if len(self.paths) > 1 else ""
+        super().__init__(self.paths[0], f"already exists{more}; nothing was replaced")
+
+
 @dataclass(frozen=True)
 class ExportFailed:
     """One line for the user: an image not exported (``"path: reason"``) or nothing written at all."""
@@ -90,6 +100,28 @@ def file_stem(name: str) -> str:
     base, bracket, scene = name.partition(" [")
     stem = image_stem(base) + (f"_{scene.removesuffix(']')}" if bracket and name.endswith("]") else "")
     return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in stem).strip() or "image"
+
+
+def file_stems(records: Sequence[Any]) -> dict[int, str]:
+    """The stem of each image's per-image files (:func:`file_stem` of its name), by image id; images
+    of one name (in two sets, or two folders of one set) get their set's name, then their id,
+    appended, so that one export never writes two images into one file (case ignored)."""
+    def key(stem: str) -> str:
+        return stem.casefold()
+
+    stems = {r.id: file_stem(r.name) for r in records}
+    for tail in (lambda r: file_stem(r.set_name), lambda r: str(r.id)):
+        counts: dict[str, int] = {}
+        for st in stems.values():
+            counts[key(st)] = counts.get(key(st), 0) + 1
+        stems = {r.id: f"{stems[r.id]}_{tail(r)}" if counts[key(stems[r.id])] > 1 else stems[r.id] for r in records}
+    return stems
+
+
+def export_targets(records: Sequence[Any], tables: Sequence[Path], files: Sequence[str], folder: Path) -> list[Path]:
+    """Every file an export of ``records`` writes: the tables, then each image's ``files``."""
+    stems = file_stems(records)
+    return [*tables, *(folder / f"{stems[r.id]}{FILE_FORMATS[fmt]}" for r in records for fmt in files)]
 
 
 def _write_file(fmt: str, folder: Path, stem: str, found: FoundLabels, img: ImageData, cells: pd.DataFrame,
@@ -112,7 +144,7 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
                   set_name: str | None = None, source: str = "auto", pixel_size_um: float | None = None,
                   channel_names: Sequence[str] | None = None, default_pixel_size_um: float | None = None,
                   measured: Mapping[int, MeasuredImage] | None = None, scope: str | None = None,
-                  write_empty: bool = True, min_object_px: int = MIN_OBJECT_PX,
+                  write_empty: bool = True, min_object_px: int = MIN_OBJECT_PX, overwrite: bool = False,
                   cancel: CancelToken | None = None) -> Generator[ExportProgress | ExportFailed, None, ExportReport]:
     """Measure the labelled images and write ``tables`` (.xlsx / .csv: all cells, one row per image,
     the settings) and, per image, ``files`` (:data:`FILE_FORMATS` keys) into ``files_dir``.
@@ -129,7 +161,9 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
     (``core.export``), so a cancelled export leaves only complete files: the per-image files
     of the images finished before the cancel, and no table unless every image was measured
     (tables come last); never a temporary file. A full disk fails the image being written
-    (``ExportFailed`` naming the file) or, for a table, raises ``OutputError``.
+    (``ExportFailed`` naming the file) or, for a table, raises ``OutputError``. Files already there
+    are replaced only with ``overwrite``: else :class:`ExportWouldReplace` is raised before anything
+    is measured or written.
     """
     import pandas as pd
 
@@ -147,6 +181,10 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
                                min_object_px)
     cache = measured or {}
     records = project.list_images(set_name) if image_ids is None else [project.get_image(i) for i in image_ids]
+    existing = [p for p in export_targets(records, tables, files, folder) if os.path.lexists(p)]
+    if existing and not overwrite:
+        raise ExportWouldReplace(existing)
+    stems = file_stems(records)
     total = len(records) + len(tables)
     cells: list[pd.DataFrame] = []
     rows: list[dict[str, Any]] = []
@@ -172,7 +210,7 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
                              **found.settings}
             for fmt in files:
                 assert img is not None
-                path = _write_file(fmt, folder, file_stem(rec.name), found, img, m.cells, m.calibration.pixel_size_um,
+                path = _write_file(fmt, folder, stems[rec.id], found, img, m.cells, m.calibration.pixel_size_um,
                                    file_settings)
                 report.files.append(path)
                 yield ExportProgress(done, total, f"Wrote {path.name}", path)
@@ -238,13 +276,14 @@ def _settings(project: Project, report: ExportReport, set_name: str | None, sour
 
 def export_project(project: Project, out: str | Path, set_name: str | None = None, source: str = "auto",
                    progress: Callable[[int, int], None] | None = None,
-                   cancel: CancelToken | None = None, *, files: Sequence[str] = ()) -> ExportReport:
+                   cancel: CancelToken | None = None, *, files: Sequence[str] = (), overwrite: bool = False) -> ExportReport:
     """Measure every labelled image (of ``set_name`` or all sets) and write ``out`` (.xlsx or .csv);
-    ``files`` (:data:`FILE_FORMATS` keys) also writes those per-image files beside it.
+    ``files`` (:data:`FILE_FORMATS` keys) also writes those per-image files beside it. Files
+    already there are replaced only with ``overwrite`` (else :class:`ExportWouldReplace`).
 
     ``progress(done, total)`` is called as steps complete (see :func:`export_events`).
     """
-    events = export_events(project, [out], files, set_name=set_name, source=source, cancel=cancel)
+    events = export_events(project, [out], files, set_name=set_name, source=source, overwrite=overwrite, cancel=cancel)
     while True:
         try:
             ev = next(events)
@@ -268,6 +307,7 @@ class ExportOptions:
     channel_names: tuple[str, ...] = ()  # (): each image's own
     default_pixel_size_um: float | None = None  # for images that record none (the window's preference)
     min_object_px: int = MIN_OBJECT_PX  # smaller objects are not measured (the window's preference)
+    overwrite: bool = False  # replace files of an earlier export (the dialog asks first)
 
 
 def export_images(project: Project, image_ids: Sequence[int], opts: ExportOptions,
@@ -290,12 +330,25 @@ def export_images(project: Project, image_ids: Sequence[int], opts: ExportOption
     except OSError as exc:
         yield ExportFailed(f"{dest}: cannot create the folder ({exc.strerror or exc})")
         return
-    base = file_stem(project.name) + ("" if opts.scope == "project" else f"_{opts.scope}")
-    if opts.scope == "image" and len(ids) == 1:
-        base = file_stem(project.get_image(ids[0]).name)
-    tables = [dest / f"{base}_measurements.{fmt}" for fmt in opts.formats if fmt in TABLE_FORMATS]
-    files = [fmt for fmt in opts.formats if fmt not in TABLE_FORMATS]
+    tables, files = _window_outputs(project, ids, opts)
     yield from export_events(project, tables, files, dest, image_ids=ids, pixel_size_um=opts.pixel_size_um,
                              channel_names=opts.channel_names or None,
                              default_pixel_size_um=opts.default_pixel_size_um, measured=measured,
-                             scope=opts.scope, write_empty=False, min_object_px=opts.min_object_px, cancel=cancel)
+                             scope=opts.scope, write_empty=False, min_object_px=opts.min_object_px,
+                             overwrite=opts.overwrite, cancel=cancel)
+
+
+def _window_outputs(project: Project, ids: Sequence[int], opts: ExportOptions) -> tuple[list[Path], list[str]]:
+    """The window's tables (named after the project, the scope or the one image) and per-image formats."""
+    base = file_stem(project.name) + ("" if opts.scope == "project" else f"_{opts.scope}")
+    if opts.scope == "image" and len(ids) == 1:
+        base = file_stem(project.get_image(ids[0]).name)
+    tables = [opts.destination / f"{base}_measurements.{fmt}" for fmt in opts.formats if fmt in TABLE_FORMATS]
+    return tables, [fmt for fmt in opts.formats if fmt not in TABLE_FORMATS]
+
+
+def existing_exports(project: Project, image_ids: Sequence[int], opts: ExportOptions) -> list[Path]:
+    """The files an export with ``opts`` would replace (the dialog asks before it does)."""
+    tables, files = _window_outputs(project, list(image_ids), opts)
+    records = [project.get_image(i) for i in image_ids]
+    return [p for p in export_targets(records, tables, files, opts.destination) if os.path.lexists(p)]

@@ -104,8 +104,10 @@ def test_usage_errors_exit_2(folders, tmp_path: Path, capsys) -> None:
     images, masks = folders
     assert main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "m.txt")]) == 2
     assert main(["measure", "--images", str(images), "--masks", str(tmp_path / "nope"), "--out", str(tmp_path / "m.csv")]) == 2
-    assert main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "m.csv"),
-                 "--pixel-size", "-1"]) == 2
+    with pytest.raises(SystemExit) as bad_size:  # an option's type: argparse's usage error
+        main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "m.csv"),
+              "--pixel-size", "-1"])
+    assert bad_size.value.code == 2
     err = capsys.readouterr().err
     assert ".xlsx or .csv" in err and "folder not found" in err and "positive" in err
     assert not any(tmp_path.glob("m.*"))

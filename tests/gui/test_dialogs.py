@@ -42,6 +42,19 @@ def test_export_xlsx_through_the_dialog(qtbot, window, image_folder: Path, tmp_p
     assert n_rows == expected
     assert not list(dest.glob("*.part"))
 
+    # exporting again into the same folder asks first: declined, the earlier files stay as they are
+    xlsx[0].write_bytes(b"the table, with the lab's notes added")
+    asked: list[list[Path]] = []
+    dlg.confirm_replace = lambda paths: asked.append(paths) or False
+    qtbot.mouseClick(dlg.export_button, Qt.MouseButton.LeftButton)
+    assert not dlg.is_running() and len(asked) == 1 and len(asked[0]) == 3
+    assert "Nothing was exported" in dlg.status.text()
+    assert xlsx[0].read_bytes() == b"the table, with the lab's notes added"
+    dlg.confirm_replace = lambda paths: True  # accepted: replaced
+    qtbot.mouseClick(dlg.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not dlg.is_running(), timeout=30_000)
+    assert dlg.errors == [] and openpyxl.load_workbook(xlsx[0], read_only=True).sheetnames
+
 
 def test_export_without_labels_reports_and_writes_nothing(qtbot, window, image_folder: Path, tmp_path: Path) -> None:
     window.seg_panel.auto_segment.setChecked(False)

@@ -37,6 +37,7 @@ from efficell_app.tasks.segment import segment_project
 from efficell_app.tasks.export import (
     FILE_FORMATS,
     ExportProgress,
+    ExportWouldReplace,
     export_events,
     export_project,
 )
@@ -366,8 +367,11 @@ def test_cancel_export_project_from_progress(labelled_project: tuple[Project, li
     for f in out.parent.iterdir():
         _check_complete(f)
     assert not out.exists() and _snapshot(p) == before
-    # exporting again completes
-    report = export_project(p, out, "s", files=["tiff", "geojson"])
+    # exporting again asks before it replaces the files the cancelled export completed, then completes
+    with pytest.raises(ExportWouldReplace) as again:
+        export_project(p, out, "s", files=["tiff", "geojson"])
+    assert sorted(f.name for f in again.value.paths) == names
+    report = export_project(p, out, "s", files=["tiff", "geojson"], overwrite=True)
     assert report.n_images == 3 and not report.errors
     _check_complete(out)
 
@@ -447,7 +451,7 @@ def test_disk_full_during_export(labelled_project: tuple[Project, list[int]], tm
                 disk.free = 0
 
         with pytest.raises(OutputError) as err:
-            export_project(p, xlsx, "s", progress=progress, files=list(FILE_FORMATS))
+            export_project(p, xlsx, "s", progress=progress, files=list(FILE_FORMATS), overwrite=True)
     gc.collect()  # (see the mark above)
     assert str(err.value) == f"{xlsx}: the disk is full"
     assert disk.failed  # the simulated disk really filled up

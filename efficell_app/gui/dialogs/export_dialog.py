@@ -6,6 +6,7 @@ which pixel sizes the images of the chosen scope record. The scope starts as the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -47,8 +49,10 @@ class ExportDialog(QDialog):
                  channel_names: tuple[str, ...] = (), pixel_size_um: float = 0.0,
                  scope: str = "image", parent: QWidget | None = None,
                  pixel_sizes: Callable[[str], list[float | None]] | None = None,
-                 default_pixel_size_um: float | None = None) -> None:
+                 default_pixel_size_um: float | None = None,
+                 existing: Callable[[ExportOptions], list[Path]] | None = None) -> None:
         super().__init__(parent)
+        self._existing = existing  # the files an export with these options would replace (asked before)
         self.setWindowTitle("Export measurements and masks")
         self._make_task = make_task
         self._pixel_sizes = pixel_sizes
@@ -196,6 +200,13 @@ class ExportDialog(QDialog):
         if not str(opts.destination).strip():
             self.status.setText("Choose a folder to export to.")
             return
+        replaced = self._existing(opts) if self._existing is not None else []
+        if replaced:
+            if not self.confirm_replace(replaced):
+                self.status.setText("Nothing was exported: the files already there are kept. "
+                                    "Choose another folder, or export again and replace them.")
+                return
+            opts = replace(opts, overwrite=True)
         self.written, self.errors = [], []
         self.error_list.clear()
         self.error_list.setVisible(False)
@@ -209,6 +220,19 @@ class ExportDialog(QDialog):
         self._handle = start_task(task, *args, on_event=self._event, on_returned=lambda _v: self._finish(None),
                                   on_aborted=lambda: self._finish("Cancelled."),
                                   on_error=lambda exc: self._finish(tasks.describe_error(exc)))
+
+    def confirm_replace(self, paths: list[Path]) -> bool:
+        """Ask before an export replaces files already in the folder (an earlier export, maybe edited since)."""
+        names = "\n".join(p.name for p in paths[:8]) + (f"\n… and {len(paths) - 8} more" if len(paths) > 8 else "")
+        box = QMessageBox(QMessageBox.Icon.Warning, "Replace files?",
+                          f"{len(paths)} file(s) this export writes already exist in {paths[0].parent}:\n\n{names}\n\n"
+                          "Replace them? Any changes made to them since (notes added to a table) are lost.",
+                          parent=self)
+        replace_button = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is replace_button
 
     def is_running(self) -> bool:
         return self._handle is not None

@@ -1,0 +1,140 @@
+"""A batch never loses what an earlier run or another input made: its table and run record, a mask
+of an image of the same name in another folder, and its masks are not read back as images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from efficell_app.cli import main
+from efficell_app.core.batch import RUN_FILE, TABLE_FILE, earlier_outputs, output_names, run_file_names
+from efficell_app.core.pipeline import Segmenter
+
+
+@pytest.fixture()
+def patched_load(monkeypatch: pytest.MonkeyPatch, random_segmenter) -> Segmenter:  # noqa: ANN001
+    monkeypatch.setattr(Segmenter, "load", classmethod(lambda cls, *a, **k: random_segmenter))
+    return random_segmenter
+
+
+def _images_sheet(table: Path) -> list[str]:
+    return list(pd.read_excel(table, sheet_name=None)["Images"]["image"])
+
+
+def test_images_of_one_name_never_share_a_mask(tmp_path: Path) -> None:
+    a, b = tmp_path / "exp1" / "control" / "img001.tif", tmp_path / "exp2" / "control" / "img001.tif"
+    s_tif, s_png = tmp_path / "mixed" / "sample.tif", tmp_path / "mixed" / "sample.png"
+    up, low = tmp_path / "x" / "Cell.tif", tmp_path / "y" / "cell.tif"  # alike where case is ignored
+    plain = [tmp_path / "a" / "img.tif", tmp_path / "b" / "img.tif"]
+    names = output_names([a, b, s_tif, s_png, up, low, *plain])
+    assert names[a] == "exp1_control_img001_masks.tif" and names[b] == "exp2_control_img001_masks.tif"
+    assert names[s_tif] == "sample_tif_masks.tif" and names[s_png] == "sample_png_masks.tif"
+    assert names[up].casefold() != names[low].casefold()
+    assert [names[p] for p in plain] == ["a_img_masks.tif", "b_img_masks.tif"]  # as before: resumable
+    assert len({n.casefold() for n in names.values()}) == len(names)
+
+
+def test_rerun_with_a_subset_keeps_the_earlier_table(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        shutil.copy(dsb_pairs[k][0], src / f"im{k}.tif")
+    out = tmp_path / "out"
+    assert main(["segment", str(src), "--out", str(out), "--diameter", "24"]) == 0
+    before = (out / TABLE_FILE).read_bytes(), (out / RUN_FILE).read_bytes()
+    assert _images_sheet(out / TABLE_FILE) == ["im0.tif", "im1.tif", "im2.tif"]
+
+    # the same batch again (resumed or repeated): its own files are brought up to date
+    assert main(["segment", str(src), "--out", str(out), "--diameter", "24"]) == 0
+    assert (out / "measurements_2.xlsx").exists() is False
+
+    # one image again: the earlier table and record stay, this run's go beside them
+    capsys.readouterr()
+    assert main(["segment", str(src / "im1.tif"), "--out", str(out), "--diameter", "24"]) == 0
+    err = capsys.readouterr().err
+    assert _images_sheet(out / TABLE_FILE) == ["im0.tif", "im1.tif", "im2.tif"]
+    assert _images_sheet(out / "measurements_2.xlsx") == ["im1.tif"]
+    assert "measurements_2.xlsx" in err and "efficell_run_2.json" in err
+
+    # other settings, every image refused: the record of the masks in the folder is not replaced
+    assert main(["segment", str(src), "--out", str(out), "--diameter", "30"]) == 1
+    assert json.loads((out / RUN_FILE).read_text())["settings"]["diameter_px"] == 24.0
+    third = json.loads((out / "efficell_run_3.json").read_text())
+    assert third["settings"]["diameter_px"] == 30.0 and not any(f["ok"] for f in third["files"])
+    assert (out / TABLE_FILE).read_bytes() != b"" and before[1] != b""
+
+    # --overwrite replaces, as it replaces masks
+    assert main(["segment", str(src / "im0.tif"), "--out", str(out), "--diameter", "30", "--overwrite"]) == 0
+    assert _images_sheet(out / TABLE_FILE) == ["im0.tif"]
+
+
+def test_run_file_names(tmp_path: Path) -> None:
+    rec = [{"input": "/d/a.tif"}, {"input": "/d/b.tif"}]
+    assert run_file_names(tmp_path, "k", rec, False) == (tmp_path / TABLE_FILE, tmp_path / RUN_FILE)
+    (tmp_path / TABLE_FILE).write_bytes(b"a table of the user's, no run record beside it")
+    assert run_file_names(tmp_path, "k", rec, False)[0].name == "measurements_2.xlsx"
+    assert run_file_names(tmp_path, "k", rec, True)[0].name == TABLE_FILE
+    (tmp_path / RUN_FILE).write_text(json.dumps({"settings": {"run_key": "k"}, "files": rec[:1]}))
+    assert run_file_names(tmp_path, "k", rec, False)[1].name == RUN_FILE  # grown batch, same settings
+    assert run_file_names(tmp_path, "other", rec, False)[1].name == "efficell_run_2.json"
+    assert run_file_names(tmp_path, "k", rec[1:], False)[1].name == "efficell_run_2.json"  # would drop a.tif
+    (tmp_path / RUN_FILE).write_text("{damaged")
+    assert run_file_names(tmp_path, "k", rec, False)[1].name == "efficell_run_2.json"
+
+
+def test_output_folder_inside_the_input_is_not_read_back(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(dsb_pairs[0][0], src / "a.tif")
+    out = src / "results"
+    for _ in range(2):
+        assert main(["segment", str(src), "--out", str(out), "--diameter", "24"]) == 0
+    assert "skipped 1 mask(s) of an earlier run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.tif")) == ["a_masks.tif"]
+    assert _images_sheet(out / TABLE_FILE) == ["a.tif"]
+    assert earlier_outputs([src / "a.tif", out / "a_masks.tif"], src) == [out / "a_masks.tif"]
+
+
+@pytest.mark.parametrize("value", ["-0.3", "0", "nan", "inf", "abc"])
+def test_pixel_size_must_be_positive(value: str, dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    for cmd in (["segment", str(dsb_pairs[0][0]), "--out", str(tmp_path / "o")],
+                ["measure", "--images", str(tmp_path), "--masks", str(tmp_path), "--out", str(tmp_path / "m.xlsx")]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*cmd, f"--pixel-size={value}"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "positive number of micrometres" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_binary_mask_is_one_cell_per_region(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    from efficell_app.core.images import read_mask
+
+    m = np.zeros((40, 40), np.uint8)
+    m[2:8, 2:8] = m[20:30, 5:12] = m[10:14, 30:38] = 255  # ImageJ's binary mask: three nuclei at 255
+    tifffile.imwrite(tmp_path / "binary.tif", m)
+    labels = read_mask(tmp_path / "binary.tif")
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3] and "binary mask" in caplog.text and "binary.tif" in caplog.text
+    one = np.where(m > 0, 7, 0).astype(np.uint16)
+    one[20:30, 5:12] = one[10:14, 30:38] = 0
+    tifffile.imwrite(tmp_path / "one.tif", one)  # a label image of one object stays as it is
+    assert sorted(np.unique(read_mask(tmp_path / "one.tif"))) == [0, 7]
+
+
+def test_wrong_channel_names_fail_the_image_before_its_mask(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    out = tmp_path / "out"
+    rc = main(["segment", str(dsb_pairs[0][0]), "--out", str(out), "--diameter", "24", "--channel-names", "a,b,c,d,e"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "5 channel name(s) given" in err
+    assert not list(out.glob("*_masks.tif"))  # the image failed: no mask left behind it
+    assert json.loads((out / RUN_FILE).read_text())["files"][0]["output"] is None
+
+
+def test_project_and_paths_together_is_a_usage_error(dsb_pairs, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    rc = main(["segment", str(dsb_pairs[0][0]), "--project", str(tmp_path / "p"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "not both" in capsys.readouterr().err and not (tmp_path / "o").exists()
