@@ -37,6 +37,16 @@ class PlaneChoice:
             zz = "max" if z.strip().lower() in ("max", "mip") else _plane(z, "--z", "or 'max' (maximum projection)")
         return cls(z=zz, t=None if t is None else _plane(t, "--t", ""))
 
+    def describe(self) -> str:
+        """``"z max"``, ``"z 3, t 2"`` (planes counted from 1, as a microscope's software counts them);
+        ``""`` for an image with neither axis."""
+        parts = []
+        if self.z is not None:
+            parts.append("z max" if self.z == "max" else f"z {int(self.z) + 1}")
+        if self.t is not None:
+            parts.append(f"t {int(self.t) + 1}")
+        return ", ".join(parts)
+
 
 class PlanesNeeded(ImageReadError):
     """A z-stack or time series read without saying which plane to use.

@@ -172,7 +172,7 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         self.export_action = self.add_menu_action(f, "&Export…", self.open_export_dialog, "Ctrl+E")
         f.addSeparator()
-        self.add_menu_action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.add_menu_action(f, "&Quit", self.quit, QKeySequence.StandardKey.Quit)
         s = mb.addMenu("&Segment")
         self.add_menu_action(s, "Segment this &image", lambda: self.segment_scope("image"), "Ctrl+R")
         self.add_menu_action(s, "Segment &selected images", lambda: self.segment_scope("selection"))
@@ -680,7 +680,38 @@ class MainWindow(QMainWindow):
                 worker.cancel()
                 worker.wait(timeout_ms)
 
+    def running_work(self) -> list[str]:
+        """What closing the window would stop: a segmentation run, a training run."""
+        from .training import TrainingDialog
+
+        work = []
+        if self.session.is_running():
+            work.append(f"a segmentation run ({self.progress.value()} of {self.progress.maximum()} images done; "
+                        "their results are kept)")
+        if any(d.is_running() for d in self.findChildren(TrainingDialog)):
+            work.append("a training run (nothing is saved from a stopped training)")
+        return work
+
+    def confirm_quit(self) -> bool:
+        """Ask before the window's close button or File > Quit stops long work (as Esc asks)."""
+        work = self.running_work()
+        if not work:
+            return True
+        answer = QMessageBox.question(
+            self, "Quit EffiCell?", "Quitting now stops " + " and ".join(work) + ". Quit anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def quit(self) -> None:
+        """File > Quit: asks first while long work runs, then closes."""
+        if self.confirm_quit():
+            self.close()  # a close by the program: closeEvent does not ask again
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        # the close button (a spontaneous close) asks as Esc does; a close by the program (tests, quit()) does not
+        if event.spontaneous() and not self.confirm_quit():
+            event.ignore()
+            return
         self.save_state()
         self.annotation.shutdown()
         self.session.close_project(emit=False)

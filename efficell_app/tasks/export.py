@@ -206,7 +206,8 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
             if m is None or not m.reusable_for(found, record_calibration(rec, settings, img)):
                 m = measure_project_image(project, rec.id, settings, found=found, image=img)
             assert m is not None
-            file_settings = {"image": str(rec.path), "labels": found.origin, "efficell_version": __version__,
+            planes = {"planes": rec.planes.describe()} if rec.planes.describe() else {}  # a stack's plane or projection
+            file_settings = {"image": str(rec.path), **planes, "labels": found.origin, "efficell_version": __version__,
                              **found.settings}
             for fmt in files:
                 assert img is not None
@@ -225,7 +226,7 @@ def export_events(project: Project, tables: Sequence[str | Path], files: Sequenc
             df = m.cells.copy()
             df.insert(0, "set", rec.set_name)
             cells.append(df)
-            rows.append({**m.summary, "status": rec.status, "path": str(rec.path)})
+            rows.append({**m.summary, **planes, "status": rec.status, "path": str(rec.path)})
             if found.identity:
                 models[found.model] = found.identity
             report.n_images += 1

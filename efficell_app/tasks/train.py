@@ -18,6 +18,7 @@ No Qt here: the spawned child imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue as _queue
@@ -133,14 +134,40 @@ def train(job: TrainingJob, *, separate_process: bool = True,
     yield from _train_in_child(job, cancel or CancelToken())
 
 
+def run_job_file(path: str, queue: Any, cancel_event: Any) -> None:
+    """Child-process entry point: the job from the file :func:`_train_in_child` wrote (then removed), run."""
+    import pickle
+
+    try:
+        with open(path, "rb") as f:
+            job = pickle.load(f)  # noqa: S301 - written by this app's parent process a moment ago, mode 0600
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    run_in_process(job, queue, cancel_event)
+
+
 def _train_in_child(job: TrainingJob, cancel: CancelToken) -> Iterator[TrainingStarted | TrainProgress]:
     import multiprocessing as mp
+    import pickle
 
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
     stop = ctx.Event()
-    process = ctx.Process(target=run_in_process, args=(job, messages, stop), name="efficell-training", daemon=True)
-    process.start()
+    # The job (images and masks: megabytes) goes through a file, not the start-up pipe: a child that dies
+    # while starting (a failed import, the OOM killer) would leave Process.start() blocked for ever on a
+    # write nobody reads (the parent holds the pipe's read end until its write is done).
+    fd, job_file = tempfile.mkstemp(prefix="efficell-training-job-", suffix=".pickle")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        process = ctx.Process(target=run_job_file, args=(job_file, messages, stop), name="efficell-training",
+                              daemon=True)
+        process.start()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(job_file)
+        raise
     asked_at: float | None = None
     try:
         yield TrainingStarted(process.pid)
@@ -173,6 +200,8 @@ def _train_in_child(job: TrainingJob, cancel: CancelToken) -> Iterator[TrainingS
             raise TrainingFailed(str(payload))
     finally:
         _wait_gone(process)
+        with contextlib.suppress(OSError):  # a child that died before it read its job
+            os.unlink(job_file)
         messages.close()
         messages.join_thread()
 

@@ -72,3 +72,30 @@ def test_window_export_lists_what_it_would_replace(project: Path, tmp_path: Path
 
         assert not [e for e in tasks.export_images(p, ids, replace(opts, overwrite=True))
                     if isinstance(e, tasks.ExportFailed)]
+
+
+def test_export_records_the_plane_of_a_stack(tmp_path: Path) -> None:
+    """The Images sheet and the label TIFF say which plane (or projection) of a z-stack was measured."""
+    import openpyxl
+
+    from efficell_app.core.export import read_label_settings
+    from efficell_app.core.images import PlaneChoice
+    from efficell_app.tasks.export import export_project
+
+    folder = tmp_path / "zs"
+    folder.mkdir()
+    stack = np.zeros((4, 40, 40), np.uint8)
+    stack[2, 5:15, 5:15] = 200
+    tifffile.imwrite(folder / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    with Project.create(tmp_path / "p") as p:
+        (image_id,) = p.add_folder(folder, "z", planes=PlaneChoice(z="max")).added
+        run = p.start_run({"method": "threshold"}, {"encoder": "test"}, "z")
+        p.record_result(image_id, (p.read_image(image_id).data[0] > 100).astype(np.int32), {"method": "threshold"},
+                        {"encoder": "test"}, run_id=run)
+        (tmp_path / "out").mkdir()
+        export_project(p, tmp_path / "out" / "cells.xlsx", files=["tiff"])
+    ws = openpyxl.load_workbook(tmp_path / "out" / "cells.xlsx", read_only=True)["Images"]
+    header, row = list(ws.iter_rows(values_only=True))[:2]
+    assert row[header.index("planes")] == "z max"
+    assert read_label_settings(tmp_path / "out" / "stack_labels.tif")["planes"] == "z max"
+    assert PlaneChoice(z=2, t=0).describe() == "z 3, t 1" and PlaneChoice().describe() == ""

@@ -318,6 +318,37 @@ def test_esc_asks_before_cancelling_a_run(window, qtbot, answers, tmp_path: Path
     assert "cancelled" in finished[0] and len(answers.asked) == 2
 
 
+def test_quit_asks_while_a_run_is_going(window, qtbot, answers, tmp_path: Path, dsb_pairs) -> None:
+    """The window's close button and File > Quit ask before they stop a run, as Esc does."""
+    from PySide6.QtGui import QCloseEvent
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for k in range(5):
+        for img, _ in dsb_pairs[:2]:
+            shutil.copy(img, folder / f"{k}_{img.name}")
+    window.seg_panel.auto_segment.setChecked(False)
+    drop(window, folder)
+    qtbot.waitUntil(lambda: window.session.project is not None and len(window.session.project.list_images()) == 10,
+                    timeout=30_000)
+    wait_run_done(qtbot, window)
+    assert window.running_work() == [] and window.confirm_quit() and not answers.asked  # nothing to stop: no question
+    finished: list[str] = []
+    window.session.run_finished.connect(finished.append)
+    window.segment_scope("project")
+    answers.append("no")
+    window.quit()  # File > Quit
+    assert len(answers.asked) == 1 and "Quit EffiCell?" in answers.asked[0] and "segmentation run" in answers.asked[0]
+    assert window.isVisible() and window.session.is_running()
+    answers.append("no")
+    spontaneous = QCloseEvent()
+    spontaneous.spontaneous = lambda: True  # the close button, as the window system sends it
+    window.closeEvent(spontaneous)
+    assert not spontaneous.isAccepted() and len(answers.asked) == 2 and window.session.is_running()
+    window.session.cancel_run()
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+
+
 def test_esc_in_the_training_dialog_asks_before_stopping_a_run(window, qtbot, answers, truth_project,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import time
@@ -579,6 +610,8 @@ def test_problems_are_kept_in_the_project_and_the_last_project_reopens(qtbot, tm
     assert again.session.project.root == tmp_path / "P1"
     assert [again.problems.item(i).text() for i in range(again.problems.count())] == ["/data/x.tif: cannot be read"]
     assert again.docks["Problems"].windowTitle() == "Problems (1)"
+    again.show_problem("/data/x.tif: cannot be read")  # the same folder added again: listed once
+    assert again.problems.count() == 1
     again.problems.clear_all()
     assert again.session.project.list_problems() == [] and again.problems.count() == 0
     again.close()

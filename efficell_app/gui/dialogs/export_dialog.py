@@ -39,6 +39,7 @@ from . import path_row
 
 SCOPES = (("image", "Current image"), ("set", "Current set"), ("project", "Whole project"))
 MAX_PATH_WIDTH = 760  # px: the folder field grows with its path up to this
+MIN_WIDTH = 560  # px: room for the pixel-size note and the channel-name hint on a line or two
 
 
 class ExportDialog(QDialog):
@@ -142,6 +143,7 @@ class ExportDialog(QDialog):
         layout.addLayout(buttons)
         self.scope.currentIndexChanged.connect(self._describe_pixel_sizes)
         self.pixel_size.valueChanged.connect(self._describe_pixel_sizes)
+        self.setMinimumWidth(MIN_WIDTH)
         self._describe_pixel_sizes()
         self._show_full_path()
 
@@ -171,6 +173,7 @@ class ExportDialog(QDialog):
             return
         self.pixel_info.setText(describe_pixel_sizes(self._pixel_sizes(str(self.scope.currentData())),
                                                      self._default_px))
+        self._fit_height()
 
     def _show_full_path(self) -> None:
         """The folder path in full under the field when the field cannot show all of it."""
@@ -181,6 +184,19 @@ class ExportDialog(QDialog):
         # a zero-width space after each separator lets the label wrap there
         self.full_path.setText("" if fits else text.replace("/", "/\u200b").replace("\\", "\\\u200b"))
         self.full_path.setVisible(not fits)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        """Grow to the height the wrapped notes need at this width (a shown dialog does not by itself:
+        the pixel-size note was cut in half under the field, the rest hidden behind the next row)."""
+        layout = self.layout()
+        if layout is None:
+            return
+        layout.invalidate()
+        layout.activate()
+        need = layout.totalHeightForWidth(self.width()) if layout.hasHeightForWidth() else layout.totalSizeHint().height()
+        if need > self.height():
+            self.resize(self.width(), need)
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)

@@ -41,7 +41,10 @@ class ProblemsPanel(QListWidget):
         return [self.item(i).text() for i in range(self.count())]
 
     def add(self, text: str) -> None:
-        """Show a problem and keep it in the open project."""
+        """Show a problem and keep it in the open project; one already listed is not listed again
+        (adding a folder again reports its bad files again)."""
+        if self.findItems(text, Qt.MatchFlag.MatchExactly):
+            return
         self.addItem(text)
         self.scrollToBottom()
         self.count_changed.emit(self.count())

@@ -231,11 +231,6 @@ class ProjectPanel(QWidget):
 
 
 def _planes_text(rec: Any) -> str:
-    """"z max", "z 3 of stack, t 2": the plane of a z-stack or time series the image was added with (1-based)."""
+    """"z max", "z 3, t 2": the plane of a z-stack or time series the image was added with (1-based)."""
     planes = getattr(rec, "planes", None)
-    parts = []
-    if planes is not None and planes.z is not None:
-        parts.append("z max" if planes.z == "max" else f"z {int(planes.z) + 1}")
-    if planes is not None and planes.t is not None:
-        parts.append(f"t {int(planes.t) + 1}")
-    return ", ".join(parts)
+    return planes.describe() if planes is not None else ""
