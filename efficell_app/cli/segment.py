@@ -182,9 +182,18 @@ def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
                 print(f"error: {ev.message}", file=err)
             elif isinstance(ev, ImageSegmented):
                 n += 1
-                print(f"{ev.path}: {ev.n_cells} cells", file=err)
+                print(f"{_project_name(project, ev)}: {ev.n_cells} cells", file=err)
     print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
     return 1 if failed else 0
+
+
+def _project_name(project, ev) -> str:  # noqa: ANN001
+    """The image's path, with its scene for one scene of a multi-scene file (``plate.czi [D6]``)."""
+    try:
+        rec = project.get_image(ev.image_id)
+    except KeyError:
+        return str(ev.path)
+    return f"{ev.path} [{rec.scene_name}]" if rec.scene is not None and rec.scene_name else str(ev.path)
 
 
 def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, planes, names) -> int:  # noqa: ANN001
@@ -247,7 +256,7 @@ def _project_on_cluster(args: argparse.Namespace, channels) -> int:  # noqa: ANN
                         print(f"error: {ev.message}", file=err)
                     elif isinstance(ev, ImageSegmented):
                         n += 1
-                        print(f"{ev.path}: {ev.n_cells} cells", file=err)
+                        print(f"{_project_name(project, ev)}: {ev.n_cells} cells", file=err)
                     elif isinstance(ev, Status):  # connecting, the dashboard's address, loading the model
                         print(ev.message, file=err, flush=True)
             except KeyboardInterrupt:

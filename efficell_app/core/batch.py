@@ -336,8 +336,11 @@ def write_run_files(out_dir: Path, settings: dict[str, Any], records: list[dict[
         import pandas as pd
 
         cells = pd.concat([m.cells for m in measurements], ignore_index=True)
-        try:
-            write_xlsx(cells, pd.DataFrame([m.summary for m in measurements]), settings, table)
+        failed = [f"{f['input']}" + (f" [{f['scene']}]" if f.get("scene") else "") + f": {f['message']}"
+                  for f in records if not f["ok"]]
+        try:  # the table says which images of the batch it lacks, and why (as measure's does)
+            write_xlsx(cells, pd.DataFrame([m.summary for m in measurements]),
+                       {**settings, "images_measured": len(measurements), "images_failed": failed}, table)
         except OutputError as exc:  # the run record is still written (it is small), then the error goes up
             failure = exc
     record = {"settings": settings, "files": records, "errors": [str(failure)] if failure else []}

@@ -12,9 +12,12 @@ per scene: :func:`scene_names` lists them and ``read_image(..., scene=k)`` reads
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -143,9 +146,24 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
     path = Path(path)
     planes = planes or PlaneChoice()
     _check_readable(path, "")
-    lower = path.name.lower()
     vendor = VENDOR_FORMATS.get(path.suffix.lower())
     kind = file_kind(path)  # read by content: a PNG named .tif is still a PNG
+    with tifffile_complaints() as complaints:
+        img = _read_any(path, planes, channel_axis, memmap, scene, kind, vendor)
+    if complaints:  # read, but not cleanly: say so beside the result
+        img.notes.append(f"the file may be damaged or truncated: its TIFF reader reported '{_short(complaints[0])}'"
+                         + (f" (and {len(complaints) - 1} more)" if len(complaints) > 1 else "")
+                         + "; check the image and its metadata (pixel size)")
+    named = _SUFFIX_KIND.get(path.suffix.lower())
+    if kind is not None and named is not None and kind != named:
+        img.notes.insert(0, f"the file is a {kind} image although its name ends in '{path.suffix}'; read as {kind}")
+    return img
+
+
+def _read_any(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap: bool | None, scene: int | None,
+              kind: str | None, vendor: str | None) -> ImageData:
+    """:func:`read_image`'s reading, by the file's kind; every failure an :class:`ImageReadError`."""
+    lower = path.name.lower()
     try:
         if not lower.endswith(IMAGE_SUFFIXES):
             raise ImageReadError(path, f"unsupported file type '{path.suffix}' (EffiCell reads {READABLE})")
@@ -161,7 +179,7 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
     except ImageReadError:
         raise
     except MemoryError as exc:
-        raise ImageReadError(path, "image too large to load into memory") from exc
+        raise ImageReadError(path, "image too large to load into memory, or a damaged header claims it is") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear line
         if vendor is not None and kind is None:
             raise ImageReadError(path, f"cannot be read as {vendor} ({_short(exc)}); the file may be damaged, "
@@ -169,11 +187,7 @@ def read_image(path: str | Path, planes: PlaneChoice | None = None, channel_axis
         if kind is None:
             raise ImageReadError(path, f"cannot be read as an image: {_NOT_AN_IMAGE}") from exc
         raise ImageReadError(path, f"cannot be read as an image ({_short(exc)}); the file may be damaged or truncated") from exc
-    img = _validate(img)
-    named = _SUFFIX_KIND.get(path.suffix.lower())
-    if kind is not None and named is not None and kind != named:
-        img.notes.insert(0, f"the file is a {kind} image although its name ends in '{path.suffix}'; read as {kind}")
-    return img
+    return _validate(img)
 
 
 _MAGIC = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"),
@@ -200,7 +214,7 @@ def scene_names(path: str | Path) -> list[str]:
         if kind == "TIFF" or kind is None:
             import tifffile
 
-            with tifffile.TiffFile(path, is_mmstack=False) as tif:
+            with tifffile_complaints(), tifffile.TiffFile(path, is_mmstack=False) as tif:  # read_image tells them
                 return [name for name, _ in _tiff_scenes(tif)] or [path.name]  # no series: read_image says why
     except ImageReadError:
         raise
@@ -224,9 +238,42 @@ def file_kind(path: str | Path) -> str | None:
     return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
-def _short(exc: BaseException) -> str:
+def _short(exc: BaseException | str) -> str:
+    """One line of at most 160 characters; raw bytes a decoder quotes (``b'~j\\x7f...'``) are left out."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return re.sub(r"\s*b(['\"]).*?(?<!\\)\1", " (raw bytes)", text)[:160]
+
+
+_complaints = threading.local()  # the messages tifffile logs while this thread reads a file
+
+
+class _TifffileComplaints(logging.Filter):
+    """Routes what tifffile logs while a file is read here (:func:`tifffile_complaints`) to that read,
+    instead of the terminal: there its lines named no file and came twice (listing scenes, reading)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sink = getattr(_complaints, "sink", None)
+        if sink is None or record.levelno < logging.WARNING:
+            return True
+        sink.append(record.getMessage())
+        return False
+
+
+_COMPLAINTS_FILTER = _TifffileComplaints()
+
+
+@contextlib.contextmanager
+def tifffile_complaints() -> Iterator[list[str]]:
+    """Collect (and keep off the terminal) the warnings and errors tifffile logs in this thread meanwhile."""
+    tlog = logging.getLogger("tifffile")
+    if _COMPLAINTS_FILTER not in tlog.filters:
+        tlog.addFilter(_COMPLAINTS_FILTER)
+    outer = getattr(_complaints, "sink", None)
+    _complaints.sink = []
+    try:
+        yield _complaints.sink
+    finally:
+        _complaints.sink = outer
 
 
 def _read_raster(path: Path) -> ImageData:
@@ -420,7 +467,11 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         if kind == "TIFF" or (kind is None and str(path).lower().endswith(TIFF_SUFFIXES)):
             import tifffile
 
-            arr = np.asarray(tifffile.imread(path))
+            with tifffile_complaints() as complaints:
+                arr = np.asarray(tifffile.imread(path))
+            if complaints:
+                log.warning("%s: the mask may be damaged or truncated (its TIFF reader reported '%s')", path,
+                            _short(complaints[0]))
         else:
             from PIL import Image
 

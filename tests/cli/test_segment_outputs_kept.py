@@ -138,3 +138,31 @@ def test_wrong_channel_names_fail_the_image_before_its_mask(dsb_pairs, tmp_path:
 def test_project_and_paths_together_is_a_usage_error(dsb_pairs, tmp_path: Path, capsys) -> None:  # noqa: ANN001
     rc = main(["segment", str(dsb_pairs[0][0]), "--project", str(tmp_path / "p"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "not both" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_project_run_lines_name_the_scene(tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    from efficell_app.project import Project
+
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    blobs = np.zeros((48, 48), np.uint8)
+    blobs[5:15, 5:15] = blobs[25:40, 20:35] = 200
+    with tifffile.TiffWriter(folder / "plate.ome.tif", ome=True) as w:
+        w.write(blobs, metadata={"Name": "A1"})
+        w.write(blobs, metadata={"Name": "B2"})
+    with Project.create(tmp_path / "p") as p:
+        assert len(p.add_folder(folder, "plate").added) == 2
+    assert main(["segment", "--project", str(tmp_path / "p"), "--diameter", "12"]) == 0
+    err = capsys.readouterr().err
+    assert "plate.ome.tif [A1]:" in err and "plate.ome.tif [B2]:" in err
+
+
+def test_the_table_names_the_images_it_lacks(dsb_pairs, tmp_path: Path, patched_load) -> None:  # noqa: ANN001
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(dsb_pairs[0][0], src / "a.tif")
+    (src / "b.tif").write_bytes(b"")
+    assert main(["segment", str(src), "--out", str(tmp_path / "out"), "--diameter", "24"]) == 1
+    settings = pd.read_excel(tmp_path / "out" / TABLE_FILE, sheet_name="Settings", header=None)
+    values = dict(zip(settings[0], settings[1]))
+    assert values["images_measured"] == 1 and "b.tif: file is empty" in str(values["images_failed"])
