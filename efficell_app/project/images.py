@@ -367,6 +367,7 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
         if not pending:
             return
         with store.tx() as conn:
+            store.settle(conn, [row[1] for row in pending if row[-1]])  # the copies are recorded: no longer in flight
             for row in pending:
                 row, copied = row[:-1], row[-1]
                 cur = conn.execute(
@@ -403,6 +404,8 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
                 return
         try:
             if copying:
+                # journaled first: a copy the run was killed before recording goes at the next open (tidy)
+                store.intend_write(stored)
                 _copy_in(src, dest)
             names = scene_names(dest)
             file_info = _probe_file(dest)
@@ -412,6 +415,7 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
             if copying:
                 with contextlib.suppress(OSError):
                     dest.unlink()
+                store.settled([stored])
             return
         scenes: list[tuple[int | None, str | None]] = [(None, None)] if len(names) == 1 else list(enumerate(names))
         n_added = 0
@@ -441,6 +445,7 @@ def add_files(store: Store, files: Sequence[tuple[Path, Path | None]], set_name:
         elif copying and stored not in existing:
             with contextlib.suppress(OSError):
                 dest.unlink()  # nothing of the copy was added
+            store.settled([stored])
         if len(pending) >= _COMMIT_EVERY or time.monotonic() - last_commit > 2.0:
             flush()
 

@@ -212,6 +212,7 @@ class Store:
         self.write_lock = threading.RLock()  # serialises file-then-index writes (version numbers)
         self.unclean_shutdown = False  # the last session ended without close() (crash, kill)
         self._changes_at_open = 0
+        self._root_identity = _identity(root)  # the folder itself, wherever it is renamed to
 
     # ------------------------------------------------------------------ open / create
 
@@ -400,7 +401,12 @@ class Store:
             if conn is not None:
                 try:
                     if backup and conn.total_changes > self._changes_at_open:
-                        backup_index(conn, self.root)
+                        try:
+                            self.check_root()
+                        except ProjectError as exc:  # no backup written into a re-created old folder
+                            log.warning("%s", exc)
+                        else:
+                            backup_index(conn, self.root)
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 except sqlite3.Error as exc:
                     log.warning("%s: checkpoint on close failed: %s", self.root, exc)
@@ -421,8 +427,17 @@ class Store:
         """Inside a transaction: these files are no longer in flight."""
         conn.executemany("DELETE FROM file_journal WHERE path = ?", [(s,) for s in stored])
 
+    def check_root(self) -> None:
+        """Raise a :class:`ProjectError` when the project folder is no longer where it was opened
+        (renamed, moved or deleted meanwhile): a file written by its old path would re-create the
+        old folders and be lost to the project, whose index went with the folder."""
+        if self._root_identity is not None and _identity(self.root) != self._root_identity:
+            raise ProjectError(f"{self.root}: the project folder was moved, renamed or deleted while it was open; "
+                               "nothing was saved. Close the project and open it where it is now")
+
     def intend_write(self, stored: str) -> None:
         """Record (committed) that a file is about to be written; its recording ``settle``s it."""
+        self.check_root()
         with self.tx() as conn:
             self.journal(conn, [stored], "write")
 
@@ -537,6 +552,15 @@ def backup_paths(root: str | Path) -> list[Path]:
     """The rolling backups of a project's index that exist, newest first."""
     root = Path(root)
     return [p for p in (root / f"{DB_NAME}.backup{k}" for k in range(1, BACKUPS + 1)) if p.is_file()]
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder; None when it cannot be read."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def backup_index(conn: sqlite3.Connection, root: Path) -> Path | None:
