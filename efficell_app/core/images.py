@@ -505,11 +505,13 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
 
 
 def _binary_as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
-    """A mask of one value over several separate regions (a binary mask: ImageJ's 0/255, a 0/1 export)
-    as one label per region, as a boolean mask is read; said in the log, since touching cells of a
-    binary mask stay one object. A label image of one object (one region) is left as it is."""
+    """A binary mask (one value, 1 or the type's largest: ImageJ's 0/255, a 0/1 or 0/65535 export) over
+    several separate regions as one label per region, as a boolean mask is read; said in the log, since
+    touching cells of a binary mask stay one object. Any other mask is a label image and left as it is
+    (label 7 in two pieces stays one cell 7)."""
     top = arr.max() if arr.size else 0
-    if top <= 0 or np.any((arr > 0) & (arr < top)):
+    binary_values = {1} | ({int(np.iinfo(arr.dtype).max)} if arr.dtype.kind in "ui" else set())
+    if top <= 0 or int(top) not in binary_values or np.any((arr > 0) & (arr < top)):
         return arr
     from skimage.measure import label
 

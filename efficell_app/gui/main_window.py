@@ -169,6 +169,8 @@ class MainWindow(QMainWindow):
         self.add_menu_action(f, "Add &folder…", self.add_folder_dialog, "Ctrl+Shift+A",
                      "Add a folder of images as a new image set")
         self.add_menu_action(f, "&Add images…", self.add_files_dialog, "Ctrl+I")
+        self.add_menu_action(f, "Find &moved images…", self.find_moved_images, tip="Images whose files were moved or "
+                             "renamed: look for them in a folder and keep their results and annotations")
         f.addSeparator()
         self.export_action = self.add_menu_action(f, "&Export…", self.open_export_dialog, "Ctrl+E")
         f.addSeparator()
@@ -307,6 +309,36 @@ class MainWindow(QMainWindow):
         files, _ = QFileDialog.getOpenFileNames(self, "Add images", "", IMAGE_FILE_FILTER)
         if files:
             self.add_paths(files)
+
+    def find_moved_images(self, folder: str | Path | None = None) -> Any:
+        """File > Find moved images…: the project's missing images looked for under a folder the user
+        chooses (same name, size and content: ``Project.find_missing``); what is still missing is listed."""
+        project = self.session.project
+        if project is None:
+            self.statusBar().showMessage("Open a project first", 5000)
+            return None
+        missing = project.missing_images()
+        if not missing:
+            self.statusBar().showMessage("No image of this project is missing", 5000)
+            return None
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(
+                self, f"Where are the {len(missing)} missing image(s) now? (e.g. {missing[0].path.name})")
+            if not folder:
+                return None
+        found: list[Any] = []
+        if not self._guard(lambda: found.append(project.find_missing(folder))):
+            return None
+        report = found[0]
+        self.session.open_project(project.root)  # the panel, thumbnails and table read afresh
+        for _, path in report.still_missing:
+            self.show_problem(f"{path}: still missing (not found under {folder})")
+        for _, candidate, why in report.mismatched:
+            self.show_problem(f"{candidate}: not relinked: {why}")
+        left = len(report.still_missing) + len(report.mismatched)
+        self.statusBar().showMessage(f"{len(report.relinked)} image(s) found again and relinked"
+                                     + (f"; {left} still missing (see Problems)" if left else ""), 10_000)
+        return report
 
     def add_paths(self, paths: list[str | Path]) -> None:
         self._guard(lambda: self.session.add_paths(paths, segment=self.seg_panel.auto_segment.isChecked()))

@@ -278,7 +278,7 @@ def read_recorded_image(path: Path, planes: PlaneChoice, scene: int | None = Non
     """The pixels of an image recorded in a project at ``path`` (scene ``scene`` of a multi-scene
     file); needs no open project: a unit of work on another machine reads its image with this."""
     if not path.exists():
-        raise ImageReadError(path, "file not found (moved or renamed? relink the folder in the project)")
+        raise ImageReadError(path, "file not found (moved or renamed? File > Find moved images…, or efficell project relink)")
     return read_image(path, planes=planes, scene=scene)
 
 
@@ -565,6 +565,38 @@ def relink(store: Store, old_prefix: str | Path, new_folder: str | Path) -> Reli
             # a copy whose images now point elsewhere is no longer the project's to delete
             conn.execute("DELETE FROM copies WHERE NOT EXISTS (SELECT 1 FROM images i WHERE i.path = copies.path)")
     report.relinked = [i for _, i in updates]
+    return report
+
+
+def find_missing(store: Store, folder: str | Path) -> RelinkReport:
+    """Look for every missing image (:func:`missing_images`) under ``folder`` and relink what is found:
+    a file of the same name there gives the moved folder (:func:`relink_prefixes`), and :func:`relink`
+    moves every image recorded under it that matches its recorded size and quick hash. What is
+    still missing (or differs) is reported."""
+    folder = real_path(folder)
+    by_name: dict[str, list[Path]] = {}
+    for f in folder.rglob("*"):
+        if f.is_file():
+            by_name.setdefault(f.name.casefold(), []).append(f)
+    report, tried = RelinkReport(), set()
+    for rec in missing_images(store):
+        if rec.id in report.relinked:
+            continue
+        for candidate in by_name.get(rec.path.name.casefold(), []):
+            pair = relink_prefixes(rec.stored_path, candidate)
+            if (pair[0], str(pair[1])) in tried:
+                continue
+            tried.add((pair[0], str(pair[1])))
+            report.relinked += relink(store, *pair).relinked
+            if rec.id in report.relinked:
+                break
+    for r in missing_images(store):
+        same_name = by_name.get(r.path.name.casefold(), [])
+        if same_name:
+            report.mismatched.append((r.id, same_name[0], "a file of that name is there, but not the image that was "
+                                      "added (its size or content differs)"))
+        else:
+            report.still_missing.append((r.id, r.path))
     return report
 
 

@@ -233,6 +233,10 @@ class Project:
         """Images recorded under ``old_prefix`` now live under ``new_folder`` (same sub-paths)."""
         return _im.relink(self._store, old_prefix, new_folder)
 
+    def find_missing(self, folder: str | Path) -> _im.RelinkReport:
+        """Relink the missing images found (same name, same size and content) under ``folder``."""
+        return _im.find_missing(self._store, folder)
+
     # ------------------------------------------------------------------ results
 
     def start_run(self, settings: dict[str, Any], identity: dict[str, Any], set_name: str | None = None) -> int:

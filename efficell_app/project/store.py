@@ -281,6 +281,11 @@ class Store:
                 raise damaged(root, "its project record is missing")
         except sqlite3.DatabaseError as exc:
             store.close(backup=False)
+            db = root / DB_NAME
+            if not (os.access(db, os.W_OK) and os.access(root, os.W_OK)):  # SQLite says "disk I/O error"
+                raise ProjectError(f"{db}: the project index is read-only (no permission to write it or its folder); "
+                                   "nothing is damaged. Give write permission, or copy the project folder somewhere "
+                                   "you can write and open the copy") from exc
             raise damaged(root, str(exc)) from exc
         except BaseException:
             store.close(backup=False)

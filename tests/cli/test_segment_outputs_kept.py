@@ -124,6 +124,11 @@ def test_binary_mask_is_one_cell_per_region(tmp_path: Path, caplog) -> None:  # 
     one[20:30, 5:12] = one[10:14, 30:38] = 0
     tifffile.imwrite(tmp_path / "one.tif", one)  # a label image of one object stays as it is
     assert sorted(np.unique(read_mask(tmp_path / "one.tif"))) == [0, 7]
+    pieces = np.where(m > 0, 7, 0).astype(np.uint16)  # label 7 in three pieces: a label image, not binary
+    tifffile.imwrite(tmp_path / "pieces.tif", pieces)
+    assert sorted(np.unique(read_mask(tmp_path / "pieces.tif"))) == [0, 7]
+    tifffile.imwrite(tmp_path / "ones.tif", (m > 0).astype(np.uint16))  # a 0/1 export is binary
+    assert sorted(np.unique(read_mask(tmp_path / "ones.tif"))) == [0, 1, 2, 3]
 
 
 def test_wrong_channel_names_fail_the_image_before_its_mask(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001

@@ -615,3 +615,22 @@ def test_problems_are_kept_in_the_project_and_the_last_project_reopens(qtbot, tm
     again.problems.clear_all()
     assert again.session.project.list_problems() == [] and again.problems.count() == 0
     again.close()
+
+
+def test_find_moved_images_from_the_window(window, qtbot, tmp_path: Path, dsb_pairs) -> None:
+    import os
+
+    from efficell_app.project import Project
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for img, _ in dsb_pairs[:2]:
+        shutil.copy(img, raw / img.name)
+    with Project.create(tmp_path / "P") as p:
+        p.add_folder(raw, "exp")
+    os.rename(raw, tmp_path / "moved")
+    window.session.open_project(tmp_path / "P")
+    assert len(window.session.project.missing_images()) == 2
+    report = window.find_moved_images(tmp_path / "moved")
+    assert len(report.relinked) == 2 and window.session.project.missing_images() == []
+    assert "2 image(s) found again" in window.statusBar().currentMessage()

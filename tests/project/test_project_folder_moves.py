@@ -68,3 +68,57 @@ def test_a_copying_add_killed_midway_leaves_no_stray_copies(tmp_path: Path) -> N
         names = sorted(f.name for f in (root / "images").rglob("*.tif"))
         assert names == [f"img{i}.tif" for i in range(8)]  # no img0_2.tif beside a stray img0.tif
     assert sorted(f.name for f in src.iterdir()) == names  # the originals untouched
+
+
+def test_a_read_only_index_is_not_called_damaged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from efficell_app.project import store as store_module
+
+    root = tmp_path / "P"
+    Project.create(root).close()
+    real_access = os.access
+    monkeypatch.setattr(store_module.os, "access",  # as root every file is writable: stand in for chmod a-w
+                        lambda path, mode: False if Path(path).name == "project.efficell" else real_access(path, mode))
+    real_connect = sqlite3.connect
+
+    def read_only(*a, **k):  # noqa: ANN002, ANN003, ANN202 - what SQLite answers for a read-only index
+        conn = real_connect(*a, **k)
+
+        class Refusing:
+            def __getattr__(self, name: str):  # noqa: ANN204
+                return getattr(conn, name)
+
+            def execute(self, sql: str, *args):  # noqa: ANN002, ANN202
+                if "journal_mode" in sql:
+                    raise sqlite3.OperationalError("disk I/O error")
+                return conn.execute(sql, *args)
+
+        return Refusing()
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", read_only)
+    with pytest.raises(ProjectError) as err:
+        Project.open(root)
+    assert "read-only" in str(err.value) and "damaged" not in str(err.value).replace("nothing is damaged", "")
+
+
+def test_moved_originals_are_found_again(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from efficell_app.cli import main
+
+    raw = _images(tmp_path / "raw" / "day1", 3)
+    root = tmp_path / "P"
+    with Project.create(root) as p:
+        ids = p.add_folder(raw, "day1").added
+        p.save_annotation(ids[0], np.ones((32, 32), np.int32))
+    moved = tmp_path / "archive" / "2026" / "day1"
+    moved.parent.mkdir(parents=True)
+    os.rename(raw, moved)
+    tifffile.imwrite(moved / "img2.tif", np.zeros((32, 32), np.uint8))  # a different image under an old name
+    assert main(["project", "relink", str(root), str(tmp_path / "archive")]) == 1
+    out = capsys.readouterr()
+    assert "2 image(s) found again" in out.out and "img2.tif: a file of that name is there, but not the image" in out.err
+    with Project.open(root) as p:
+        assert [r.path.name for r in p.missing_images()] == ["img2.tif"]
+        assert p.labels_for(ids[0]).origin.startswith("annotation")  # its annotation went with it
+        assert p.get_image(ids[0]).path == moved / "img0.tif"
+    assert main(["project", "relink", str(root), str(tmp_path / "nowhere")]) == 2
