@@ -21,6 +21,7 @@ from .labelfile import check_labels, count_cells, read_labels, remove_files, rem
 from .store import Store, now_iso
 
 ANNOTATION_HISTORY = 10
+KEPT_NOTE = "kept: "  # a version with a note starting so is never pruned (one the user replaced)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ def history_length(store: Store) -> int:
 
 
 def save_annotation(store: Store, image_id: int, labels: np.ndarray, note: str = "") -> AnnotationVersion:
-    """Save a new version of an image's annotation; keeps the last ``history_length`` versions."""
+    """Save a new version of an image's annotation; keeps the last ``history_length`` versions (and
+    every version :func:`keep_annotation` kept)."""
     rec = get_image(store, image_id)
     labels = check_labels(labels, (rec.height, rec.width), what="annotation")
     keep = history_length(store)
@@ -64,8 +66,8 @@ def save_annotation(store: Store, image_id: int, labels: np.ndarray, note: str =
         with store.tx() as conn:
             conn.execute("INSERT INTO annotations(image_id, version, path, n_cells, note, created) "
                          "VALUES (?, ?, ?, ?, ?, ?)", (rec.id, version, stored, n, note, created))
-            old = conn.execute("SELECT id, path FROM annotations WHERE image_id = ? ORDER BY version DESC "
-                               "LIMIT -1 OFFSET ?", (rec.id, keep)).fetchall()
+            old = conn.execute("SELECT id, path FROM annotations WHERE image_id = ? AND note NOT LIKE ? "
+                               "ORDER BY version DESC LIMIT -1 OFFSET ?", (rec.id, KEPT_NOTE + "%", keep)).fetchall()
             conn.executemany("DELETE FROM annotations WHERE id = ?", [(r[0],) for r in old])
             conn.execute("UPDATE images SET status = 'annotated' WHERE id = ? AND status IN ('new', 'segmented')",
                          (rec.id,))
@@ -74,6 +76,22 @@ def save_annotation(store: Store, image_id: int, labels: np.ndarray, note: str =
         remove_files([store.from_stored(r[1]) for r in old])
         store.settled([r[1] for r in old])
     return AnnotationVersion(rec.id, version, path, n, note, created)
+
+
+def keep_annotation(store: Store, image_id: int, why: str) -> AnnotationVersion | None:
+    """Keep the image's latest annotation version for good (out of the rolling history of autosaves):
+    before the user replaces it (starting empty, from the prediction, from imported masks), so that the
+    work replaced survives however many saves follow. Returns it; None when there is none."""
+    with store.write_lock:
+        r = store.one("SELECT image_id, version, path, n_cells, note, created FROM annotations WHERE image_id = ? "
+                      "ORDER BY version DESC LIMIT 1", (int(image_id),))
+        if r is None:
+            return None
+        if not str(r["note"]).startswith(KEPT_NOTE):
+            with store.tx() as conn:
+                conn.execute("UPDATE annotations SET note = ? WHERE image_id = ? AND version = ?",
+                             (f"{KEPT_NOTE}{why} (was: {r['note']})", int(image_id), int(r["version"])))
+        return annotation_history(store, image_id)[0]
 
 
 def annotation_history(store: Store, image_id: int) -> list[AnnotationVersion]:

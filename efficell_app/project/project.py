@@ -278,6 +278,10 @@ class Project:
     def load_annotation(self, image_id: int, version: int | None = None) -> np.ndarray | None:
         return _an.load_annotation(self._store, image_id, version)
 
+    def keep_annotation(self, image_id: int, why: str = "replaced") -> _an.AnnotationVersion | None:
+        """Keep the latest annotation version out of the rolling history (see ``annotations.keep_annotation``)."""
+        return _an.keep_annotation(self._store, image_id, why)
+
     def annotation_history(self, image_id: int) -> list[_an.AnnotationVersion]:
         return _an.annotation_history(self._store, image_id)
 

@@ -415,6 +415,8 @@ def test_no_tool_paints_until_one_is_picked_and_import_over_an_annotation_asks(w
     qtbot.waitUntil(lambda: window.session.project.annotation_history(image_id)[0].version == version + 1,
                     timeout=10_000)
     ctl.stop()
+    replaced = window.session.project.annotation_history(image_id)[1]  # the brushed cell: kept for good
+    assert replaced.version == version and replaced.note.startswith("kept: replaced by the imported masks")
 
 
 # ----------------------------------------------------------------------------- 7. nothing clipped at the default size

@@ -48,6 +48,17 @@ def test_history_keeps_last_n(project: Project, image_id: int) -> None:
     assert len(files) == ANNOTATION_HISTORY
 
 
+def test_a_replaced_annotation_is_kept_past_the_rolling_history(project: Project, image_id: int) -> None:
+    work = project.save_annotation(image_id, _labels(project, image_id, 5), note="annotation")
+    kept = project.keep_annotation(image_id, "replaced by an empty image")  # the user starts over
+    assert kept.version == work.version and kept.note.startswith("kept: replaced by an empty image")
+    for k in range(ANNOTATION_HISTORY + 5):  # many autosaves of the new annotation
+        project.save_annotation(image_id, _labels(project, image_id, k % 4))
+    hist = project.annotation_history(image_id)
+    assert len(hist) == ANNOTATION_HISTORY + 1 and hist[-1].version == work.version and work.path.is_file()
+    assert np.array_equal(project.load_annotation(image_id, version=work.version), _labels(project, image_id, 5))
+
+
 def test_prediction_never_overwrites_annotation(project: Project, image_id: int) -> None:
     lab = _labels(project, image_id, 2)
     project.save_annotation(image_id, lab)

@@ -155,9 +155,18 @@ class AnnotationController(QObject):
         answer = QMessageBox.question(
             self.panel, "Replace the annotation?",
             f"{name} already has an annotation ({n} cells). Replace it with {what}?\n\n"
-            "The current annotation stays in the image's history (the last 10 versions are kept).",
+            "The current annotation is kept in the project (its history keeps it however many saves follow; "
+            "Import masks… on its file brings it back).",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+        if answer != QMessageBox.StandardButton.Yes:
+            return False
+        if editor is not None:
+            self.save(wait=True)  # what the editor holds is the version kept
+        if project is not None:
+            kept = project.keep_annotation(image_id, f"replaced by {what}")
+            if kept is not None:
+                self._say(f"the annotation replaced is kept: {kept.path}")
+        return True
 
     def _open(self, image_id: int, labels: np.ndarray) -> None:
         if self.editor is not None:
