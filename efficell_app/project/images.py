@@ -271,14 +271,28 @@ def set_status(store: Store, image_id: int, status: str) -> None:
 
 def read_project_image(store: Store, image_id: int) -> ImageData:
     rec = get_image(store, image_id)
-    return read_recorded_image(rec.path, rec.planes, rec.scene)
+    return read_recorded_image(rec.path, rec.planes, rec.scene, stamp=(rec.size, rec.quick_hash))
 
 
-def read_recorded_image(path: Path, planes: PlaneChoice, scene: int | None = None) -> ImageData:
+def read_recorded_image(path: Path, planes: PlaneChoice, scene: int | None = None,
+                        stamp: tuple[int, str] | None = None) -> ImageData:
     """The pixels of an image recorded in a project at ``path`` (scene ``scene`` of a multi-scene
-    file); needs no open project: a unit of work on another machine reads its image with this."""
+    file); needs no open project: a unit of work on another machine reads its image with this.
+    ``stamp``: the size and quick hash recorded when it was added; a file that no longer has them is
+    refused, since the results and annotations recorded for it were made on other pixels (measured
+    on these, they would be silently wrong)."""
     if not path.exists():
         raise ImageReadError(path, "file not found (moved or renamed? File > Find moved images…, or efficell project relink)")
+    if stamp is not None:
+        try:
+            size = path.stat().st_size
+            same = size == stamp[0] and quick_hash(path, size) == stamp[1]
+        except OSError as exc:
+            raise ImageReadError(path, f"cannot be read ({exc.strerror or exc})") from exc
+        if not same:
+            raise ImageReadError(path, "the file changed since it was added to the project (its size or content "
+                                 "differs): its results and annotations were made on the earlier file. Put the "
+                                 "earlier file back, or add this one again as a new image")
     return read_image(path, planes=planes, scene=scene)
 
 

@@ -122,3 +122,22 @@ def test_moved_originals_are_found_again(tmp_path: Path, capsys) -> None:  # noq
         assert p.labels_for(ids[0]).origin.startswith("annotation")  # its annotation went with it
         assert p.get_image(ids[0]).path == moved / "img0.tif"
     assert main(["project", "relink", str(root), str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_original_changed_on_disk_is_refused_not_measured(tmp_path: Path) -> None:
+    from efficell_app.core.errors import ImageReadError
+    from efficell_app.tasks.export import export_project
+
+    raw = _images(tmp_path / "raw", 2)  # two images of one size
+    with Project.create(tmp_path / "P") as p:
+        a, b = p.add_folder(raw, "s").added
+        for i in (a, b):
+            run = p.start_run({"method": "threshold"}, {"encoder": "test"}, "s")
+            p.record_result(i, (p.read_image(i).data[0] > 100).astype(np.int32), {}, {}, run_id=run)
+        os.rename(raw / "img0.tif", raw / "x.tif")  # the two originals swapped on disk
+        os.rename(raw / "img1.tif", raw / "img0.tif")
+        os.rename(raw / "x.tif", raw / "img1.tif")
+        with pytest.raises(ImageReadError, match="changed since it was added"):
+            p.read_image(a)
+        report = export_project(p, tmp_path / "cells.xlsx")
+        assert report.n_images == 0 and len(report.errors) == 2 and "changed since" in report.errors[0]
