@@ -99,6 +99,9 @@ class ImageData:
     rgb: bool = False  # an RGB(A) colour image such as H&E histology
     notes: list[str] = field(default_factory=list)  # warnings worth showing the user
     scene: str | None = None  # the scene's name when the file holds several (see scene_names)
+    #: (C, H, W) bool: NaN/infinite pixels the reader replaced (so that segmentation can run); their
+    #: values are not the file's, so measurements leave them out. None: every pixel is the file's.
+    replaced: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
@@ -116,8 +119,8 @@ class ImageData:
     def shape(self) -> tuple[int, int]:
         return int(self.data.shape[1]), int(self.data.shape[2])
 
-    def with_data(self, data: np.ndarray) -> ImageData:
-        return replace(self, data=data, notes=list(self.notes))
+    def with_data(self, data: np.ndarray, replaced: np.ndarray | None = None) -> ImageData:
+        return replace(self, data=data, notes=list(self.notes), replaced=replaced)
 
 
 def unique_scene_names(names: list[str | None]) -> list[str]:

@@ -445,8 +445,9 @@ def _validate(img: ImageData) -> ImageData:
             bad = ~np.isfinite(data)
             fill = np.nanmin(np.where(bad, np.nan, data))
             data[bad] = fill
-            img = img.with_data(data)
-            img.notes.append(f"{n_bad} NaN/infinite pixel(s) replaced by the image minimum")
+            img = img.with_data(data, replaced=bad)
+            img.notes.append(f"{n_bad} NaN/infinite pixel(s) replaced by the image minimum for segmentation "
+                             "(measurements leave them out)")
     if img.data.size and img.data.min() == img.data.max():
         img.notes.append(f"image is constant (every pixel is {img.data.flat[0]}): no cells can be found")
     return img

@@ -171,7 +171,11 @@ def _measure_cells(labels: np.ndarray, image: ImageData | None, pixel_size_um: f
     if image is not None:
         flat_idx, group = geom["_fg_index"], geom["_group"]
         for ch, name in enumerate(names):
-            stats = _intensity_stats(image.data[ch].reshape(-1)[flat_idx], group, ids.size)
+            values = image.data[ch].reshape(-1)[flat_idx]
+            if image.replaced is not None:  # NaN/infinite in the file: left out (a cell of only those: empty)
+                stats = _valid_intensity_stats(values, group, ids.size, ~image.replaced[ch].reshape(-1)[flat_idx])
+            else:
+                stats = _intensity_stats(values, group, ids.size)
             for s in INTENSITY_STATS:
                 data[f"{name}_{s}"] = stats[s]
     log.debug("measured %d cells of %s in %.2f s", ids.size, image_name or "an image", time.perf_counter() - t0)
@@ -439,6 +443,18 @@ def _sort_key(values: np.ndarray) -> tuple[np.ndarray, Any] | None:
 
 
 _SCALE_ABOVE = 1e150  # |values| above this are scaled before sums and squares (see _intensity_stats)
+
+
+def _valid_intensity_stats(values: np.ndarray, group: np.ndarray, n: int, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_intensity_stats` of the ``valid`` values only; NaN for a group with none."""
+    present, inverse = np.unique(group[valid], return_inverse=True)
+    stats = _intensity_stats(values[valid], inverse.reshape(-1), present.size)
+    out = {}
+    for k, v in stats.items():
+        full = np.full(n, np.nan)
+        full[present] = v
+        out[k] = full
+    return out
 
 
 def _intensity_stats(values: np.ndarray, group: np.ndarray, n: int) -> dict[str, np.ndarray]:

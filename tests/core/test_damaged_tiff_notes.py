@@ -41,3 +41,24 @@ def test_complaints_become_a_note_naming_the_file(tmp_path: Path, capsys) -> Non
 def test_short_reasons_leave_raw_bytes_out() -> None:
     assert _short("Invalid ChunkMap signature b'~j\\x7f\\x00\\xaagh' in file 'x.nd2'") == \
         "Invalid ChunkMap signature (raw bytes) in file 'x.nd2'"
+
+
+def test_nan_pixels_are_left_out_of_the_intensities(tmp_path: Path) -> None:
+    """A float image's NaN/infinite pixels are replaced for segmentation only: a cell's intensities are
+    those of its real pixels (a cell of nothing else has none), as numpy's nan-functions give them."""
+    from efficell_app.core.measure import file_calibration, measure_image
+
+    img = np.full((40, 40), 10.0, np.float32)
+    img[5:15, 5:15] = np.linspace(50, 150, 100, dtype=np.float32).reshape(10, 10)
+    img[7, 7], img[8, 8] = np.nan, -np.inf
+    img[25:30, 25:30] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", img)
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:15, 5:15], labels[25:30, 25:30] = 1, 2
+    read = read_image(tmp_path / "nan.tif")
+    cells = measure_image(labels, read, file_calibration(read), "nan.tif").cells.set_index("cell_id")
+    real = np.where(np.isfinite(img), img, np.nan)[5:15, 5:15]
+    assert np.isclose(cells.loc[1, "ch0_mean"], np.nanmean(real))
+    assert np.isclose(cells.loc[1, "ch0_min"], np.nanmin(real)) and np.isclose(cells.loc[1, "ch0_integrated"], np.nansum(real))
+    assert np.isclose(cells.loc[1, "ch0_median"], np.nanmedian(real)) and np.isclose(cells.loc[1, "ch0_std"], np.nanstd(real))
+    assert np.isnan(cells.loc[2, "ch0_mean"]) and cells.loc[2, "area_px"] == 25  # shape measured, no intensity
