@@ -262,3 +262,16 @@ def to_um(value: float | str | None, unit: str | None = "µm") -> float | None:
     if v is None or factor is None or not np.isfinite(v) or v <= 0:
         return None
     return float(f"{v * factor:.10g}")  # 1.6e-06 m is 1.6 µm, not 1.5999999999999999
+
+
+SQUARE_TOLERANCE = 0.01  # pixel width and height within 1 % of each other: square
+
+
+def square_pixel_size(x_um: float | None, y_um: float | None) -> tuple[float | None, str | None]:
+    """The pixel size of a file whose pixels are ``x_um`` wide and ``y_um`` high: ``x_um`` when they are
+    square (or the height is not recorded), else None and a note: lengths and areas in µm need square
+    pixels (one size per pixel), so such an image is measured in pixels rather than with a wrong area."""
+    if x_um is None or y_um is None or abs(x_um - y_um) <= SQUARE_TOLERANCE * max(x_um, y_um):
+        return x_um, None
+    return None, (f"its pixels are not square ({x_um:g} x {y_um:g} µm): measured in pixels (areas and lengths in "
+                  "µm need square pixels)")

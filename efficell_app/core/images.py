@@ -31,6 +31,7 @@ from .image_data import (  # noqa: F401 - re-exported: the types every caller of
     channels_equal,
     check_scene,
     plane_index,
+    square_pixel_size,
     to_cyx,
     to_um,
     unique_scene_names,
@@ -329,13 +330,13 @@ def _read_tiff(path: Path, planes: PlaneChoice, channel_axis: int | None, memmap
         if arr is None:
             arr = series.asarray()
         pixels = _ome_pixels(tif, k)  # the OME-XML is parsed once: it can be megabytes (Bio-Formats' original metadata)
-        pixel_size = _tiff_pixel_size(tif, pixels)
+        pixel_size, note = square_pixel_size(*_tiff_pixel_size(tif, pixels))
         names = _tiff_channel_names(tif, pixels)
     data, rgb = to_cyx(path, arr, axes, planes, channel_axis)
     if names and len(names) != data.shape[0]:
         names = ()
     return ImageData(data=data, path=path, channel_names=tuple(names), pixel_size_um=pixel_size, rgb=rgb,
-                     scene=scene_name)
+                     scene=scene_name, notes=[note] if note else [])
 
 
 def _tiff_memmap(path: Path, tif, series) -> np.memmap | None:  # noqa: ANN001 - tifffile objects
@@ -375,32 +376,38 @@ def _ome_pixels(tif, index: int):  # noqa: ANN001, ANN202 - tifffile.TiffFile ->
     return next((el for el in image.iter() if el.tag.endswith("Pixels")), None)
 
 
-def _tiff_pixel_size(tif, pixels=None) -> float | None:  # noqa: ANN001 - tifffile.TiffFile, OME Pixels element
-    """Pixel size in µm from OME-XML (``pixels``, the scene's OME ``Pixels``), ImageJ metadata, or TIFF resolution tags in cm."""
+def _tiff_pixel_size(tif, pixels=None) -> tuple[float | None, float | None]:  # noqa: ANN001 - tifffile.TiffFile, OME Pixels element
+    """Pixel width and height in µm from OME-XML (``pixels``, the scene's OME ``Pixels``), ImageJ
+    metadata, or TIFF resolution tags in cm; (None, None) when the file records none."""
     try:
         if pixels is not None and pixels.get("PhysicalSizeX"):
             px = to_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit", "µm"))
             if px:
-                return px
-        page = tif.pages[0]
-        tags = page.tags
-        xres = tags.get("XResolution")
-        if xres is None:
-            return None
-        num, den = xres.value
-        if not num:
-            return None
-        per_unit = den / num  # size of one pixel in the resolution unit
-        ij = tif.imagej_metadata or {}
-        unit = str(ij.get("unit", "")).strip().lower()
-        if tif.is_imagej and unit:
-            return to_um(per_unit, unit)
-        res_unit = tags.get("ResolutionUnit")
-        if res_unit is not None and int(res_unit.value) == 3:  # centimetre
-            value = per_unit * 1e4
-            return value if 1e-4 < value < 1e4 else None
+                return px, to_um(pixels.get("PhysicalSizeY"), pixels.get("PhysicalSizeYUnit", "µm"))
+        tags = tif.pages[0].tags
+        sizes = [_resolution_um(tif, tags, tag) for tag in ("XResolution", "YResolution")]
+        return (sizes[0], sizes[1]) if sizes[0] else (None, None)
     except Exception as exc:  # noqa: BLE001 - bad metadata must not stop the image from loading
         log.debug("ignoring unreadable resolution metadata: %s", exc)
+    return None, None
+
+
+def _resolution_um(tif, tags, tag: str) -> float | None:  # noqa: ANN001
+    """One resolution tag as the size of a pixel in µm (ImageJ's unit, or centimetres)."""
+    res = tags.get(tag)
+    if res is None:
+        return None
+    num, den = res.value
+    if not num:
+        return None
+    per_unit = den / num  # size of one pixel in the resolution unit
+    unit = str((tif.imagej_metadata or {}).get("unit", "")).strip().lower()
+    if tif.is_imagej and unit:
+        return to_um(per_unit, unit)
+    res_unit = tags.get("ResolutionUnit")
+    if res_unit is not None and int(res_unit.value) == 3:  # centimetre
+        value = per_unit * 1e4
+        return value if 1e-4 < value < 1e4 else None
     return None
 
 

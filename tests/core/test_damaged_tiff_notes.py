@@ -62,3 +62,18 @@ def test_nan_pixels_are_left_out_of_the_intensities(tmp_path: Path) -> None:
     assert np.isclose(cells.loc[1, "ch0_min"], np.nanmin(real)) and np.isclose(cells.loc[1, "ch0_integrated"], np.nansum(real))
     assert np.isclose(cells.loc[1, "ch0_median"], np.nanmedian(real)) and np.isclose(cells.loc[1, "ch0_std"], np.nanstd(real))
     assert np.isnan(cells.loc[2, "ch0_mean"]) and cells.loc[2, "area_px"] == 25  # shape measured, no intensity
+
+
+def test_pixels_that_are_not_square_are_measured_in_pixels(tmp_path: Path) -> None:
+    """An image 0.5 µm wide and 1.0 µm high per pixel: one pixel size would make every area wrong
+    (x 0.5), so the image has none (measured in pixels) and says why."""
+    data = np.zeros((32, 32), np.uint16)
+    tifffile.imwrite(tmp_path / "aniso.ome.tif", data, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 1.0})
+    tifffile.imwrite(tmp_path / "square.ome.tif", data, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.501})
+    tifffile.imwrite(tmp_path / "aniso_ij.tif", data, imagej=True, resolution=(1 / 0.5, 1 / 2.0),
+                     metadata={"unit": "um"})
+    aniso = read_image(tmp_path / "aniso.ome.tif")
+    assert aniso.pixel_size_um is None and any("not square (0.5 x 1 µm)" in n for n in aniso.notes)
+    assert read_image(tmp_path / "square.ome.tif").pixel_size_um == 0.5  # within 1 %: square
+    ij = read_image(tmp_path / "aniso_ij.tif")
+    assert ij.pixel_size_um is None and any("not square" in n for n in ij.notes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..image_data import ImageData, PlaneChoice, to_cyx, to_um
+from ..image_data import ImageData, PlaneChoice, square_pixel_size, to_cyx, to_um
 from .common import pick_scene
 
 
@@ -22,5 +22,5 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
         axes = "".join(dv.axes).upper()
         data, rgb = to_cyx(path, dv.data, axes, planes, None)
         data = data.copy()  # the memory map closes with the file
-        px = to_um(dv.voxel_size.x, "µm")
-    return ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb)
+        px, note = square_pixel_size(to_um(dv.voxel_size.x, "µm"), to_um(dv.voxel_size.y, "µm"))
+    return ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb, notes=[note] if note else [])

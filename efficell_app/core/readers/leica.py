@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image_data import ImageData, PlaneChoice, check_planes, to_cyx, to_um, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, check_planes, square_pixel_size, to_cyx, to_um, unique_scene_names
 from .common import file_channel_names, pick_scene, refuse, with_scene
 
 
@@ -56,12 +56,15 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
         _check_axes(path, dims, shape)
         check_planes(path, dict(zip(dims, shape)), planes)  # before reading every plane of a stack
         arr = np.asarray(im.asarray())
-        step = im.coords.get("X")
-        px = to_um(abs(float(step[1] - step[0])), "m") if step is not None and len(step) > 1 else None
+        px, note = square_pixel_size(*(_step_um(im.coords.get(ax)) for ax in ("X", "Y")))
         luts = [el.get("LUTName") for el in im.xml_element.iterfind(".//ChannelDescription")]
     keep = [i for i, d in enumerate(dims) if d != "M"]
     arr = arr.reshape([shape[i] for i in keep])
     data, rgb = to_cyx(path, arr, "".join(dims[i] for i in keep), planes, None)
     # LAS X names a channel by its colour table (Green, Red, Gray), as its own viewer does.
-    return with_scene(ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb,
+    return with_scene(ImageData(data=data, path=path, pixel_size_um=px, rgb=rgb, notes=[note] if note else [],
                                 channel_names=() if rgb else file_channel_names(luts, data.shape[0])), scene_name)
+
+
+def _step_um(coords) -> float | None:  # noqa: ANN001 - an axis' coordinates in metres
+    return to_um(abs(float(coords[1] - coords[0])), "m") if coords is not None and len(coords) > 1 else None

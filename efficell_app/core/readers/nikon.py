@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image_data import ImageData, PlaneChoice, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, square_pixel_size, unique_scene_names
 from .common import assemble, file_channel_names, pick_scene, refuse, with_scene
 
 
@@ -67,15 +67,17 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
             if n_c > 1:
                 raise refuse(path, f"holds {n_c} colour (RGB) channels; only a single colour channel is supported")
             data = np.moveaxis(data[0], -1, 0)
-        px = None
+        px, note = None, None
         try:
             meta = f.metadata.channels[0]
             calibrated = meta.volume.axesCalibrated  # (x, y, z)
             if calibrated[0] and calibrated[1]:
-                px = float(f.voxel_size().x)
+                size = f.voxel_size()
+                px, note = square_pixel_size(float(size.x) if size.x > 0 else None, float(size.y) if size.y > 0 else None)
             names = [ch.channel.name for ch in f.metadata.channels]
         except (AttributeError, IndexError, TypeError):
             names = []
     return with_scene(ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=px if px and px > 0 else None,
+                                notes=[note] if note else [],
                                 rgb=rgb, channel_names=() if rgb else file_channel_names(names, data.shape[0])),
                       scene_name)

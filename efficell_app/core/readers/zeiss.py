@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image_data import ImageData, PlaneChoice, to_um, unique_scene_names
+from ..image_data import ImageData, PlaneChoice, square_pixel_size, to_um, unique_scene_names
 from .common import assemble, file_channel_names, pick_scene, refuse, with_scene
 
 _UNSUPPORTED_AXES = {"H": "raw Airyscan phases", "R": "rotations", "I": "illuminations", "V": "views"}
@@ -33,6 +33,7 @@ class _Meta:
     scene_names: dict[int, str | None]
     pixel_size_um: float | None
     channel_names: tuple[str | None, ...]
+    note: str | None = None  # pixels that are not square
 
 
 _CACHE: dict[tuple[str, int, int], _Meta] = {}  # (path, mtime, size) -> parsed metadata, the last few files
@@ -49,12 +50,11 @@ def _parse(xml: str) -> _Meta:
         if name and shape_name and shape_name != name:
             name = f"{name}-{shape_name}"  # e.g. position P1 in well A1
         scenes[int(el.get("Index", i))] = name
-    px = None
-    for el in root.iterfind(".//Scaling/Items/Distance"):
-        if el.get("Id") == "X":
-            px = to_um(el.findtext("Value"), "m")  # CZI stores metres, whatever its display unit
+    sizes = {el.get("Id"): to_um(el.findtext("Value"), "m")  # CZI stores metres, whatever its display unit
+             for el in root.iterfind(".//Scaling/Items/Distance")}
+    px, note = square_pixel_size(sizes.get("X"), sizes.get("Y"))
     names = tuple(el.get("Name") for el in root.iterfind(".//Information/Image/Dimensions/Channels/Channel"))
-    return _Meta(scenes, px, names)
+    return _Meta(scenes, px, names, note)
 
 
 def _meta(path: Path, doc) -> _Meta:  # noqa: ANN001
@@ -116,5 +116,5 @@ def read(path: Path, scene: int | None, planes: PlaneChoice) -> ImageData:
     if colour:
         data = np.moveaxis(data[0], -1, 0)
     return with_scene(ImageData(data=np.ascontiguousarray(data), path=path, pixel_size_um=meta.pixel_size_um, rgb=colour,
-                                channel_names=() if colour else file_channel_names(meta.channel_names, data.shape[0])),
+                                notes=[meta.note] if meta.note else [], channel_names=() if colour else file_channel_names(meta.channel_names, data.shape[0])),
                       scene_name)
