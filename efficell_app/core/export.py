@@ -443,10 +443,12 @@ def cell_polygons(labels: np.ndarray) -> Iterator[tuple[int, list[tuple[np.ndarr
 
 
 def write_imagej_rois(labels: np.ndarray, path: str | Path, settings: dict[str, Any] | None = None) -> Path:
-    """ImageJ/Fiji ROI set (.zip, one polygon ROI per cell, named ``cell_<id>``).
+    """ImageJ/Fiji ROI set (.zip, one ROI per cell, named ``cell_<id>``).
 
-    Always a new archive (never appended to an old one). A cell in several pieces is
-    represented by its largest piece. Settings are stored as the archive comment.
+    A cell of one piece without holes is a polygon ROI; a cell with holes or in several pieces is a
+    composite ROI (ImageJ's ShapeRoi: every ring one closed sub-path, filled by the even-odd rule,
+    as ImageJ builds it), so that Fiji measures exactly the cell's pixels. Always a new archive
+    (never appended to an old one). Settings are stored as the archive comment.
     """
     from roifile import ImagejRoi
 
@@ -455,9 +457,10 @@ def write_imagej_rois(labels: np.ndarray, path: str | Path, settings: dict[str, 
     comment = settings_json(settings).encode("utf-8")[:65535]
     entries: list[tuple[str, bytes]] = []
     for cell_id, parts in cell_polygons(labels):
-        outer = parts[0][0][:-1]
         name = f"cell_{cell_id:0{width}d}"
-        roi = ImagejRoi.frompoints(outer.astype(np.float32), name=name)
+        rings = [ring[:-1] for outer, holes in parts for ring in (outer, *holes)]
+        roi = ImagejRoi.frompoints(rings[0].astype(np.float32), name=name) if len(rings) == 1 else \
+            _composite_roi(rings, name)
         entries.append((name + ".roi", roi.tobytes()))
 
     def writer(tmp: Path) -> None:
@@ -467,6 +470,24 @@ def write_imagej_rois(labels: np.ndarray, path: str | Path, settings: dict[str, 
             zf.comment = comment
 
     return _write(path, writer)
+
+
+def _composite_roi(rings: list[np.ndarray], name: str):  # noqa: ANN202 - roifile.ImagejRoi
+    """An ImageJ composite ROI of closed rings ((N, 2) x, y in image coordinates): path data of
+    MOVETO (0), LINETO (1) and CLOSE (4) segments, as ImageJ's ``ShapeRoi(float[])`` reads them."""
+    from roifile import ROI_TYPE, ImagejRoi
+
+    path: list[float] = []
+    for ring in rings:
+        path += [0.0, float(ring[0, 0]), float(ring[0, 1])]
+        for x, y in ring[1:]:
+            path += [1.0, float(x), float(y)]
+        path.append(4.0)
+    allpts = np.vstack(rings)
+    lo, hi = np.floor(allpts.min(axis=0)).astype(int), np.ceil(allpts.max(axis=0)).astype(int)
+    return ImagejRoi(roitype=ROI_TYPE.RECT, name=name, shape_roi_size=len(path),
+                     multi_coordinates=np.asarray(path, np.float32),
+                     left=int(lo[0]), top=int(lo[1]), right=int(hi[0]), bottom=int(hi[1]))
 
 
 def write_geojson(labels: np.ndarray, cells_df: pd.DataFrame | None, path: str | Path,

@@ -381,3 +381,26 @@ def test_awkward_text_stays_text_in_excel(tmp_path: Path) -> None:
     assert rows[1][0] == "'=HYPERLINK(\"x\")" and wb["Cells"]["A2"].data_type == "s"  # OWASP escape
     assert rows[2] == ["bell.tif", 2, None]
     assert len(dict(_sheet_rows(wb["Settings"])[1:])["long"]) == 32767
+
+
+def test_roi_of_a_cell_with_a_hole_or_in_pieces_is_exactly_its_pixels(tmp_path: Path) -> None:
+    """Such a cell is one composite ROI (ImageJ's ShapeRoi: its rings filled by the even-odd rule);
+    before, only the outer ring of the largest piece was written and Fiji measured the hole as cell."""
+    import roifile
+    from skimage.measure import points_in_poly
+
+    labels = np.zeros((60, 60), np.int32)
+    labels[5:25, 5:25] = 1
+    labels[12:18, 12:18] = 0  # a hole
+    labels[30:40, 30:40] = labels[45:55, 45:55] = 2  # two pieces
+    labels[40:50, 5:15] = 3  # plain: a polygon ROI as before
+    rois = roifile.roiread(export.write_imagej_rois(labels, tmp_path / "r.zip"))
+    centres = np.stack(np.meshgrid(np.arange(60) + 0.5, np.arange(60) + 0.5), -1).reshape(-1, 2)  # (x, y)
+    for roi in rois:
+        cell = int(roi.name.split("_")[1])
+        rings = roi.coordinates(multi=True) if roi.composite else [roi.coordinates()]
+        inside = np.zeros(len(centres), bool)
+        for ring in rings:
+            inside ^= points_in_poly(centres, ring)  # even-odd, as ImageJ's ShapeRoi(float[]) fills
+        np.testing.assert_array_equal(inside.reshape(60, 60), labels == cell)
+        assert roi.composite == (cell != 3) and roi.roitype == (roifile.ROI_TYPE.RECT if cell != 3 else roi.roitype)
