@@ -413,10 +413,14 @@ def cell_polygons(labels: np.ndarray) -> Iterator[tuple[int, list[tuple[np.ndarr
     from skimage.measure import find_contours, points_in_poly
 
     labels = np.asarray(labels)
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        crop = np.pad(labels[sl] == i, 1).astype(np.uint8)
+    fg = labels > 0
+    ids = np.unique(labels[fg])
+    # find_objects allocates a slot per value up to the largest label: run it on 1..n, not on ids up to 2e9
+    dense = np.zeros(labels.shape, np.int32)
+    dense[fg] = np.searchsorted(ids, labels[fg]) + 1
+    for k, sl in enumerate(ndi.find_objects(dense), start=1):
+        i = int(ids[k - 1])
+        crop = np.pad(dense[sl] == k, 1).astype(np.uint8)
         r0, c0 = sl[0].start - 1, sl[1].start - 1
         outers: list[np.ndarray] = []
         holes: list[np.ndarray] = []

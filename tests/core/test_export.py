@@ -404,3 +404,12 @@ def test_roi_of_a_cell_with_a_hole_or_in_pieces_is_exactly_its_pixels(tmp_path: 
             inside ^= points_in_poly(centres, ring)  # even-odd, as ImageJ's ShapeRoi(float[]) fills
         np.testing.assert_array_equal(inside.reshape(60, 60), labels == cell)
         assert roi.composite == (cell != 3) and roi.roitype == (roifile.ROI_TYPE.RECT if cell != 3 else roi.roitype)
+
+
+def test_outlines_of_huge_label_ids(tmp_path: Path) -> None:
+    """Label ids up to 2e9 (measuring accepts them) give outlines too; find_objects would allocate a slot per id."""
+    labels = np.zeros((40, 40), np.int64)
+    labels[2:10, 2:10], labels[20:30, 20:30] = 2_000_000_000, 7
+    assert [i for i, _ in export.cell_polygons(labels)] == [7, 2_000_000_000]
+    feats = json.loads(export.write_geojson(labels, None, tmp_path / "g.geojson").read_text())["features"]
+    assert len(feats) == 2
