@@ -46,6 +46,9 @@ def test_adapters_panel_library_operations(qtbot, tmp_path: Path, small_adapter:
         with pytest.raises(AdapterError, match="feature shapes"):
             validate_adapter_file(wrong_enc)
         assert panel.import_file(wrong_enc) is None and "feature shapes" in panel.message.text()
+        other_weights = _rewrite_meta(small_adapter, tmp_path / "w.safetensors", encoder_sha256="0" * 64)
+        with pytest.raises(AdapterError, match="other weights"):  # the built-in encoder's weights are always here
+            validate_adapter_file(other_weights)
         unknown = _rewrite_meta(small_adapter, tmp_path / "x.safetensors", encoder="mystery_net")
         assert panel.import_file(unknown) is None and "does not have" in panel.message.text()
         junk = tmp_path / "junk.safetensors"

@@ -16,6 +16,7 @@ Also here: reading checkpoint files (:func:`read_checkpoint`) and loading them s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -180,7 +181,14 @@ def known_sha256(spec: EncoderSpec) -> str | None:
         return None
     if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
         return str(rec["sha256"])
-    return spec.weights.sha256 if spec.builtin else None
+    if spec.builtin:  # shipped inside the package: hashed once per process (a few MB)
+        return spec.weights.sha256 or _bundled_sha256(str(path), st.st_size, st.st_mtime_ns)
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _bundled_sha256(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - size and time key the cache
+    return file_sha256(path)
 
 
 def _check_layout(spec: EncoderSpec, path: Path, shown: str | Path) -> None:
