@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "earlier run with the same settings completed, and refuses to replace any other file)")
     p.add_argument("--project", type=Path, default=None, help="segment the images of an EffiCell project instead")
     p.add_argument("--set", dest="set_name", default=None, help="with --project: only this image set")
+    p.add_argument("--only-new", action="store_true",
+                   help="with --project: only images not segmented or annotated yet (as the window's "
+                        "'Skip images already segmented'); a run stopped midway is finished this way")
     p.add_argument("--cluster", default=None, metavar="SPEC",
                    help="run on a Dask cluster: local[:N] (N worker processes here), tcp://host:port (a running "
                         "scheduler), or slurm|pbs|sge|lsf[:JOBS] (dask-jobqueue, configured in the Dask config); "
@@ -76,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         print("efficell segment: error: --diameter must be a positive number of pixels", file=err)
         return 2
     names = [s.strip() for s in args.channel_names.split(",")] if args.channel_names else None
+    if args.only_new and args.project is None:
+        print("efficell segment: error: --only-new is for --project (a folder batch keeps the masks an earlier run "
+              "made by itself)", file=err)
+        return 2
     if args.project is not None and (args.paths or args.out is not None):
         print("efficell segment: error: give PATH... --out DIR, or --project DIR (its images, results kept in it); "
               "not both", file=err)
@@ -175,7 +182,8 @@ def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
     segmenter = load_segmenter(args.model, args.device)
     failed = n = 0
     with open_project(args.project) as project:
-        for ev in segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter):
+        for ev in segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter,
+                                 only_new=args.only_new):
             if isinstance(ev, ImageFailed):
                 n += 1
                 failed += 1
@@ -247,7 +255,8 @@ def _project_on_cluster(args: argparse.Namespace, channels) -> int:  # noqa: ANN
     failed = n = 0
     try:
         with open_project(args.project) as project:
-            events = segment_images_on_cluster(project, None, settings, cluster=args.cluster, set_name=args.set_name)
+            events = segment_images_on_cluster(project, None, settings, cluster=args.cluster, set_name=args.set_name,
+                                               only_new=args.only_new)
             try:
                 for ev in events:
                     if isinstance(ev, ImageFailed):

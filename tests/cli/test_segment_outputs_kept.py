@@ -160,6 +160,10 @@ def test_project_run_lines_name_the_scene(tmp_path: Path, patched_load, capsys) 
     assert main(["segment", "--project", str(tmp_path / "p"), "--diameter", "12"]) == 0
     err = capsys.readouterr().err
     assert "plate.ome.tif [A1]:" in err and "plate.ome.tif [B2]:" in err
+    assert main(["segment", "--project", str(tmp_path / "p"), "--diameter", "12", "--only-new"]) == 0
+    assert "0 of 0 image(s) segmented" in capsys.readouterr().err  # both done: nothing segmented again
+    with Project.open(tmp_path / "p") as p:
+        assert all(len(p.list_results(r.id)) == 1 for r in p.list_images())
 
 
 def test_the_table_names_the_images_it_lacks(dsb_pairs, tmp_path: Path, patched_load) -> None:  # noqa: ANN001
