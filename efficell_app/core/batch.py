@@ -315,8 +315,10 @@ def run_settings(identity: dict[str, Any], device_info: dict[str, Any] | None, o
     """The ``settings`` of a batch's run record (and of its table): model identity, device, options, run key."""
     return {**identity, "device_info": device_info,
             "diameter_px": opts.diameter or "estimated per image (see files)",
-            "min_object_px": MIN_OBJECT_PX, "channels": list(opts.channels) if opts.channels else None,
-            "planes": {"z": opts.planes.z, "t": opts.planes.t}, "pixel_size_um": opts.pixel_size_um,
+            "min_object_px": MIN_OBJECT_PX,
+            "channels": list(opts.channels) if opts.channels else "auto (chosen per image)",
+            "planes": opts.planes.describe() or "2-D images (no plane chosen)",
+            "pixel_size_um": opts.pixel_size_um or "from each file's metadata (see the Images sheet)",
             "run_key": key, **extra, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

@@ -175,3 +175,5 @@ def test_the_table_names_the_images_it_lacks(dsb_pairs, tmp_path: Path, patched_
     settings = pd.read_excel(tmp_path / "out" / TABLE_FILE, sheet_name="Settings", header=None)
     values = dict(zip(settings[0], settings[1]))
     assert values["images_measured"] == 1 and "b.tif: file is empty" in str(values["images_failed"])
+    assert str(values["pixel_size_um"]).startswith("from each file's metadata")  # said, not left empty
+    assert str(values["channels"]).startswith("auto") and str(values["planes"]).startswith("2-D")
