@@ -288,6 +288,16 @@ class Project:
     def annotated_images(self, set_name: str | None = None) -> list[_im.ImageRecord]:
         return _an.annotated_images(self._store, set_name)
 
+    def stored_cell_counts(self) -> dict[int, int]:
+        """Per image, the objects of the labels that count (the latest annotation, else the latest
+        result; ``measuring.find_labels``) as recorded when they were saved: a count for every
+        segmented or annotated image without reading a label file (the window's list on opening)."""
+        rows = self._store.query(
+            "SELECT i.id AS id, COALESCE("
+            "(SELECT a.n_cells FROM annotations a WHERE a.image_id = i.id ORDER BY a.version DESC LIMIT 1), "
+            "(SELECT r.n_cells FROM results r WHERE r.image_id = i.id ORDER BY r.id DESC LIMIT 1)) AS n FROM images i")
+        return {int(r["id"]): int(r["n"]) for r in rows if r["n"] is not None}
+
     def labels_for(self, image_id: int, source: str = "auto") -> FoundLabels | None:
         """The labels that count for an image (THE rule, :func:`.measuring.find_labels`): the user's
         saved annotation if there is one, else the latest result; ``None`` when it has neither.

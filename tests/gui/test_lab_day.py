@@ -636,3 +636,24 @@ def test_find_moved_images_from_the_window(window, qtbot, tmp_path: Path, dsb_pa
     report = window.find_moved_images(tmp_path / "moved")
     assert len(report.relinked) == 2 and window.session.project.missing_images() == []
     assert "2 image(s) found again" in window.statusBar().currentMessage()
+
+
+def test_reopened_project_lists_every_images_cell_count(window, tmp_path: Path, image_folder: Path) -> None:
+    """On opening, each segmented or annotated image shows its count (before: only the one on screen)."""
+    from efficell_app.project import Project
+
+    with Project.create(tmp_path / "P") as p:
+        ids = p.add_folder(image_folder, "exp").added
+        run = p.start_run({"method": "threshold"}, {"encoder": "test"}, "exp")
+        for k, i in enumerate(ids):
+            rec = p.get_image(i)
+            labels = np.zeros((rec.height, rec.width), np.int32)
+            for j in range(k + 2):
+                labels[2 + 5 * j:5 + 5 * j, 2:6] = j + 1
+            p.record_result(i, labels, {}, {}, run_id=run)
+        p.save_annotation(ids[0], np.ones((p.get_image(ids[0]).height, p.get_image(ids[0]).width), np.int32))
+        assert p.stored_cell_counts() == {ids[0]: 1, **{i: k + 2 for k, i in enumerate(ids) if k}}
+    window.session.open_project(tmp_path / "P")
+    rows = window.project_panel._rows
+    assert rows[ids[0]][2] == "1 cell"  # the annotation counts, not the result
+    assert [rows[i][2] for i in ids[1:]] == [f"{k + 2} cells" for k in range(1, len(ids))]

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..icons import array_to_icon, status_icon
+from ..session import cells_text
 
 ROLE_KIND = Qt.ItemDataRole.UserRole
 ROLE_ID = Qt.ItemDataRole.UserRole + 1
@@ -83,6 +84,9 @@ class ProjectPanel(QWidget):
             self.add_set(s.name)
         for rec in project.list_images():
             self.add_image(rec)
+        # the counts recorded with the labels, until the table measures an image (then its own count)
+        for image_id, n in project.stored_cell_counts().items():
+            self.set_detail(image_id, cells_text(n))
         self.tree.expandAll()
 
     def add_set(self, name: str) -> QTreeWidgetItem:
