@@ -44,3 +44,23 @@ def test_efficell_without_qt_libraries_exits_with_a_message() -> None:
     run = subprocess.run([sys.executable, "-m", "efficell_app"], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, (run.returncode, run.stderr[-500:])  # not 134 (abort)
     assert missing in run.stderr and "sudo apt install" in run.stderr
+
+
+def test_efficell_with_no_x_server_at_display_exits_with_a_message() -> None:
+    """DISPLAY names a server that is not running (an ssh session without forwarding, a stale
+    variable): a message and exit 1, not Qt's abort."""
+    plugin = xcb_plugin()
+    if plugin is None:
+        pytest.skip("PySide6 has no xcb plugin here")
+    try:
+        import ctypes
+
+        ctypes.CDLL(str(plugin))
+    except OSError:
+        pytest.skip("Qt's X11 libraries are missing here (the test above covers that)")
+    assert display_problem({"DISPLAY": ":987"}) is not None  # no server at :987
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env["DISPLAY"] = ":987"
+    run = subprocess.run([sys.executable, "-m", "efficell_app"], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, (run.returncode, run.stderr[-500:])
+    assert "no X server answers at DISPLAY=:987" in run.stderr

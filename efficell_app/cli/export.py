@@ -55,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     # A locked, missing or newer project, or an unknown set, raises an EffiCellError that the
     # dispatcher prints as one "error: ..." line (exit 1).
     with Project.open(args.project) as project:
+        try:  # as segment --out: a folder that does not exist yet is made
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: {out.parent}: cannot create the folder ({exc.strerror or exc})", file=sys.stderr)
+            return EXIT_PARTIAL
         try:
             report = export_project(project, out, args.set_name, args.labels, files=files, overwrite=args.overwrite)
         except ExportWouldReplace as exc:

@@ -31,8 +31,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output table: FILE.xlsx or FILE.csv")
     p.add_argument("--pixel-size", type=pixel_size_um, metavar="UM", help="pixel size in micrometres (default: from each image's metadata)")
     p.add_argument("--channel-names", metavar="A,B,...", help="names for the image channels, comma separated")
-    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
-    p.add_argument("--t", default=None, help="for time series: time point index")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index, counted from 0 (the window's 'z 1' is 0), or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index, counted from 0 (the window's 't 1' is 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
     p.set_defaults(func=run)
 

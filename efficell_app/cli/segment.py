@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="typical cell diameter in pixels (default: the one a trained adapter stores, else estimated)")
     p.add_argument("--channels", default=None, help="channels to segment: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
-    p.add_argument("--t", default=None, help="for time series: time point index")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index, counted from 0 (the window's 'z 1' is 0), or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index, counted from 0 (the window's 't 1' is 0)")
     p.add_argument("--pixel-size", type=pixel_size_um, default=None, help="pixel size in µm (default: from the file's metadata)")
     p.add_argument("--channel-names", default=None, help="comma-separated channel names for the measurements")
     p.add_argument("--no-measure", action="store_true", help="do not write measurements.xlsx")
@@ -166,8 +166,10 @@ class _Tally:
                  if self.kept else ""), file=err)
         table, run = written if written else (None, None)
         if run is not None and run.name != RUN_FILE:
-            print(f"note: {TABLE_FILE} and {RUN_FILE} there hold another run (other images or settings) and were "
-                  f"kept; this run's are {table.name if table else '(no table)'} and {run.name}", file=err)
+            kept = " and ".join(n for n in (TABLE_FILE, RUN_FILE) if (run.parent / n).exists())
+            ours = " and ".join(p.name for p in (table, run) if p is not None)
+            print(f"note: {kept} there {'hold' if ' and ' in kept else 'holds'} another run (other images or "
+                  f"settings) and {'were' if ' and ' in kept else 'was'} kept; this run wrote {ours}", file=err)
         return 1 if self.failed else 0
 
 

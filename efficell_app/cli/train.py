@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train EffiCell adapters on annotated images: a frozen encoder, minutes on a CPU. Masks are label "
                     "images (0 = background, one integer per cell) named like their image (<stem>.tif or "
                     "<stem>_masks.tif). Without --val-images the images validate each other (cross-validation over "
-                    "images; a single image holds out a band of 20%%). The adapter keeps the starting weights "
+                    "images; a single image holds out a band of 20%). The adapter keeps the starting weights "
                     "unless training beats them on held-out images.")
     p.add_argument("--images", required=True, type=Path, metavar="DIR", help="folder of training images")
     p.add_argument("--masks", required=True, type=Path, metavar="DIR", help="folder of their label masks")
@@ -55,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="'auto' (default): the trained weights only where your held-out images show they beat the "
                         "starting adapter, else its weights are kept; 'trained': the trained weights in any case")
     p.add_argument("--channels", default=None, help="channels to use: '0', 'cyto,nucleus' as '1,0', or 'rgb' (default: auto)")
-    p.add_argument("--z", default=None, help="for z-stacks: plane index or 'max' (maximum projection)")
-    p.add_argument("--t", default=None, help="for time series: time point index")
+    p.add_argument("--z", default=None, help="for z-stacks: plane index, counted from 0 (the window's 'z 1' is 0), or 'max' (maximum projection)")
+    p.add_argument("--t", default=None, help="for time series: time point index, counted from 0 (the window's 't 1' is 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--batch-size", type=int, default=None, help="crops per step (default 4 on a CPU, 8 on a GPU)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 fine-tuning, 2e-3 fresh)")

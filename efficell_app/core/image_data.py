@@ -248,7 +248,7 @@ def plane_index(path: Path | None, axis: str, n: int, planes: PlaneChoice) -> in
             raise ImageReadError(path, "a maximum projection over time is not offered; choose a time point")
         return None
     if not 0 <= int(choice) < n:
-        raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n})")
+        raise ImageReadError(path, f"{label[:-1]} {choice} does not exist (the file has {n}, numbered 0 to {n - 1})")
     return int(choice)
 
 

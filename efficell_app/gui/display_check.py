@@ -47,4 +47,26 @@ def display_problem(env: Mapping[str, str] | None = None, plugin: Path | None = 
                 f"({str(exc).split(': cannot open')[0]} is missing, or the plugin is damaged).\n"
                 f"On Debian/Ubuntu install the libraries Qt needs:\n  sudo apt install {QT_XCB_PACKAGES}\n"
                 "The command line works without them: efficell --help")
+    if x_server_reachable(env["DISPLAY"]) is False:
+        return (f"EffiCell cannot open its window: no X server answers at DISPLAY={env['DISPLAY']} (not running, "
+                "or this user may not use it). Start EffiCell from the desktop session itself, or use the "
+                "command line: efficell --help")
     return None
+
+
+def x_server_reachable(display: str) -> bool | None:
+    """Whether an X server accepts a connection at ``display``, asked as Qt's plugin asks (``xcb_connect``);
+    None when libxcb is not there to ask."""
+    try:
+        xcb = ctypes.CDLL("libxcb.so.1")
+    except OSError:
+        return None
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = xcb.xcb_connect(display.encode(), None)  # never NULL: a failed connection reports its error
+    try:
+        return xcb.xcb_connection_has_error(conn) == 0
+    finally:
+        xcb.xcb_disconnect(conn)

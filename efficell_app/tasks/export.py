@@ -119,9 +119,13 @@ def file_stems(records: Sequence[Any]) -> dict[int, str]:
 
 
 def export_targets(records: Sequence[Any], tables: Sequence[Path], files: Sequence[str], folder: Path) -> list[Path]:
-    """Every file an export of ``records`` writes: the tables, then each image's ``files``."""
+    """Every file an export of ``records`` writes: the tables (a CSV table with its companions), then
+    each image's ``files``."""
+    from ..core.export import companion_paths
+
     stems = file_stems(records)
-    return [*tables, *(folder / f"{stems[r.id]}{FILE_FORMATS[fmt]}" for r in records for fmt in files)]
+    written = [p for t in tables for p in (t, *(companion_paths(t) if t.suffix.lower() == ".csv" else ()))]
+    return [*written, *(folder / f"{stems[r.id]}{FILE_FORMATS[fmt]}" for r in records for fmt in files)]
 
 
 def _write_file(fmt: str, folder: Path, stem: str, found: FoundLabels, img: ImageData, cells: pd.DataFrame,

@@ -36,6 +36,8 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_export_refuses_to_replace_without_overwrite(project: Path, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    assert main(["export", "--project", str(project), "--out", str(tmp_path / "new" / "folder" / "c.xlsx")]) == 0
+    assert (tmp_path / "new" / "folder" / "c.xlsx").is_file()  # a folder not there yet is made, as segment does
     out = tmp_path / "exp" / "cells.xlsx"
     out.parent.mkdir()
     out.write_bytes(b"my own workbook, with notes")
@@ -53,6 +55,8 @@ def test_export_refuses_to_replace_without_overwrite(project: Path, tmp_path: Pa
 
 
 def test_window_export_lists_what_it_would_replace(project: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
     with Project.open(project) as p:
         ids = [r.id for r in p.list_images()]
         opts = ExportOptions("project", ("xlsx", "tiff"), tmp_path / "exports")
@@ -68,8 +72,11 @@ def test_window_export_lists_what_it_would_replace(project: Path, tmp_path: Path
         assert sorted(f.name for f in again) == sorted(f.name for f in opts.destination.iterdir())
         with pytest.raises(tasks.ExportWouldReplace):
             list(tasks.export_images(p, ids, opts))
-        from dataclasses import replace
-
+        csv = replace(opts, formats=("csv",))
+        list(tasks.export_images(p, ids, csv))
+        (opts.destination / "proj_measurements.csv").unlink()  # only the companions are left: still asked
+        assert sorted(f.name for f in existing_exports(p, ids, csv)) == [
+            "proj_measurements_images.csv", "proj_measurements_settings.json"]
         assert not [e for e in tasks.export_images(p, ids, replace(opts, overwrite=True))
                     if isinstance(e, tasks.ExportFailed)]
 
