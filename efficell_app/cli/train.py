@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                   "number of images)")
     budget.add_argument("--epochs", type=int, help="train each run for this many epochs instead")
     p.add_argument("--diameter", type=float, metavar="PX",
-                   help="cell diameter (px) the model works at (default: the init adapter's, else 24); "
-                        "each image is rescaled so its cells (measured on its mask) have this size")
+                   help="NOT your cells' size (that is measured on the masks): the size in pixels the model works at, "
+                        "each image rescaled so its cells have it (default: the starting adapter's, 24 px for the "
+                        "built-in one; 4-256). An adapter that keeps the start keeps the start's")
     p.add_argument("--store-diameter", choices=("auto", "yes", "no"), default="no",
                    help="store the masks' cell diameter in the adapter, used when segmenting without --diameter: "
                         "'no' (default: estimated per image), 'auto' where it beats estimating it on your images "
@@ -61,7 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="crops per step (default 4 on a CPU, 8 on a GPU)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3 fine-tuning, 2e-3 fresh)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", type=Path, default=None, help="keep encoder features in this folder (default: memory)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="keep encoder features in this folder (default: memory; a run too large for memory uses a "
+                        "temporary folder in the user cache, removed when it ends)")
     p.add_argument("--name", default="", help="adapter name stored in the file (default: the file name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
@@ -108,8 +110,13 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
         raise ValueError("--epochs must be positive")
     if args.steps is not None and args.steps <= 0:
         raise ValueError("--steps must be positive")
-    if args.diameter is not None and args.diameter <= 0:
-        raise ValueError("--diameter must be a positive number of pixels")
+    if args.diameter is not None and not 4 <= args.diameter <= 256:
+        raise ValueError("--diameter is the size the model works at, 4 to 256 px (your cells' own size is "
+                         "measured on the masks)")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise ValueError("--batch-size must be a positive number of crops")
+    if args.lr is not None and not args.lr > 0:
+        raise ValueError("--lr must be a positive learning rate")
     if (args.val_images is None) != (args.val_masks is None):
         raise ValueError("give both --val-images and --val-masks, or neither")
     channels = parse_channels(args.channels)
@@ -147,7 +154,7 @@ def config_from_args(args: argparse.Namespace):  # noqa: ANN201 - TrainConfig
                       init_adapter=init, target_diameter=args.diameter, channels=channels, minutes=args.minutes,
                       epochs=args.epochs, steps=args.steps, store_diameter=args.store_diameter, keep=args.keep, lr=args.lr,
                       batch_size=args.batch_size, seed=args.seed,
-                      device=args.device, cache_dir=args.cache_dir, name=args.name)
+                      device=args.device, cache_dir=args.cache_dir, name=args.name, overwrite=args.overwrite)
     return cfg, problems
 
 
@@ -231,6 +238,8 @@ def run_training(config, err: TextIO = sys.stderr, out: TextIO = sys.stdout, can
     outcome = final.outcome
     result: dict[str, Any] = {
         "adapter": str(final.adapter_path), "sha256": final.adapter_sha256,
+        "tensors_sha256": meta.tensors_sha256,  # the weights alone: equal for equal inputs and seed (the file's
+        # sha256 differs by the time it was made)
         "improved_on_start": outcome.get("improved"), "kept": outcome.get("kept"), "message": outcome.get("message"),
         "start_validation": outcome.get("start"), "spread": outcome.get("spread"), "evidence": outcome.get("evidence"),
         "chosen_step": outcome.get("chosen_step"), "chosen_mix": outcome.get("chosen_mix"),
@@ -267,6 +276,9 @@ def run(args: argparse.Namespace) -> int:
         return run_training(config, err, sys.stdout, cancel, problems)
     except EffiCellError as exc:
         print(f"error: {exc}", file=err)
+        return EXIT_PARTIAL
+    except (ValueError, MemoryError) as exc:  # what the core refuses that the options above did not catch
+        print(f"error: {exc or type(exc).__name__}; no adapter written", file=err)
         return EXIT_PARTIAL
     except KeyboardInterrupt:
         cancel.cancel()

@@ -463,10 +463,12 @@ def _validate(img: ImageData) -> ImageData:
 # ----------------------------------------------------------------------------- masks
 
 
-def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None, notes: list[str] | None = None) -> np.ndarray:
     """Read an instance label image (0 = background) as int32 ``(H, W)``.
 
-    Refuses negative or non-integer labels and, when ``shape`` is given, a different size.
+    Refuses negative or non-integer labels and, when ``shape`` is given, a different size. What
+    is worth telling about how it was read (a binary mask taken apart into regions) goes into
+    ``notes`` when given, else the log.
     """
     path = Path(path)
     _check_readable(path, "mask ")
@@ -509,10 +511,10 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndar
         raise ImageReadError(path, f"mask is {arr.shape[0]}x{arr.shape[1]} but its image is {shape[0]}x{shape[1]}")
     if arr.size and arr.max() > np.iinfo(np.int32).max:
         raise ImageReadError(path, "mask labels exceed the int32 range")
-    return _binary_as_labels(arr, path).astype(np.int32, copy=False)
+    return _binary_as_labels(arr, path, notes).astype(np.int32, copy=False)
 
 
-def _binary_as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
+def _binary_as_labels(arr: np.ndarray, path: Path, notes: list[str] | None = None) -> np.ndarray:
     """A binary mask (one value, 1 or the type's largest: ImageJ's 0/255, a 0/1 or 0/65535 export) over
     several separate regions as one label per region, as a boolean mask is read; said in the log, since
     touching cells of a binary mask stay one object. Any other mask is a label image and left as it is
@@ -526,8 +528,12 @@ def _binary_as_labels(arr: np.ndarray, path: Path) -> np.ndarray:
     regions, n = label(arr > 0, connectivity=1, return_num=True)
     if n <= 1:
         return arr
-    log.warning("%s: holds a single value (%s) over %d separate regions: read as a binary mask, one cell per "
-                "region (touching cells stay one)", path, top, n)
+    note = (f"{path}: holds a single value ({top}) over {n} separate regions: read as a binary mask, one cell per "
+            "region (touching cells stay one)")
+    if notes is None:
+        log.warning("%s", note)
+    else:
+        notes.append(note)
     return regions
 
 

@@ -33,8 +33,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import random
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -96,6 +99,9 @@ class TrainConfig:
     recipe: Recipe | None = None  # None: :func:`default_recipe`
     name: str = ""
     description: str = ""
+    # a file at ``out`` when the adapter is saved: replaced (True), or kept and the adapter saved beside it
+    # (``<stem>_2.safetensors``; False: the command line checks at the start, but a file may appear during the run)
+    overwrite: bool = False
 
 
 @dataclass
@@ -177,12 +183,22 @@ def _pooled(counts: dict[int, Counts], idx: Sequence[int]) -> Counts:
 # ----------------------------------------------------------------------------- the run
 
 
-def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Iterator[TrainProgress]:  # noqa: C901, PLR0912, PLR0915
+def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Iterator[TrainProgress]:
     """Train adapters for a frozen encoder; yields :class:`TrainProgress` events.
 
     Raises :class:`~efficell_app.core.errors.Cancelled` (at the next step) when ``cancel``
-    is set, leaving no adapter file; :class:`InputError` when no usable image is left.
+    is set, leaving no adapter file; :class:`InputError` when no usable image is left. Features
+    spilled to disk for a run too large for memory are removed when it ends, however it ends.
     """
+    spills: list[Path] = []
+    try:
+        yield from _train(config, cancel, spills)
+    finally:
+        for folder in spills:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train(config: TrainConfig, cancel: CancelToken | None, spills: list[Path]) -> Iterator[TrainProgress]:  # noqa: C901, PLR0912, PLR0915
     import torch
 
     from .encoders import build_encoder
@@ -196,10 +212,10 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
 
     cfg = config
     t_start = time.time()
-    for what in ("minutes", "epochs", "steps"):
+    for what in ("minutes", "epochs", "steps", "batch_size", "lr"):
         v = getattr(cfg, what)
-        if v is not None and v <= 0:
-            raise ValueError(f"{what} must be positive")
+        if v is not None and not v > 0:
+            raise ValueError(f"{what.replace('_', ' ')} must be positive")
     deadline = t_start + cfg.minutes * 60.0 if cfg.minutes is not None else None
     out = Path(cfg.out)
     if not out.parent.is_dir():
@@ -229,6 +245,18 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             n_skipped = len(cfg.val) - len(val_items)
             yield event("preparing", warnings=vw, message=f"{n_skipped} validation pair(s) skipped" if n_skipped
                         else "warnings while reading the validation images")
+    if val_items:  # a validation image that is a training image would score what training saw: left out
+        from .feature_cache import array_sha256
+
+        seen = {array_sha256(it.img.data) for it in items}
+        same = [it for it in val_items if array_sha256(it.img.data) in seen]
+        if same:
+            w = (f"{len(same)} validation image(s) are also training images (the same pixels: "
+                 f"{', '.join(it.name for it in same[:3])}{', …' if len(same) > 3 else ''}); left out of validation, "
+                 "which must be images training did not see")
+            warnings.append(w)
+            yield event("preparing", warnings=[w])
+            val_items = [it for it in val_items if it not in same]
     check()
     device = choose_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -245,6 +273,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     fine_tune = init_meta is not None
     stride, spec = encoder.stride, encoder.spec
     target_d = float(cfg.target_diameter or (init_meta.target_diameter if init_meta else 24.0))
+
     channels = cfg.channels if cfg.channels is not None else (tuple(init_meta.channels) if init_meta and init_meta.channels else None)
     from .pipeline import is_colour_input, params_from_meta
 
@@ -281,8 +310,12 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         d = object_diameter(it.mask)
         scale = float(np.clip(target_d / d if d > 0 else 1.0, 0.1, 8.0))
         vals.append(val_image(it.name, resize_image(model_input(it.img, channels), scale), it.mask))
+    no_evidence = False  # validation was asked for but nothing can be held out: the start stays (never below it)
     if mode == "held-out band" and not vals:
-        w = "no image has room for a held-out band with cells; training without validation (the last state is kept)"
+        no_evidence = fine_tune and cfg.keep != "trained"
+        w = ("no image has room for a held-out band with cells: nothing can show that training beats the starting "
+             "adapter, so its weights are kept (--keep trained trains and keeps them unchecked)" if no_evidence else
+             "no image has room for a held-out band with cells; training without validation (the last state is kept)")
         warnings.append(w)
         yield event("preparing", warnings=[w])
         mode = "none"
@@ -301,8 +334,11 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     # -- feature cache
     feat_bytes = sum(encoder.out_channels) * 2 * sum((t.box[2] - t.box[0]) * (t.box[3] - t.box[1]) for t in tiles) // stride**2
     cache_dir = cfg.cache_dir
-    if cache_dir is None and feat_bytes * 8 > cfg.memory_cache_mb * 2**20:
-        cache_dir = default_cache_dir()
+    if cache_dir is None and feat_bytes * 8 > cfg.memory_cache_mb * 2**20:  # too large for memory: a folder of its own
+        default_cache_dir().mkdir(parents=True, exist_ok=True)
+        cache_dir = Path(tempfile.mkdtemp(prefix="training-", dir=default_cache_dir()))
+        spills.append(cache_dir)
+        log.info("encoder features go to %s for this run (removed when it ends)", cache_dir)
     cache = FeatureCache(encoder, device=device, cache_dir=cache_dir)
     t_cache = time.time()
     budget = CACHE_SHARE * (deadline - t_start) if deadline is not None else None
@@ -486,7 +522,7 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
             per_fold.append(entry)
     improved = trained_scores is not None and (start_scores is None or keeps_trained(start_scores, trained_scores, proof))
     overridden = cfg.keep == "trained" and not improved and trained_scores is not None
-    if mode == "none" or overridden:
+    if (mode == "none" and not no_evidence) or overridden:
         improved = True
 
     # -- the adapter: the final run, the kept checkpoint, or the start
@@ -519,12 +555,17 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
         if not fine_tune:
             raise EffiCellError("the time budget ran out before the adapters were trained; give more minutes")
         final_state, chosen_params = start_state, params_start
+        # the start whole: also the working size its weights were trained at (a run at another size, asked for
+        # with target_diameter, was compared at that size; written, the start must segment as it does)
+        target_d = float(init_meta.target_diameter)
     adapters.load_state_dict(final_state)
     check()
 
     # -- what happened, in words
     outcome = _outcome(mode, kept_start, start_scores, trained_scores, chosen_step, per_fold,
                        params0, chosen_params, stopped, len(folds), proof, overridden and not kept_start)
+    if kept_start:  # the step and mix chosen belong to the trained candidate, not to the adapter written
+        outcome["candidate_step"], outcome["chosen_step"], chosen_step = chosen_step, None, None
     outcome["chosen_mix"] = chosen_mix if chosen_step is not None else None
     if not kept_start and chosen_step is not None and chosen_mix != 1.0:
         outcome["message"] += f" (the weights {chosen_mix:.0%} of the way from the start's to the trained ones)"
@@ -549,6 +590,12 @@ def train_adapter(config: TrainConfig, cancel: CancelToken | None = None) -> Ite
     from .model.adapter_io import save_adapter
 
     check()
+    if not cfg.overwrite and os.path.lexists(out):  # appeared during the run (a second training, a copy): kept
+        taken = out
+        out = _free_beside(out)
+        w = f"{taken} appeared during the run and is kept; this adapter is saved as {out.name}"
+        warnings.append(w)
+        yield event("saving", warnings=[w], message=str(out))
     sha = save_adapter(out, adapters, meta)
     seconds = time.time() - t_start
     yield event("done", step=done_steps, epoch=done_steps / steps_per_epoch, total_steps=done_steps, fraction=1.0,
@@ -573,13 +620,24 @@ def _diameter_plan(store: str, items: list[Input]) -> dict[str, Any]:
                 else "stored: no starting model to compare estimating the diameter with")}
 
 
+def _free_beside(path: Path) -> Path:
+    """``stem_2.suffix``, ``stem_3.suffix``, ...: the first name beside ``path`` not taken."""
+    n = 2
+    while os.path.lexists(path.with_name(f"{path.stem}_{n}{path.suffix}")):
+        n += 1
+    return path.with_name(f"{path.stem}_{n}{path.suffix}")
+
+
 def _outcome(mode: str, kept_start: bool, start: dict | None, trained: dict | None,  # noqa: PLR0913
              chosen_step: int | None, per_fold: list[dict], params0: InstanceParams, params: InstanceParams,
              stopped: str, n_folds: int, proof: dict | None = None, overridden: bool = False) -> dict[str, Any]:
     """What was kept and why, for the user (``message``) and the metadata."""
     where = {"cross-validation": f"on held-out images ({n_folds}-fold cross-validation over images)",
              "held-out band": "on the held-out band", "validation images": "on the validation images"}.get(mode, "")
-    if mode == "none":
+    if mode == "none" and kept_start:
+        msg = ("no image had room for held-out cells, so nothing could show that training beats the starting "
+               "adapter; its weights are kept")
+    elif mode == "none":
         msg = "no validation: the trained adapter is kept without a check against the start"
     elif kept_start:
         if stopped or not (trained and start):

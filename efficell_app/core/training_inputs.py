@@ -57,7 +57,7 @@ def load_pairs(pairs: Sequence[tuple[ImageLike, MaskLike]], channels: tuple[int,
                 mask = mask.astype(np.int32)
                 where = name
             else:
-                mask = read_mask(mk, img.shape)
+                mask = read_mask(mk, img.shape, warnings)  # a binary mask's note is the run's warning too
                 where = str(mk)
             if mask.max() <= 0:
                 raise InputError(where, "mask has no objects (nothing to learn from); skipped")
@@ -187,6 +187,7 @@ def prepare_image(it: Input, index: int, target_d: float, channels: tuple[int, .
             smp = _crop_sample(smp, r_sl)
         per.append(smp)
     info = {"name": it.name, "size": list(it.mask.shape), "sha256": array_sha256(it.img.data),
+            "mask_sha256": array_sha256(it.mask),  # the annotation: what a lab changes most between two trainings
             "n_cells": int(len(np.unique(it.mask)) - 1), "diameter_px": round(d, 2), "scale": round(base, 4),
             "held_out": None if band is None else f"{band[0]} {band[1]} px"}
     return per, val, info

@@ -192,3 +192,26 @@ def test_result_line_shows_the_whole_outcome(qtbot, annotated_project: Path) -> 
         doc.setHtml(dlg.result.text())
         assert msg in doc.toPlainText() and "#b45309" in dlg.result.text()
         assert dlg.result.minimumHeight() >= 2 * dlg.result.fontMetrics().height()
+
+
+def test_a_long_phase_line_does_not_widen_the_dialog(qtbot, tmp_path: Path) -> None:
+    """While validating, the phase line holds the whole outcome; it wraps in the dialog's width (the dialog
+    grew to about 2000 px, past a laptop's screen)."""
+    from types import SimpleNamespace
+
+    from efficell_app.gui.training.dialog import TrainingDialog
+    from efficell_app.project import Project
+
+    with Project.create(tmp_path / "p") as p:
+        dlg = TrainingDialog(p)
+        qtbot.addWidget(dlg)
+        dlg.show()
+        width = dlg.width()
+        outcome = ("training did not clearly improve on the starting adapter on held-out images (3-fold cross-"
+                   "validation over images): AP@0.5 0.727 -> 0.764, errors 39 -> 33, a difference chance gives with "
+                   "p = 0.28 (needs < 0.05); the starting adapter's weights are kept")
+        dlg._progress(SimpleNamespace(fraction=0.97, phase="validating", message=outcome, total_steps=48, step=48,
+                                      elapsed_s=20.0, eta_s=0.0, warnings=[], losses={}, start=None, val=None, best=None))
+        qtbot.wait(50)
+        assert dlg.width() == width and outcome in dlg.phase.text()
+        dlg.close()

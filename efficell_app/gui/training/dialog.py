@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -139,6 +140,10 @@ class TrainingDialog(QDialog):
         self.plots.setMinimumHeight(300)
 
         self.phase = QLabel("Ready")
+        # long phase texts (the outcome while validating) wrap in the dialog's width instead of widening it
+        # past the screen (it grew to 2000 px on the outcome line)
+        self.phase.setWordWrap(True)
+        self.phase.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.eta = QLabel("")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
@@ -325,6 +330,7 @@ class TrainingDialog(QDialog):
     def _cancelled(self) -> None:
         self._idle()
         self.phase.setText("Cancelled: no adapter was saved")
+        self.eta.setText("")
         self.progress.setValue(0)
 
     def _failed(self, exc: BaseException) -> None:
