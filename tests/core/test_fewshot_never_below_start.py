@@ -20,10 +20,7 @@ from efficell_app.core.training_data import object_diameter
 from efficell_app.core.training_inputs import Input
 from efficell_app.core.training_validation import busiest_window, choose_diameter
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _builtin_or_skip() -> None:

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from efficell_app.core.cancel import CancelToken
-from efficell_app.core.encoders import build_encoder
 from efficell_app.core.errors import AdapterError, Cancelled, InputError
 from efficell_app.core.images import ImageData, read_image, read_mask
 from efficell_app.core.model.adapter_io import load_adapter, read_adapter_meta, save_adapter
@@ -19,16 +18,7 @@ from efficell_app.core.training_fit import Tile, make_batch
 from efficell_app.core.training_inputs import _band
 from efficell_app.core.training_data import prepare_sample
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture()
-def small_encoder():  # noqa: ANN201
-    torch.manual_seed(0)
-    return build_encoder("efficell_compact", weights=None, small=True)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(path: Path, mask_path: Path, size: int = 96) -> tuple[ImageData, np.ndarray]:

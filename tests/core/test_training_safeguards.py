@@ -11,23 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
-from efficell_app.core.encoders import build_encoder
 from efficell_app.core.images import ImageData, read_image, read_mask
 from efficell_app.core.model.adapter_io import read_adapter_meta
 from efficell_app.core.training import TrainConfig, train_adapter
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-@pytest.fixture()
-def small_encoder():  # noqa: ANN201
-    torch.manual_seed(0)
-    return build_encoder("efficell_compact", weights=None, small=True)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

@@ -292,9 +292,8 @@ def test_new_project_in_a_folder_typed_in(window, qtbot, tmp_path: Path, monkeyp
 # ----------------------------------------------------------------------------- 6. Esc, the brush, importing over an annotation
 
 
-def test_esc_asks_before_cancelling_a_run(window, qtbot, answers, tmp_path: Path, dsb_pairs) -> None:
-    from PySide6.QtTest import QTest
-
+def _ten_images_added(window, qtbot, tmp_path: Path, dsb_pairs) -> None:  # noqa: ANN001
+    """Ten real images dropped on the window, not segmented: a run over them lasts long enough to interrupt."""
     folder = tmp_path / "many"
     folder.mkdir()
     for k in range(5):
@@ -305,6 +304,12 @@ def test_esc_asks_before_cancelling_a_run(window, qtbot, answers, tmp_path: Path
     qtbot.waitUntil(lambda: window.session.project is not None and len(window.session.project.list_images()) == 10,
                     timeout=30_000)
     wait_run_done(qtbot, window)
+
+
+def test_esc_asks_before_cancelling_a_run(window, qtbot, answers, tmp_path: Path, dsb_pairs) -> None:
+    from PySide6.QtTest import QTest
+
+    _ten_images_added(window, qtbot, tmp_path, dsb_pairs)
     finished: list[str] = []
     window.session.run_finished.connect(finished.append)
     window.segment_scope("project")
@@ -322,16 +327,7 @@ def test_quit_asks_while_a_run_is_going(window, qtbot, answers, tmp_path: Path, 
     """The window's close button and File > Quit ask before they stop a run, as Esc does."""
     from PySide6.QtGui import QCloseEvent
 
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for k in range(5):
-        for img, _ in dsb_pairs[:2]:
-            shutil.copy(img, folder / f"{k}_{img.name}")
-    window.seg_panel.auto_segment.setChecked(False)
-    drop(window, folder)
-    qtbot.waitUntil(lambda: window.session.project is not None and len(window.session.project.list_images()) == 10,
-                    timeout=30_000)
-    wait_run_done(qtbot, window)
+    _ten_images_added(window, qtbot, tmp_path, dsb_pairs)
     assert window.running_work() == [] and window.confirm_quit() and not answers.asked  # nothing to stop: no question
     finished: list[str] = []
     window.session.run_finished.connect(finished.append)
