@@ -262,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import EffiCellError
 
     err = sys.stderr
+    if Path(args.out).is_dir():
+        print(f"efficell train: error: --out {args.out} is a folder; give the adapter file's name "
+              "(e.g. my_adapter.safetensors)", file=err)
+        return EXIT_USAGE
     try:
         config, problems = config_from_args(args)
     except (ValueError, FileNotFoundError) as exc:

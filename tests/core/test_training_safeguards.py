@@ -113,3 +113,13 @@ def test_bad_training_options_are_usage_errors(option: list[str], tmp_path: Path
                "--out", str(tmp_path / "a.safetensors"), *option])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and option[0] in err
+
+
+def test_out_that_is_a_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from efficell_app.cli import main
+
+    for d in ("i", "m", "adapter.safetensors"):
+        (tmp_path / d).mkdir()
+    rc = main(["train", "--images", str(tmp_path / "i"), "--masks", str(tmp_path / "m"),
+               "--out", str(tmp_path / "adapter.safetensors")])
+    assert rc == 2 and "is a folder" in capsys.readouterr().err
