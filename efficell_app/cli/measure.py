@@ -82,16 +82,24 @@ def run(args: argparse.Namespace) -> int:
     cell_tables: list[pd.DataFrame] = []
     image_rows: list[dict[str, Any]] = []
     failures: list[str] = []
-    for path in images:
-        mask_path = find_mask(path, masks_dir)
+    from ..core.batch import expand_scenes, output_names
+    from ..core.images import display_name
+
+    items = expand_scenes(images)  # a multi-scene file: one image per scene, as segment writes them
+    scene_masks = output_names(items)  # <stem>_s<k>_masks.tif: segment's own names, one home
+    for item in items:
+        path, scene, scene_name = item
+        mask_path = find_mask(path, masks_dir) if scene is None else masks_dir / scene_masks[item]
         try:
-            img = read_image(path, planes)  # first: an unreadable image is named as such
-            if mask_path is None:
-                raise EffiCellError(f"{path}: no mask in {masks_dir} (looked for {image_stem(path)}.tif, "
-                                    f"{image_stem(path)}_masks.tif and .png)")
+            img = read_image(path, planes, scene=scene)  # first: an unreadable image is named as such
+            if mask_path is None or not mask_path.is_file():
+                looked = (f"{image_stem(path)}.tif, {image_stem(path)}_masks.tif and .png" if scene is None
+                          else f"{scene_masks[item]}, as efficell segment names a scene's mask")
+                where = f"{path} [{scene_name}]" if scene is not None else str(path)
+                raise EffiCellError(f"{where}: no mask in {masks_dir} (looked for {looked})")
             labels = read_mask(mask_path)
-            measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names), path.name,
-                                     mask_path=mask_path)
+            measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names),
+                                     display_name(path, scene_name), mask_path=mask_path)
         except EffiCellError as exc:
             from .hints import with_options
 

@@ -177,3 +177,20 @@ def test_the_table_names_the_images_it_lacks(dsb_pairs, tmp_path: Path, patched_
     assert values["images_measured"] == 1 and "b.tif: file is empty" in str(values["images_failed"])
     assert str(values["pixel_size_um"]).startswith("from each file's metadata")  # said, not left empty
     assert str(values["channels"]).startswith("auto") and str(values["planes"]).startswith("2-D")
+
+
+def test_measure_takes_the_scene_masks_segment_wrote(tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    """segment writes <stem>_s<k>_masks.tif for the scenes of a plate file; measure pairs each with its scene."""
+    blobs = np.zeros((48, 48), np.uint8)
+    blobs[5:15, 5:15] = blobs[25:40, 20:35] = 200
+    plate = tmp_path / "plate.ome.tif"
+    with tifffile.TiffWriter(plate, ome=True) as w:
+        w.write(blobs, metadata={"Name": "A1"})
+        w.write(blobs, metadata={"Name": "B2"})
+    assert main(["segment", str(plate), "--out", str(tmp_path / "out"), "--diameter", "12"]) == 0
+    assert main(["measure", "--images", str(plate), "--masks", str(tmp_path / "out"),
+                 "--out", str(tmp_path / "m.xlsx")]) == 0
+    measured = pd.read_excel(tmp_path / "m.xlsx", sheet_name="Images")[["image", "cell_count"]]
+    segmented = pd.read_excel(tmp_path / "out" / TABLE_FILE, sheet_name="Images")[["image", "cell_count"]]
+    assert list(measured["image"]) == ["plate.ome.tif [A1]", "plate.ome.tif [B2]"]
+    assert measured.equals(segmented)
