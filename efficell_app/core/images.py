@@ -617,6 +617,18 @@ def parse_channels(spec: str | None) -> tuple[int, ...] | None:
     return idx
 
 
+def input_channels(img: ImageData, channels: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The channels the model takes from ``img``: those given, else RGB for a colour image, else the first;
+    an :class:`ImageReadError` naming the file when the image lacks one ('rgb' on a grey image said so)."""
+    if channels is None:
+        return (0, 1, 2) if img.rgb and img.n_channels >= 3 else (0,)
+    missing = [c for c in channels if c >= img.n_channels]
+    if missing:
+        asked = "'rgb' (three colour channels) was" if tuple(channels) == (0, 1, 2) else f"channel {missing[0]} is"
+        raise ImageReadError(img.path, f"{asked} asked for but the image has {img.n_channels} channel(s)")
+    return tuple(channels)
+
+
 def model_input(img: ImageData, channels: tuple[int, ...] | None = None) -> np.ndarray:
     """The 3-channel normalised float32 array the model sees.
 
@@ -625,11 +637,7 @@ def model_input(img: ImageData, channels: tuple[int, ...] | None = None) -> np.n
     multi-channel non-RGB image uses its first channel.
     """
     data = img.data
-    if channels is None:
-        channels = (0, 1, 2) if img.rgb and img.n_channels >= 3 else (0,)
-    for c in channels:
-        if c >= img.n_channels:
-            raise ImageReadError(img.path, f"channel {c} requested but the image has {img.n_channels} channel(s)")
+    channels = input_channels(img, channels)
     sel = normalize(data[list(channels)])
     if sel.shape[0] == 1:
         return np.repeat(sel, 3, axis=0)

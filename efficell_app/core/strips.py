@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cancel import CancelToken
-from .errors import ImageReadError
-from .images import ImageData, percentile_range, work_dtype
+from .images import ImageData, input_channels, percentile_range, work_dtype
 from .inference import blend_window, plan_tiles
 from .instances import InstanceParams, dense_to_labels, seed_mask
 from .segment_plan import (
@@ -114,10 +113,7 @@ class ModelInput:
     """The normalised model input of an image (as :func:`images.model_input`), by blocks of rows."""
 
     def __init__(self, img: ImageData, channels: tuple[int, ...] | None, low: float = 1.0, high: float = 99.8) -> None:
-        chans = tuple(channels) if channels is not None else ((0, 1, 2) if img.rgb and img.n_channels >= 3 else (0,))
-        for c in chans:
-            if c >= img.n_channels:
-                raise ImageReadError(img.path, f"channel {c} requested but the image has {img.n_channels} channel(s)")
+        chans = input_channels(img, channels)
         self.data = img.data
         self.chans = chans
         self.shape = img.shape

@@ -40,7 +40,7 @@ def _name(x: ImageLike, i: int) -> str:
 
 def load_pairs(pairs: Sequence[tuple[ImageLike, MaskLike]], channels: tuple[int, ...] | None = None) -> tuple[list[Input], list[str]]:
     """Read and check (image, mask) pairs. Unusable ones are skipped and named in the warnings."""
-    from .images import read_image, read_mask
+    from .images import input_channels, read_image, read_mask
 
     items, warnings = [], []
     for i, (im, mk) in enumerate(pairs):
@@ -61,9 +61,8 @@ def load_pairs(pairs: Sequence[tuple[ImageLike, MaskLike]], channels: tuple[int,
                 where = str(mk)
             if mask.max() <= 0:
                 raise InputError(where, "mask has no objects (nothing to learn from); skipped")
-            for c in channels or ():
-                if c >= img.n_channels:
-                    raise InputError(name, f"channel {c} requested but the image has {img.n_channels}; skipped")
+            if channels:
+                input_channels(img, channels)
         except EffiCellError as exc:
             msg = str(exc)
             warnings.append(msg if msg.endswith("skipped") else f"{msg}; skipped")

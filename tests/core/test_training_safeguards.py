@@ -123,3 +123,12 @@ def test_out_that_is_a_folder_is_a_usage_error(tmp_path: Path, capsys) -> None: 
     rc = main(["train", "--images", str(tmp_path / "i"), "--masks", str(tmp_path / "m"),
                "--out", str(tmp_path / "adapter.safetensors")])
     assert rc == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_rgb_asked_of_a_grey_image_is_said_as_such(pair, small_encoder, tmp_path: Path) -> None:  # noqa: ANN001
+    from efficell_app.core.errors import InputError
+
+    img, mask = pair
+    with pytest.raises(InputError, match="'rgb' \\(three colour channels\\) was asked for but the image has 1"):
+        list(train_adapter(_cfg([(img, mask)], tmp_path / "a.safetensors", small_encoder, init_adapter=None,
+                                channels=(0, 1, 2))))
