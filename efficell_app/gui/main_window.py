@@ -41,6 +41,7 @@ from .panels.problems_panel import ProblemsPanel
 from .panels.project_panel import ProjectPanel
 from .panels.settings_panel import SegmentationPanel
 from .session import Session, cells_text, default_project_folder
+from .screen import fit_to_screen
 from .settings import Preferences, apply_environment, qsettings, recent_projects
 from .viewer import ImageViewer
 from .workers import TaskWorker, start_task, stop_all
@@ -98,7 +99,7 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._wire()
-        self.resize(1400, 900)
+        fit_to_screen(self, 1400, 900)
         self.resizeDocks([self.docks["Project"], self.docks["Segmentation"]], [300, 290], Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["Measurements"]], [270], Qt.Orientation.Vertical)
         # Tabified once the window is up: tabifying before show() leaves a stray tab bar (Qt 6.11 offscreen).
@@ -154,7 +155,8 @@ class MainWindow(QMainWindow):
             act.setShortcut(QKeySequence(shortcut))
         if tip:
             act.setStatusTip(tip)
-        act.triggered.connect(slot)
+        # triggered(bool) would pass its "checked" flag as the slot's first argument (a path, a scope...)
+        act.triggered.connect(lambda _checked=False: slot())
         menu.addAction(act)
         return act
 
@@ -291,6 +293,8 @@ class MainWindow(QMainWindow):
         self.project_panel.set_project(project)
         self.setWindowTitle(f"{project.name} — EffiCell" if project is not None else "EffiCell")
         self.problems.show_project(project)
+        if project is not None and self.welcome_dialog is not None and self.welcome_dialog.isVisible():
+            self.welcome_dialog.close()  # its job is done: it stayed over the image while the run went on
         if project is not None:
             first = next(iter(self.project_panel.image_ids()), None)
             if first is not None:
@@ -559,10 +563,11 @@ class MainWindow(QMainWindow):
             return False
         done, total = self.progress.value(), self.progress.maximum()
         so_far = (f"{done} of {total} images are done: their new results are kept" if done
-                  else f"None of the {total} images is done yet")
+                  else "The image is not done yet" if total == 1 else f"None of the {total} images is done yet")
+        rest = "it keeps what it had" if total == 1 and not done else "the others keep what they had"
         answer = QMessageBox.question(
             self, "Stop segmenting?",
-            f"Stop the segmentation run? {so_far}; the others keep what they had.",
+            f"Stop the segmentation run? {so_far}; {rest}.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         if answer != QMessageBox.StandardButton.Yes:
             return False

@@ -60,7 +60,7 @@ class ImageViewer(QWidget):
 
         # Contrast of the active channel: a histogram with a draggable range.
         self.histogram = pg.HistogramLUTWidget(gradientPosition="left", orientation="horizontal")
-        self.histogram.setMaximumHeight(72)
+        self.histogram.setFixedHeight(72)  # pyqtgraph asks for 95 px at least: under a maximum of 72 it overlapped the read-out below
         self.histogram.item.gradient.hide()
         self.histogram.item.sigLevelsChanged.connect(self._levels_from_histogram)
         self._hist_item = pg.ImageItem()  # invisible carrier of the active channel for the histogram

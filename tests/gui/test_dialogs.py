@@ -96,6 +96,7 @@ def test_models_dialog_with_no_network(qtbot, window, no_network, tmp_path: Path
     qtbot.waitUntil(lambda: not dlg.is_busy(), timeout=20_000)
     text = dlg.message.text()
     assert other.weights.url.split("/")[2] in text or "network" in text.lower() or "download" in text.lower()
+    assert "efficell models import" not in text  # the window's own way: its Import file… button
     assert dlg.status_of(other.name) == "not downloaded"
     # importing a file that is not a checkpoint is refused with a reason
     bad = tmp_path / "not_weights.pth"

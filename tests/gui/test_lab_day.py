@@ -653,3 +653,61 @@ def test_reopened_project_lists_every_images_cell_count(window, tmp_path: Path, 
     rows = window.project_panel._rows
     assert rows[ids[0]][2] == "1 cell"  # the annotation counts, not the result
     assert [rows[i][2] for i in ids[1:]] == [f"{k + 2} cells" for k in range(1, len(ids))]
+
+
+def _menu_action(window, text: str):  # noqa: ANN001, ANN202
+    for menu_action in window.menuBar().actions():
+        for act in menu_action.menu().actions():
+            if act.text().replace("&", "") == text:
+                return act
+    raise AssertionError(f"no menu item {text!r}")
+
+
+def test_menu_items_reach_their_slots_without_qts_checked_flag(window, qtbot, tmp_path: Path, dsb_pairs,  # noqa: ANN001
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clicked, a menu item's triggered(bool) passed False as the slot's first argument: Find moved images
+    and Open sample project raised a TypeError and did nothing (tests had called the methods directly)."""
+    import os
+
+    from PySide6.QtWidgets import QFileDialog
+
+    from efficell_app.project import Project
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(dsb_pairs[0][0], raw / dsb_pairs[0][0].name)
+    with Project.create(tmp_path / "P") as p:
+        p.add_folder(raw, "exp")
+    os.rename(raw, tmp_path / "moved")
+    window.session.open_project(tmp_path / "P")
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(tmp_path / "moved")))
+    _menu_action(window, "Find moved images…").trigger()
+    assert window.session.project.missing_images() == []
+    opened: list[object] = []
+    monkeypatch.setattr(window.samples, "open", lambda dest=None: opened.append(dest))
+    _menu_action(window, "Open sample project").trigger()
+    assert opened == [None]
+
+
+def test_the_window_and_the_training_dialog_open_within_a_small_screen(qtbot, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 1366x768 laptop the window (1400x900) and the training dialog (760x820) opened past the screen's
+    edge: the status bar's progress and Cancel, and the dialog's Start button, could not be reached."""
+    from efficell_app.gui.main_window import MainWindow
+    from efficell_app.gui.settings import Preferences
+    from efficell_app.gui.training.dialog import TrainingDialog
+    from efficell_app.project import Project
+
+    from PySide6.QtGui import QGuiApplication
+
+    # the offscreen test platform's nominal 800x800 screen stands in for a small physical one
+    monkeypatch.setattr(QGuiApplication, "platformName", staticmethod(lambda: "xcb"))
+    win = MainWindow(Preferences(device="cpu", auto_segment=False), restore_state=False)
+    qtbot.addWidget(win)
+    free = win.screen().availableGeometry()
+    assert win.height() <= free.height()  # the status bar (progress, Cancel) on the screen
+    with Project.create(tmp_path / "p") as p:
+        dlg = TrainingDialog(p, parent=win)
+        qtbot.addWidget(dlg)
+        assert dlg.height() <= free.height()  # its Start button too
+        dlg.close()

@@ -6,7 +6,9 @@ store (``core/encoders/weights.py``) does the work, this dialog only shows it.
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +200,10 @@ class ModelsDialog(QDialog):
 
     def _failed(self, handle: Any, exc: BaseException) -> None:
         if handle is self._handle:
-            self._done(f"<span style='color:#b91c1c'>{tasks.describe_error(exc)}</span>")
+            # the core's hint names the command line; here the same step is the Import file… button
+            text = re.sub(r"run `efficell models import \S+ FILE`", "choose it with Import file…",
+                          tasks.describe_error(exc))
+            self._done(f"<span style='color:#b91c1c'>{html.escape(text)}</span>")
 
     def _ended(self, handle: Any) -> None:
         if handle is not self._handle or handle.outcome == "failed":

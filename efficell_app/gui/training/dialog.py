@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from ... import tasks
 from ...core.errors import EffiCellError
+from ..screen import fit_to_screen
 from ..workers import TaskWorker, start_task
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class TrainingDialog(QDialog):
         lay.addWidget(self.progress)
         lay.addWidget(self.result)
         lay.addLayout(buttons)
-        self.resize(760, 820)
+        fit_to_screen(self, 760, 820)
 
     def fill_choices(self) -> None:
         from ...core.encoders import list_specs
