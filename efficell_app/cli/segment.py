@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from .options import pixel_size_um
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     tally = _Tally(len(images))
     cancel = CancelToken()
     try:
-        written = tally.run(segment_files(images, args.out, segmenter, opts, cancel), err)
+        written = tally.run(segment_files(images, args.out, segmenter, opts, cancel, tally.within), err)
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -144,6 +145,18 @@ class _Tally:
 
     def __init__(self, total: int) -> None:
         self.total, self.failed, self.kept = total, 0, 0
+        self._said = time.monotonic()  # when the progress within an image was last printed
+
+    def within(self, index: int, total: int, name: str, fraction: float) -> None:
+        """Progress within one image (a large slide takes minutes): at most every 5 s, after its first 5 s."""
+        now = time.monotonic()
+        if fraction <= 0.0:
+            self._said = now
+            return
+        if now - self._said < 5.0 or fraction >= 1.0:
+            return
+        self._said = now
+        print(f"  {index}/{total} {name}: {fraction:.0%} of the image", file=sys.stderr, flush=True)
 
     def run(self, events, err):  # noqa: ANN001, ANN201
         """Report each event; returns the batch's (table, run record)."""

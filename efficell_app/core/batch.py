@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,8 @@ def _distinct_stems(files: list[Path]) -> dict[Path, str]:
 
 
 def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOptions | None = None,  # noqa: ANN001
-                  cancel: CancelToken | None = None) -> Generator[FileEvent, None, tuple[Path | None, Path]]:
+                  cancel: CancelToken | None = None, progress: Callable[[int, int, str, float], None] | None = None,
+                  ) -> Generator[FileEvent, None, tuple[Path | None, Path]]:
     """Segment every path (every scene of a multi-scene file); yields one event per image (after
     it is written, kept or has failed).
 
@@ -198,7 +199,8 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
     ``options.measure`` is False) and ``efficell_run.json`` recording the app version, model
     identity and settings, also when the table could not be written (its error is raised then);
     numbered ones where those hold another run (:func:`run_file_names`); returns the two paths
-    (:func:`write_run_files`).
+    (:func:`write_run_files`). ``progress(index, total, name, fraction)`` follows the work within
+    each image (a slide of 16384² px takes minutes).
     """
     opts = options or BatchOptions()
     out_dir = output_folder(Path(out_dir))
@@ -215,7 +217,9 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
         if cancel is not None and cancel.cancelled:
             break
         try:
-            ev, measured = segment_item(item, out_dir / names[item], segmenter, opts, key, cancel)
+            within = None if progress is None else \
+                (lambda f, i=i, name=display_name(item[0], item[2]): progress(i, total, name, f))
+            ev, measured = segment_item(item, out_dir / names[item], segmenter, opts, key, cancel, within)
         except Cancelled:
             break
         ev.index, ev.total = i, total
@@ -244,7 +248,8 @@ def output_folder(out_dir: Path) -> Path:
 
 
 def segment_item(item: Item, target: Path, segmenter, opts: BatchOptions, key: str,  # noqa: ANN001
-                 cancel: CancelToken | None = None) -> tuple[FileEvent, ImageMeasurement | None]:
+                 cancel: CancelToken | None = None, progress: Callable[[float], None] | None = None,
+                 ) -> tuple[FileEvent, ImageMeasurement | None]:
     """One image of a batch into ``target``: kept (:func:`resume_decision`), refused, or segmented
     and written atomically with its record; measured when ``opts.measure``. A bad image is a
     failed event (the reason alone: the path goes beside it); only :class:`Cancelled` is raised,
@@ -261,7 +266,7 @@ def segment_item(item: Item, target: Path, segmenter, opts: BatchOptions, key: s
         img = read_image(path, opts.planes, scene=scene)
         if opts.measure:
             channel_names_for(img, opts.channel_names)  # a wrong count fails the image before any work
-        res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel)
+        res = segmenter.segment(img, diameter=opts.diameter, channels=opts.channels, cancel=cancel, progress=progress)
         if cancel is not None:
             cancel.raise_if_cancelled()  # it finished after the run was cancelled: write nothing
         cal = file_calibration(img, opts.pixel_size_um, opts.channel_names)

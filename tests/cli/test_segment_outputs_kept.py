@@ -194,3 +194,17 @@ def test_measure_takes_the_scene_masks_segment_wrote(tmp_path: Path, patched_loa
     segmented = pd.read_excel(tmp_path / "out" / TABLE_FILE, sheet_name="Images")[["image", "cell_count"]]
     assert list(measured["image"]) == ["plate.ome.tif [A1]", "plate.ome.tif [B2]"]
     assert measured.equals(segmented)
+
+
+def test_progress_within_each_image_reaches_the_caller(dsb_pairs, tmp_path: Path, random_segmenter) -> None:  # noqa: ANN001
+    """A slide of 16384² px took minutes with no line on the terminal: the work within an image is reported."""
+    from efficell_app.core.batch import BatchOptions, segment_files
+
+    seen: list[tuple[int, int, str, float]] = []
+    events = list(segment_files([dsb_pairs[0][0], dsb_pairs[1][0]], tmp_path / "out", random_segmenter,
+                                BatchOptions(diameter=24.0), progress=lambda *a: seen.append(a)))
+    assert len(events) == 2 and {s[0] for s in seen} == {1, 2} and all(s[1] == 2 for s in seen)
+    for k in (1, 2):
+        fractions = [s[3] for s in seen if s[0] == k]
+        assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] <= 1.0
+    assert seen[0][2] == dsb_pairs[0][0].name
