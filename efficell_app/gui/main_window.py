@@ -560,6 +560,7 @@ class MainWindow(QMainWindow):
     def confirm_cancel_run(self) -> bool:
         """Esc / Segment > Cancel: ask before stopping a run (a stray Esc must not end an hour's work)."""
         if not self.session.is_running():
+            self.statusBar().showMessage("No segmentation run to cancel", 4000)
             return False
         done, total = self.progress.value(), self.progress.maximum()
         so_far = (f"{done} of {total} images are done: their new results are kept" if done

@@ -711,3 +711,15 @@ def test_the_window_and_the_training_dialog_open_within_a_small_screen(qtbot, tm
         qtbot.addWidget(dlg)
         assert dlg.height() <= free.height()  # its Start button too
         dlg.close()
+
+
+def test_actions_with_nothing_to_act_on_say_so(window) -> None:  # noqa: ANN001
+    """Ctrl+M, Undo, Stop annotating and Cancel the run did nothing and said nothing without an annotation
+    or a run: a first-time user could not tell what was missing."""
+    ctl = window.annotation.controller
+    for action in (ctl.mark_annotated, ctl.undo, ctl.stop):
+        ctl.panel.status.setText("")
+        action()
+        assert "Not annotating" in ctl.panel.status.text()
+    assert window.confirm_cancel_run() is False
+    assert "No segmentation run" in window.statusBar().currentMessage()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 AUTOSAVE_MS = 800
+NOT_ANNOTATING = "Not annotating this image: start with Annotate > Annotate this image, or pick a tool (B brush, E eraser, …)"
 REPLACING = ("import", "prediction", "empty")  # starts that replace what the editor holds
 
 
@@ -193,6 +194,7 @@ class AnnotationController(QObject):
     def stop(self) -> None:
         """Save, leave annotation mode and show the annotation as the image's labels."""
         if self.editor is None:
+            self._say(NOT_ANNOTATING)
             return
         self.save(wait=True)
         labels, image_id = self.editor.labels, self.image_id
@@ -280,6 +282,7 @@ class AnnotationController(QObject):
     def mark_annotated(self) -> None:
         """Save now and mark the image finished ("reviewed"): it is offered for training."""
         if self.editor is None or self.project is None or self.image_id is None:
+            self._say(NOT_ANNOTATING)
             return
         if self._saved_changes == 0 and self.project.load_annotation(self.image_id) is None:
             self._saved_changes = -1  # unedited prediction accepted as it is: save it once
@@ -311,11 +314,15 @@ class AnnotationController(QObject):
         self._say(f"Brush radius {v} px")
 
     def undo(self) -> None:
-        if self.editor is not None and self.editor.undo() is None:
+        if self.editor is None:
+            self._say(NOT_ANNOTATING)
+        elif self.editor.undo() is None:
             self._say("Nothing to undo")
 
     def redo(self) -> None:
-        if self.editor is not None and self.editor.redo() is None:
+        if self.editor is None:
+            self._say(NOT_ANNOTATING)
+        elif self.editor.redo() is None:
             self._say("Nothing to redo")
 
     def _update_history(self) -> None:
