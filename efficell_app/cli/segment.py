@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from .options import pixel_size_um
 
@@ -108,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         listed = ", ".join(p.name for p in skipped[:3]) + (", …" if len(skipped) > 3 else "")
         print(f"note: skipped {len(skipped)} non-image file(s) in the given folders ({listed})", file=err)
-    outputs = earlier_outputs(images, args.out)
+    outputs = set(earlier_outputs(images, args.out))
     if outputs:
-        images = [p for p in images if p not in set(outputs)]
+        images = [p for p in images if p not in outputs]
         print(f"note: skipped {len(outputs)} mask(s) of an earlier run in {args.out} (not images to segment)", file=err)
     if not images:
         print("efficell segment: error: no image files found in " + ", ".join(map(str, args.paths)), file=err)
@@ -126,10 +127,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    tally = _Tally(len(images))
+    tally = _Tally(len(images), err)
     cancel = CancelToken()
     try:
-        written = tally.run(segment_files(images, args.out, segmenter, opts, cancel, tally.within), err)
+        written = tally.run(segment_files(images, args.out, segmenter, opts, cancel, tally.within))
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
@@ -137,14 +138,14 @@ def run(args: argparse.Namespace) -> int:
         cancel.cancel()
         print("\ncancelled", file=err)
         return 130
-    return tally.summary(args.out, written, err)
+    return tally.summary(args.out, written)
 
 
 class _Tally:
     """Counts a batch's events as they are reported, then says what was done and where it went."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.failed, self.kept = total, 0, 0
+    def __init__(self, total: int, err: TextIO) -> None:
+        self.total, self.failed, self.kept, self.err = total, 0, 0, err
         self._said = time.monotonic()  # when the progress within an image was last printed
 
     def within(self, index: int, total: int, name: str, fraction: float) -> None:
@@ -156,33 +157,33 @@ class _Tally:
         if now - self._said < 5.0 or fraction >= 1.0:
             return
         self._said = now
-        print(f"  {index}/{total} {name}: {fraction:.0%} of the image", file=sys.stderr, flush=True)
+        print(f"  {index}/{total} {name}: {fraction:.0%} of the image", file=self.err, flush=True)
 
-    def run(self, events, err):  # noqa: ANN001, ANN201
+    def run(self, events):  # noqa: ANN001, ANN201
         """Report each event; returns the batch's (table, run record)."""
         while True:
             try:
                 ev = next(events)
             except StopIteration as stop:
                 return stop.value
-            _report(ev, err)
+            _report(ev, self.err)
             self.total = ev.total  # one per scene of a multi-scene file
             self.kept += ev.kept
             self.failed += not ev.ok
 
-    def summary(self, out: Path, written, err) -> int:  # noqa: ANN001
+    def summary(self, out: Path, written) -> int:  # noqa: ANN001
         """The last line (and the exit status): images done, kept, and a table or record that went beside another run's."""
         from ..core.batch import RUN_FILE, TABLE_FILE
 
         print(f"{self.total - self.failed} of {self.total} image(s) segmented into {out}"
               + (f" ({self.kept} kept from an earlier run with the same settings; --overwrite redoes them)"
-                 if self.kept else ""), file=err)
+                 if self.kept else ""), file=self.err)
         table, run = written if written else (None, None)
         if run is not None and run.name != RUN_FILE:
             kept = " and ".join(n for n in (TABLE_FILE, RUN_FILE) if (run.parent / n).exists())
             ours = " and ".join(p.name for p in (table, run) if p is not None)
             print(f"note: {kept} there {'hold' if ' and ' in kept else 'holds'} another run (other images or "
-                  f"settings) and {'were' if ' and ' in kept else 'was'} kept; this run wrote {ours}", file=err)
+                  f"settings) and {'were' if ' and ' in kept else 'was'} kept; this run wrote {ours}", file=self.err)
         return 1 if self.failed else 0
 
 
@@ -230,13 +231,13 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     err = sys.stderr
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
-    tally = _Tally(len(images))
+    tally = _Tally(len(images), err)
     try:
         with connect(args.cluster) as conn:
             _announce(conn, err)
             events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device)
             try:
-                written = tally.run(events, err)
+                written = tally.run(events)
             except KeyboardInterrupt:
                 print("\ncancelling: stopping the images in flight…", file=err, flush=True)
                 events.close()  # cancels every future, waits for the workers, removes half-written files
@@ -247,7 +248,7 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     except KeyboardInterrupt:
         print("cancelled (the masks written are complete; run the same command again to finish)", file=err)
         return 130
-    return tally.summary(args.out, written, err)
+    return tally.summary(args.out, written)
 
 
 def _announce(conn, err) -> None:  # noqa: ANN001
