@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from ..core.cancel import CancelToken
+from ..core.errors import Cancelled, EffiCellError
+from .interrupt import ctrl_c_cancels
 from .options import pixel_size_um
 
 
@@ -65,8 +68,6 @@ def _report(ev, err) -> None:  # noqa: ANN001
 def run(args: argparse.Namespace) -> int:
     from ..core.batch import BatchOptions, earlier_outputs, segment_files
     from ..core.fileio import is_inside
-    from ..core.cancel import CancelToken
-    from ..core.errors import EffiCellError
     from ..core.images import PlaneChoice, find_images, parse_channels
     from ..tasks.segment import load_segmenter
 
@@ -128,24 +129,23 @@ def run(args: argparse.Namespace) -> int:
     opts = BatchOptions(diameter=args.diameter, channels=channels, planes=planes, overwrite=args.overwrite,
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
     tally = _Tally(len(images), err)
-    cancel = CancelToken()
     try:
-        written = tally.run(segment_files(images, args.out, segmenter, opts, cancel, tally.within))
+        with ctrl_c_cancels(CancelToken(), err, "stopping after the current step of the image at work…") as cancel:
+            written = tally.run(segment_files(images, args.out, segmenter, opts, cancel, tally.within))
     except EffiCellError as exc:  # e.g. measurements.xlsx cannot be written
         print(f"error: {exc}", file=err)
         return 1
     except KeyboardInterrupt:
-        cancel.cancel()
-        print("\ncancelled", file=err)
+        print("\ncancelled at once (the masks written are complete; run the same command again to finish)", file=err)
         return 130
-    return tally.summary(args.out, written)
+    return tally.cancelled(args.out, written) if cancel.cancelled else tally.summary(args.out, written)
 
 
 class _Tally:
     """Counts a batch's events as they are reported, then says what was done and where it went."""
 
     def __init__(self, total: int, err: TextIO) -> None:
-        self.total, self.failed, self.kept, self.err = total, 0, 0, err
+        self.total, self.failed, self.kept, self.seen, self.err = total, 0, 0, 0, err
         self._said = time.monotonic()  # when the progress within an image was last printed
 
     def within(self, index: int, total: int, name: str, fraction: float) -> None:
@@ -170,6 +170,16 @@ class _Tally:
             self.total = ev.total  # one per scene of a multi-scene file
             self.kept += ev.kept
             self.failed += not ev.ok
+            self.seen += 1
+
+    def cancelled(self, out: Path, written) -> int:  # noqa: ANN001
+        """The last lines of a run stopped by Ctrl-C: what it finished, and where that is recorded (exit 130)."""
+        table, run = written if written else (None, None)
+        recorded = " and ".join(p.name for p in (table, run) if p is not None)
+        print(f"cancelled: {self.seen - self.failed} of {self.total} image(s) done into {out}"
+              + (f", recorded in {recorded}" if recorded else "")
+              + "; the masks written are complete: run the same command again to finish", file=self.err)
+        return 130
 
     def summary(self, out: Path, written) -> int:  # noqa: ANN001
         """The last line (and the exit status): images done, kept, and a table or record that went beside another run's."""
@@ -190,25 +200,48 @@ class _Tally:
 def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
     """The window's segment use case (``tasks.segment_images``) on a project, printing its events."""
     from ..project import open_project
-    from ..tasks import ImageFailed, ImageSegmented, SegmentSettings, load_segmenter, segment_images
+    from ..tasks import SegmentSettings, load_segmenter, segment_images
 
     err = sys.stderr
     settings = SegmentSettings(model=args.model, diameter=args.diameter, channels=channels, device=args.device,
                                measure=None)
     segmenter = load_segmenter(args.model, args.device)
-    failed = n = 0
-    with open_project(args.project) as project:
-        for ev in segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter,
-                                 only_new=args.only_new):
+    tally = _ProjectTally(err)
+    try:
+        with ctrl_c_cancels(CancelToken(), err, "stopping after the current step of the image at work…") as cancel, \
+                open_project(args.project) as project:
+            tally.run(project, segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter,
+                                              only_new=args.only_new, cancel=cancel))
+    except (Cancelled, KeyboardInterrupt):
+        print(f"cancelled after {tally.n} image(s) (the results recorded stay in the project; "
+              "--only-new finishes the run)", file=err)
+        return 130
+    return tally.summary(args.project)
+
+
+class _ProjectTally:
+    """Prints a project run's events (a line per image) and its last line."""
+
+    def __init__(self, err: TextIO) -> None:
+        self.err, self.n, self.failed = err, 0, 0
+
+    def run(self, project, events) -> None:  # noqa: ANN001
+        from ..tasks import ImageFailed, ImageSegmented, Status
+
+        for ev in events:
             if isinstance(ev, ImageFailed):
-                n += 1
-                failed += 1
-                print(f"error: {ev.message}", file=err)
+                self.n += 1
+                self.failed += 1
+                print(f"error: {ev.message}", file=self.err)
             elif isinstance(ev, ImageSegmented):
-                n += 1
-                print(f"{_project_name(project, ev)}: {ev.n_cells} cells", file=err)
-    print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
-    return 1 if failed else 0
+                self.n += 1
+                print(f"{_project_name(project, ev)}: {ev.n_cells} cells", file=self.err)
+            elif isinstance(ev, Status):  # on a cluster: connecting, the dashboard's address, loading the model
+                print(ev.message, file=self.err, flush=True)
+
+    def summary(self, project_dir: Path) -> int:
+        print(f"{self.n - self.failed} of {self.n} image(s) segmented in project {project_dir}", file=self.err)
+        return 1 if self.failed else 0
 
 
 def _project_name(project, ev) -> str:  # noqa: ANN001
@@ -224,7 +257,6 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
     """``efficell segment IMAGES --out DIR --cluster SPEC``: the same lines as a local run, plus
     the cluster and its dashboard; Ctrl-C stops every worker's image and leaves complete masks only."""
     from ..core.batch import BatchOptions
-    from ..core.errors import EffiCellError
     from ..tasks.cluster import connect
     from ..tasks.cluster_segment import segment_files_on_cluster
 
@@ -233,22 +265,26 @@ def _files_on_cluster(args: argparse.Namespace, images: list[Path], channels, pl
                         measure=not args.no_measure, pixel_size_um=args.pixel_size, channel_names=names)
     tally = _Tally(len(images), err)
     try:
-        with connect(args.cluster) as conn:
-            _announce(conn, err)
-            events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device)
-            try:
-                written = tally.run(events)
-            except KeyboardInterrupt:
-                print("\ncancelling: stopping the images in flight…", file=err, flush=True)
-                events.close()  # cancels every future, waits for the workers, removes half-written files
-                raise
+        with ctrl_c_cancels(CancelToken(), err, "stopping the images in flight…") as cancel:
+            with connect(args.cluster) as conn:
+                _announce(conn, err)
+                events = segment_files_on_cluster(images, args.out, conn, opts, model=args.model, device=args.device,
+                                                  cancel=cancel)
+                try:
+                    written = tally.run(events)
+                except KeyboardInterrupt:
+                    events.close()  # cancels every future, waits for the workers, removes half-written files
+                    raise
+    except Cancelled:  # before the first image was sent (connecting, loading the model)
+        print("cancelled before any image was segmented", file=err)
+        return 130
     except EffiCellError as exc:
         print(f"error: {exc}", file=err)
         return 1
     except KeyboardInterrupt:
-        print("cancelled (the masks written are complete; run the same command again to finish)", file=err)
+        print("cancelled at once (the masks written are complete; run the same command again to finish)", file=err)
         return 130
-    return tally.summary(args.out, written)
+    return tally.cancelled(args.out, written) if cancel.cancelled else tally.summary(args.out, written)
 
 
 def _announce(conn, err) -> None:  # noqa: ANN001
@@ -260,39 +296,29 @@ def _announce(conn, err) -> None:  # noqa: ANN001
 
 def _project_on_cluster(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
     """``efficell segment --project DIR --cluster SPEC``: the window's use case on a cluster, printing its events."""
-    from ..core.errors import EffiCellError
     from ..project import open_project
-    from ..tasks import ImageFailed, ImageSegmented, SegmentSettings, Status
+    from ..tasks import SegmentSettings
     from ..tasks.cluster_segment import segment_images_on_cluster
 
     err = sys.stderr
     settings = SegmentSettings(model=args.model, diameter=args.diameter, channels=channels, device=args.device,
                                measure=None)
-    failed = n = 0
+    tally = _ProjectTally(err)
     try:
-        with open_project(args.project) as project:
+        with ctrl_c_cancels(CancelToken(), err, "stopping the images in flight…") as cancel, \
+                open_project(args.project) as project:
             events = segment_images_on_cluster(project, None, settings, cluster=args.cluster, set_name=args.set_name,
-                                               only_new=args.only_new)
+                                               only_new=args.only_new, cancel=cancel)
             try:
-                for ev in events:
-                    if isinstance(ev, ImageFailed):
-                        n += 1
-                        failed += 1
-                        print(f"error: {ev.message}", file=err)
-                    elif isinstance(ev, ImageSegmented):
-                        n += 1
-                        print(f"{_project_name(project, ev)}: {ev.n_cells} cells", file=err)
-                    elif isinstance(ev, Status):  # connecting, the dashboard's address, loading the model
-                        print(ev.message, file=err, flush=True)
+                tally.run(project, events)
             except KeyboardInterrupt:
-                print("\ncancelling: stopping the images in flight…", file=err, flush=True)
                 events.close()
                 raise
+    except (Cancelled, KeyboardInterrupt):
+        print(f"cancelled after {tally.n} image(s) (the results recorded stay in the project; "
+              "--only-new finishes the run)", file=err)
+        return 130
     except EffiCellError as exc:
         print(f"error: {exc}", file=err)
         return 1
-    except KeyboardInterrupt:
-        print("cancelled (the results recorded stay in the project)", file=err)
-        return 130
-    print(f"{n - failed} of {n} image(s) segmented in project {args.project}", file=err)
-    return 1 if failed else 0
+    return tally.summary(args.project)

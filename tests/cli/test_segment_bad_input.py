@@ -229,3 +229,62 @@ def test_ctrl_c_mid_batch(dsb_pairs, tmp_path: Path, patched_load, capsys) -> No
     assert rc == 130 and "cancelled" in err and "Traceback" not in err
     assert len(list(out.glob("*_masks.tif"))) == 1
     assert not list(out.rglob("*.part"))
+
+
+def test_a_real_ctrl_c_stops_at_the_next_step_and_records_what_was_done(dsb_pairs, tmp_path: Path, patched_load,
+                                                                        capsys) -> None:  # noqa: ANN001
+    """A real SIGINT during the second image (as a terminal's Ctrl-C): the image stops at the
+    segmenter's next check, the table and run record list the image done, exit 130; the same
+    command again keeps that mask and finishes the batch."""
+    import json
+    import signal
+
+    from openpyxl import load_workbook
+
+    seg = patched_load
+    real = seg.segment
+    n = []
+
+    def segment(img, **kw):  # noqa: ANN001, ANN202
+        n.append(1)
+        if len(n) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real(img, **kw)
+
+    seg.segment = segment
+    d = tmp_path / "in"
+    d.mkdir()
+    for img, _ in dsb_pairs[:3]:
+        shutil.copy(img, d / img.name)
+    out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGINT)
+    rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C is Python's again once the command returns
+    assert rc == 130 and "Traceback" not in err, err
+    assert "cancelling:" in err and "cancelled: 1 of 3 image(s) done" in err
+    assert "measurements.xlsx and efficell_run.json" in err
+    assert len(list(out.glob("*_masks.tif"))) == 1 and not list(out.rglob("*.part"))
+    record = json.loads((out / "efficell_run.json").read_text())
+    assert len(record["files"]) == 1 and record["files"][0]["ok"]
+    assert load_workbook(out / "measurements.xlsx")["Images"].max_row == 2  # a header and the image done
+
+    seg.segment = real
+    rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"3 of 3 image(s) segmented into {out} (1 kept" in err, err
+    assert len(json.loads((out / "efficell_run.json").read_text())["files"]) == 3
+
+
+def test_a_second_ctrl_c_stops_at_once() -> None:
+    """The first Ctrl-C sets the token and says so; the second raises KeyboardInterrupt."""
+    import io
+    import signal
+
+    from efficell_app.cli.interrupt import ctrl_c_cancels
+
+    err = io.StringIO()
+    with pytest.raises(KeyboardInterrupt), ctrl_c_cancels(CancelToken(), err, "stopping…") as token:
+        signal.raise_signal(signal.SIGINT)
+        assert token.cancelled and "cancelling: stopping… (Ctrl-C again to stop at once)" in err.getvalue()
+        signal.raise_signal(signal.SIGINT)
