@@ -3,14 +3,20 @@
 1. The 174 image/mask pairs of ../shared/data: read image + mask, measure every cell,
    then write one Excel workbook of all of them (what ``efficell measure`` does).
 2. A synthetic 4096 x 4096 uint16 image with 10,000 cells: ``measure_cells`` alone.
+3. Memory: that image tiled to 16384 x 16384 (160,000 cells), ``measure_cells`` in a fresh
+   process; its peak RSS above what the image and labels hold (measured in row bands,
+   ``measure.BAND_PIXELS``), and the same with one band (the whole image at once).
 
-Usage:  python benchmarks/measure_speed.py [--data DIR] [--out benchmarks/results/measure.md]
+Usage:  python benchmarks/measure_speed.py [--data DIR] [--large 16384] [--out benchmarks/results/measure.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import platform
 import statistics
 import sys
@@ -25,7 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from efficell_app.core.export import write_xlsx  # noqa: E402
 from efficell_app.core.images import ImageData, read_image, read_mask  # noqa: E402
-from efficell_app.core.measure import measure_cells, summarize_image  # noqa: E402
+from efficell_app.core.measure import BAND_PIXELS, measure_cells, summarize_image  # noqa: E402
+
+BAND_PIXELS_TEXT = f"{BAND_PIXELS / 1e6:g} million"
 
 
 def cpu_model() -> str:
@@ -104,14 +112,71 @@ def bench_synthetic(repeats: int = 3) -> dict[str, float]:
     return {"cells": n, "min_s": min(times), "median_s": statistics.median(times), "repeats": repeats}
 
 
+def _peak_mb() -> float:
+    """This process's peak RSS (Linux ``VmHWM``; elsewhere the lifetime peak)."""
+    try:
+        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak() -> None:
+    """Start the peak from the present RSS (Linux), so that building the image does not count."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def large_in_this_process(size: int, whole: bool) -> dict[str, float]:
+    """``measure_cells`` of the 4096² synthetic image tiled to ``size``²; peak RSS before and after."""
+    import efficell_app.core.measure as measure
+
+    labels, image = synthetic_cells()
+    reps = -(-size // labels.shape[0])
+    n = int(labels.max())
+    big = np.zeros((size, size), np.int32)
+    for i in range(reps):
+        for j in range(reps):
+            tile = labels[: size - i * 4096, : size - j * 4096]
+            big[i * 4096:(i + 1) * 4096, j * 4096:(j + 1) * 4096] = np.where(tile > 0, tile + (i * reps + j) * n, 0)
+    img = ImageData(np.tile(image, (reps, reps))[None, :size, :size].copy())
+    del labels, image
+    if whole:
+        measure.BAND_PIXELS = size * size
+    _reset_peak()
+    before = _peak_mb()
+    t = time.perf_counter()
+    cells = len(measure_cells(big, img))
+    return {"cells": cells, "s": time.perf_counter() - t, "before_mb": before, "peak_mb": _peak_mb(),
+            "image_mb": (big.nbytes + img.data.nbytes) / 2**20}
+
+
+def bench_large(size: int) -> dict[str, dict[str, float]]:
+    """:func:`large_in_this_process` in fresh processes: in bands (as shipped), and whole."""
+    out = {}
+    for how in ("bands", "whole"):
+        cmd = [sys.executable, __file__, "--one-large", str(size)] + (["--whole"] if how == "whole" else [])
+        out[how] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=None, help="also write the snippet to this file")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--large", type=int, default=16384, help="side of the large image (0: skip it)")
+    ap.add_argument("--one-large", type=int, help=argparse.SUPPRESS)  # internal: one large run, JSON on stdout
+    ap.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.one_large:
+        print(json.dumps(large_in_this_process(args.one_large, args.whole)))
+        return 0
     shared = bench_shared(args.data)
     synth = bench_synthetic(args.repeats)
+    large = bench_large(args.large) if args.large else None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     snippet = "\n".join([
         "## Per-cell measurements (`efficell measure`)",
@@ -128,8 +193,28 @@ def main(argv: list[str] | None = None) -> int:
         f"(total {shared['total_s']:.1f} s) |",
         f"| synthetic 4096 x 4096 uint16, `measure_cells` only | {synth['cells']:,} | "
         f"{synth['median_s']:.2f} s median of {synth['repeats']} (best {synth['min_s']:.2f} s) |",
-        "",
     ])
+    if large:
+        b, w = large["bands"], large["whole"]
+        snippet += "\n" + "\n".join([
+            f"| synthetic {args.large} x {args.large} uint16 (the above, tiled), `measure_cells` only | "
+            f"{b['cells']:,} | {b['s']:.1f} s |",
+            "",
+            f"Memory of measuring the {args.large}² image (a fresh process each; peak RSS, Linux `VmHWM`, and what "
+            f"it adds to the {b['before_mb']:,.0f} MB that Python, the image and the labels ({b['image_mb']:,.0f} MB) held "
+            "before):",
+            "",
+            "| how | time | peak RSS | added by measuring |",
+            "|---|---:|---:|---:|",
+            f"| in row bands of about {BAND_PIXELS_TEXT} pixels (as shipped) | {b['s']:.1f} s | "
+            f"{b['peak_mb']:,.0f} MB | {b['peak_mb'] - b['before_mb']:,.0f} MB |",
+            f"| the whole image at once (one band) | {w['s']:.1f} s | {w['peak_mb']:,.0f} MB | "
+            f"{w['peak_mb'] - w['before_mb']:,.0f} MB |",
+            "",
+            "Both give the same table (each cell is measured whole in the band of its top row; "
+            "`tests/core/test_measure.py` checks it to the last bit).",
+        ])
+    snippet += "\n"
     print(snippet)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
