@@ -141,15 +141,14 @@ def run(args: argparse.Namespace) -> int:
     return tally.cancelled(args.out, written) if cancel.cancelled else tally.summary(args.out, written)
 
 
-class _Tally:
-    """Counts a batch's events as they are reported, then says what was done and where it went."""
+class _Within:
+    """Prints the progress within one image (a large slide takes minutes): at most every 5 s, after its first 5 s."""
 
-    def __init__(self, total: int, err: TextIO) -> None:
-        self.total, self.failed, self.kept, self.seen, self.err = total, 0, 0, 0, err
-        self._said = time.monotonic()  # when the progress within an image was last printed
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self._said = time.monotonic()  # when it was last printed
 
-    def within(self, index: int, total: int, name: str, fraction: float) -> None:
-        """Progress within one image (a large slide takes minutes): at most every 5 s, after its first 5 s."""
+    def __call__(self, index: int, total: int, name: str, fraction: float) -> None:
         now = time.monotonic()
         if fraction <= 0.0:
             self._said = now
@@ -158,6 +157,14 @@ class _Tally:
             return
         self._said = now
         print(f"  {index}/{total} {name}: {fraction:.0%} of the image", file=self.err, flush=True)
+
+
+class _Tally:
+    """Counts a batch's events as they are reported, then says what was done and where it went."""
+
+    def __init__(self, total: int, err: TextIO) -> None:
+        self.total, self.failed, self.kept, self.seen, self.err = total, 0, 0, 0, err
+        self.within = _Within(err)
 
     def run(self, events):  # noqa: ANN001, ANN201
         """Report each event; returns the batch's (table, run record)."""
@@ -211,7 +218,7 @@ def _run_project(args: argparse.Namespace, channels) -> int:  # noqa: ANN001
         with ctrl_c_cancels(CancelToken(), err, "stopping after the current step of the image at work…") as cancel, \
                 open_project(args.project) as project:
             tally.run(project, segment_images(project, None, settings, set_name=args.set_name, segmenter=segmenter,
-                                              only_new=args.only_new, cancel=cancel))
+                                              only_new=args.only_new, cancel=cancel, progress=_Within(err)))
     except (Cancelled, KeyboardInterrupt):
         print(f"cancelled after {tally.n} image(s) (the results recorded stay in the project; "
               "--only-new finishes the run)", file=err)

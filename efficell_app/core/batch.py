@@ -33,6 +33,9 @@ from .pairing import image_stem
 
 log = logging.getLogger(__name__)
 
+#: ``progress(index, total, name, fraction)``: how far the work within image ``index`` of ``total`` is.
+WithinImage = Callable[[int, int, str, float], None]
+
 MASK_SUFFIX = "_masks.tif"
 RUN_FILE = "efficell_run.json"
 TABLE_FILE = "measurements.xlsx"
@@ -189,7 +192,7 @@ def _distinct_stems(files: list[Path]) -> dict[Path, str]:
 
 
 def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOptions | None = None,  # noqa: ANN001
-                  cancel: CancelToken | None = None, progress: Callable[[int, int, str, float], None] | None = None,
+                  cancel: CancelToken | None = None, progress: WithinImage | None = None,
                   ) -> Generator[FileEvent, None, tuple[Path | None, Path]]:
     """Segment every path (every scene of a multi-scene file); yields one event per image (after
     it is written, kept or has failed).

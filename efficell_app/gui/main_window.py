@@ -219,6 +219,7 @@ class MainWindow(QMainWindow):
         s.cells_ready.connect(self._cells_ready)
         s.run_started.connect(self._run_started)
         s.run_progress.connect(self._run_progress)
+        s.run_within.connect(self._run_within)
         s.run_finished.connect(self._run_finished)
         s.problem.connect(self.show_problem)
         s.message.connect(lambda m: self.statusBar().showMessage(m, 8000))
@@ -524,21 +525,36 @@ class MainWindow(QMainWindow):
             return
         self.session.segment(ids, set_name=set_name)
 
+    #: the bar counts hundredths of an image, so that a large one moves it while it is segmented
+    STEPS_PER_IMAGE = 100
+
     def _run_started(self, total: int, text: str) -> None:
-        self.progress.setRange(0, max(total, 1))
+        self.progress.setRange(0, max(total, 1) * self.STEPS_PER_IMAGE)
         self.progress.setValue(0)
+        self.progress.setFormat(f"0/{total}")
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
         self.progress_text.setText(text)
         self.seg_panel.set_busy(True)
 
     def _run_progress(self, done: int, total: int, text: str) -> None:
-        if self.progress.maximum() != max(total, 1):
-            self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(done)
-        self.progress.setFormat(f"{done}/{total}")
+        self._set_bar(done * self.STEPS_PER_IMAGE, total, f"{done}/{total}")
         if text and text != self.progress_text.text():
             self.progress_text.setText(text)
+
+    def _run_within(self, index: int, total: int, name: str, fraction: float) -> None:
+        """How far the image at work is (a slide of 16384² px takes minutes on a CPU)."""
+        if not 0.0 < fraction < 1.0:  # its start and end are the run's own events
+            return
+        self._set_bar(int((index - 1 + fraction) * self.STEPS_PER_IMAGE), total, f"{index - 1}/{total}")
+        self.progress_text.setText(f"Segmenting {name} ({index}/{total}): {fraction:.0%} of the image")
+
+    def _set_bar(self, value: int, total: int, label: str) -> None:
+        top = max(total, 1) * self.STEPS_PER_IMAGE
+        if self.progress.maximum() != top:
+            self.progress.setRange(0, top)
+        self.progress.setValue(min(value, top))
+        self.progress.setFormat(label)
 
     def _run_finished(self, text: str) -> None:
         self.progress.setVisible(False)

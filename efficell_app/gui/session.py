@@ -65,6 +65,7 @@ class Session(QObject):
     measuring_done = Signal()  # a batch of measuring ended (images without labels give no cells_ready)
     run_started = Signal(int, str)  # total images, description
     run_progress = Signal(int, int, str)  # done, total, text (with ETA)
+    run_within = Signal(int, int, str, float)  # index, total, image name, fraction of that image done
     run_finished = Signal(str)  # summary
     problem = Signal(str)  # one line naming a file and what is wrong
     message = Signal(str)  # transient status-bar text
@@ -315,8 +316,8 @@ class Session(QObject):
         self._run_stats = {"ok": 0, "failed": 0}
         self._eta = EtaTracker(len(ids))
         self.run_started.emit(len(ids), "Starting…")
-        use_case, where = tasks.segment_images, {}
-        if self.prefs.run_on:  # Settings > Run on: a Dask cluster (the same events)
+        use_case, where = tasks.segment_images, {"progress": WithinImageSignal(self.run_within)}
+        if self.prefs.run_on:  # Settings > Run on: a Dask cluster (the same events; no progress within an image)
             use_case, where = tasks.segment_images_on_cluster, {"cluster": self.prefs.run_on}
         self._run = start_task(use_case, self.project, ids, settings, set_name=set_name, with_colours=True, **where,
                                threads=self.prefs.effective_threads(), on_event=self._run_event,
@@ -408,6 +409,25 @@ class Session(QObject):
         opts = replace(options, default_pixel_size_um=options.default_pixel_size_um or measure.default_pixel_size_um,
                        min_object_px=measure.min_object_px)
         return tasks.export_images, self.project, list(image_ids), opts, dict(self.measured)
+
+
+class WithinImageSignal:
+    """A run's ``progress(index, total, name, fraction)`` (called in the worker thread) as ``signal``:
+    a large slide takes minutes, so the window says how far it is. Emitted at most every 0.2 s and
+    for every whole percent, so the queue to the window stays short."""
+
+    def __init__(self, signal: Any, every_s: float = 0.2) -> None:
+        self.signal, self.every_s = signal, every_s
+        self._last: tuple[int, int] = (0, -1)  # (index, percent) last emitted
+        self._at = 0.0
+
+    def __call__(self, index: int, total: int, name: str, fraction: float) -> None:
+        percent = int(100 * min(max(fraction, 0.0), 1.0))
+        now = time.monotonic()
+        if (index, percent) == self._last or (index == self._last[0] and now - self._at < self.every_s):
+            return
+        self._last, self._at = (index, percent), now
+        self.signal.emit(index, total, name, percent / 100)
 
 
 def cells_text(n: int) -> str:

@@ -40,6 +40,9 @@ from .events import ImageFailed, Status
 from .runtime import loading_heavy_libraries
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..core.batch import WithinImage
     from ..core.images import ImageData
     from ..core.measure import ImageMeasurement
     from ..core.segment_plan import SegmentationResult
@@ -124,19 +127,20 @@ def cached_segmenter(model: str | None, device: str, encoder_weights: str | None
 
 
 def segment_image(job: ImageJob, settings: SegmentSettings, segmenter: SegmenterLike | None = None, *,
-                  cancel: CancelToken | None = None, keep_image: bool = False) -> SegmentedImage:
+                  cancel: CancelToken | None = None, keep_image: bool = False,
+                  progress: Callable[[float], None] | None = None) -> SegmentedImage:
     """Segment one image and measure the result (THE unit of work: no project, picklable in and out).
 
     ``segmenter``: a loaded one (the window's run); ``None`` uses this process's
-    :func:`cached_segmenter` for ``settings``. Raises an ``EffiCellError`` naming the file when
-    the image cannot be read or segmented.
+    :func:`cached_segmenter` for ``settings``. ``progress(fraction)`` follows the work within the
+    image. Raises an ``EffiCellError`` naming the file when the image cannot be read or segmented.
     """
     from ..core.measure import measure_image
 
     seg = segmenter if segmenter is not None else cached_segmenter(settings.model, settings.device,
                                                                    settings.encoder_weights)
     img = read_recorded_image(Path(job.path), job.planes, job.scene)
-    res = seg.segment(img, diameter=settings.diameter, channels=settings.channels, cancel=cancel)
+    res = seg.segment(img, diameter=settings.diameter, channels=settings.channels, cancel=cancel, progress=progress)
     measurement = None
     if settings.measure is not None:
         cal = settings.measure.calibration(img.n_channels, job.pixel_size_um, job.channel_names, img)
@@ -203,7 +207,8 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
                     cancel: CancelToken | None = None, *, only_new: bool = False,
                     diameter: float | None = None, channels: tuple[int, ...] | None = None,
                     image_ids: Sequence[int] | None = None,
-                    measure: MeasureSettings | None = None) -> Iterator[BatchEvent]:
+                    measure: MeasureSettings | None = None,
+                    progress: WithinImage | None = None) -> Iterator[BatchEvent]:
     """Segment every image of ``set_name`` (all sets when ``None``); yields one event per image.
 
     ``image_ids`` segments only those images, in that order (``set_name`` then only names the
@@ -215,6 +220,8 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
     set; results already recorded stay in the project, the image in flight gets none, and a run
     cancelled before its first result leaves no run record. A result that cannot be saved (disk
     full) fails that image with "<image>: the result could not be saved ...".
+    ``progress(index, total, name, fraction)`` follows the work within each image (as
+    ``core.batch.segment_files``' does).
     """
     todo = images_to_segment(project, set_name, image_ids, only_new)
     if not todo:
@@ -227,7 +234,7 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
                                 "set": set_name, "only_new": only_new,
                                 "device_info": getattr(segmenter, "device_info", None)}, identity, set_name)
     try:
-        yield from _segment_all(project, segmenter, todo, run_id, identity, settings, cancel)
+        yield from _segment_all(project, segmenter, todo, run_id, identity, settings, cancel, progress)
     except Cancelled:
         project.discard_run_if_empty(run_id)
         raise
@@ -235,7 +242,7 @@ def segment_project(project: Project, segmenter: SegmenterLike, set_name: str | 
 
 def _segment_all(project: Project, segmenter: SegmenterLike, todo: list[tuple[int, ImageRecord | None]],
                  run_id: int, identity: dict[str, Any], settings: SegmentSettings,
-                 cancel: CancelToken | None) -> Iterator[BatchEvent]:
+                 cancel: CancelToken | None, progress: WithinImage | None = None) -> Iterator[BatchEvent]:
     """The loop of :func:`segment_project`: one event per image of ``todo``, results recorded under ``run_id``."""
     total = len(todo)
     for i, (image_id, rec) in enumerate(todo, start=1):
@@ -247,7 +254,9 @@ def _segment_all(project: Project, segmenter: SegmenterLike, todo: list[tuple[in
             continue
         t0 = time.perf_counter()
         try:
-            out = segment_image(ImageJob.of(rec), settings, segmenter, cancel=cancel, keep_image=True)
+            within = None if progress is None else \
+                (lambda f, i=i, name=rec.name: progress(i, total, name, f))
+            out = segment_image(ImageJob.of(rec), settings, segmenter, cancel=cancel, keep_image=True, progress=within)
             res = out.result
             seconds = float(getattr(res, "seconds", 0.0) or (time.perf_counter() - t0))
             path = record_result(project, rec, res, identity, run_id, seconds)
@@ -326,13 +335,15 @@ class ImageSegmented:
 
 def segment_images(project: Project, image_ids: Sequence[int] | None, settings: SegmentSettings, *,
                    set_name: str | None = None, only_new: bool = False, with_colours: bool = False,
-                   segmenter: SegmenterLike | None = None,
-                   cancel: CancelToken | None = None) -> Iterator[Status | RunStarted | ImageStarted | ImageSegmented | ImageFailed]:
+                   segmenter: SegmenterLike | None = None, cancel: CancelToken | None = None,
+                   progress: WithinImage | None = None,
+                   ) -> Iterator[Status | RunStarted | ImageStarted | ImageSegmented | ImageFailed]:
     """Load the model once, then segment, record and measure each image (``image_ids`` in that
     order, else every image of ``set_name``, else of the project).
 
     ``with_colours`` adds overlay colours to each :class:`ImageSegmented` (the window draws them).
-    ``segmenter``: an already loaded one (else loaded from ``settings``).
+    ``segmenter``: an already loaded one (else loaded from ``settings``). ``progress(index, total,
+    name, fraction)`` follows the work within each image (called from the thread that runs this).
     """
     if segmenter is None:
         yield Status("Loading the model…")
@@ -343,7 +354,7 @@ def segment_images(project: Project, image_ids: Sequence[int] | None, settings: 
     total = len(ids)
     yield RunStarted(total, settings.model_name, device)
     events = segment_project(project, segmenter, set_name, cancel, diameter=settings.diameter,
-                             channels=settings.channels, image_ids=ids, measure=settings.measure)
+                             channels=settings.channels, image_ids=ids, measure=settings.measure, progress=progress)
     for i, (image_id, rec) in enumerate(todo, start=1):
         if cancel is not None:
             cancel.raise_if_cancelled()

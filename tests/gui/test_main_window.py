@@ -147,3 +147,41 @@ def test_event_loop_stays_responsive_during_segmentation(qtbot, window, tmp_path
     print(f"run {run_seconds:.1f} s, {len(ticks)} ticks, longest gap {gaps.max() * 1000:.0f} ms, "
           f"p99 {np.percentile(gaps, 99) * 1000:.0f} ms")
     assert gaps.max() < 0.200
+
+
+def test_the_status_bar_follows_the_work_within_an_image(qtbot, window, tmp_path: Path, dsb_pairs) -> None:
+    """A large slide takes minutes: the bar moves within the image and the line says how far it is."""
+    import tifffile
+
+    from efficell_app.gui.session import WithinImageSignal
+
+    folder = tmp_path / "large"
+    folder.mkdir()
+    for k in range(2):  # larger than a tile of the model: segmented in several steps
+        tifffile.imwrite(folder / f"slide{k}.tif", np.tile(tifffile.imread(dsb_pairs[k][0]), (5, 5)))
+    seen: list[tuple] = []
+    window.session.run_within.connect(  # connected after the window's own slot: sees what it shows
+        lambda i, t, n, f: seen.append((i, t, n, f, window.progress.value(), window.progress_text.text())))
+    drop(window, folder)
+    qtbot.waitUntil(lambda: window.session.project is not None, timeout=10_000)
+    wait_run_done(qtbot, window, timeout=120_000)
+    assert [s[:2] for s in seen] == sorted(s[:2] for s in seen) and {s[0] for s in seen} == {1, 2}
+    mid = [s for s in seen if 0 < s[3] < 1]
+    assert len(mid) >= 2, seen
+    for index, total, name, fraction, value, text in mid:
+        assert value == int((index - 1 + fraction) * window.STEPS_PER_IMAGE)
+        assert text == f"Segmenting {name} ({index}/{total}): {fraction:.0%} of the image"
+
+    class Sink:  # the throttle: one report per whole percent, and a first one for each image
+        def __init__(self) -> None:
+            self.got: list[tuple] = []
+
+        def emit(self, *a) -> None:  # noqa: ANN002
+            self.got.append(a)
+
+    sink = Sink()
+    report = WithinImageSignal(sink, every_s=0.0)
+    for f in (0.0, 0.001, 0.004, 0.5, 0.502, 1.0):
+        report(1, 2, "a.tif", f)
+    report(2, 2, "b.tif", 0.0)
+    assert sink.got == [(1, 2, "a.tif", 0.0), (1, 2, "a.tif", 0.5), (1, 2, "a.tif", 1.0), (2, 2, "b.tif", 0.0)]
