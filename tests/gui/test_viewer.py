@@ -35,6 +35,34 @@ def test_overlay_fill_and_outline() -> None:
     assert not np.array_equal(fill[4, 4, :3], fill[4, 10, :3])
 
 
+
+def test_banded_pairs_and_overlays_equal_whole_image_ones() -> None:
+    """Large images are drawn in bands of rows: cells across a band's edge, huge label values
+    and every gap give what whole-image passes give."""
+    rng = np.random.default_rng(3)
+    small = rng.permutation(75 * 32).reshape(75, 32) + 1  # a label per 8x8 block: each pair at one place only
+    labels = np.kron(small, np.ones((8, 8), np.int64))[:600].astype(np.int32)  # block edges on the 256-row bands' edges
+    labels[rng.random(labels.shape) < 0.05] = 0
+
+    def whole_pairs(lab: np.ndarray, gap: int) -> np.ndarray:
+        found = set()
+        for d in range(1, gap + 1):
+            for a, b in ((lab[:, :-d], lab[:, d:]), (lab[:-d, :], lab[d:, :])):
+                m = (a != b) & (a > 0) & (b > 0)
+                found |= {(min(x, y), max(x, y)) for x, y in zip(a[m].tolist(), b[m].tolist())}
+        return np.array(sorted(found)).reshape(-1, 2)
+
+    for gap in (1, 2, 3):
+        np.testing.assert_array_equal(ov.touching_pairs(labels, gap), whole_pairs(labels, gap))
+    huge = labels.astype(np.uint64) * np.uint64(3_000_000_000)  # pairs beyond the int64 key
+    np.testing.assert_array_equal(ov.touching_pairs(huge), whole_pairs(labels, 2).astype(np.uint64) * 3_000_000_000)
+    lut = ov.label_colours(labels)
+    edge = ov.boundaries(labels)
+    fill, outline = ov.overlay_rgba(labels, "fill", lut), ov.overlay_rgba(labels, "outline", lut)
+    np.testing.assert_array_equal(outline, np.where(edge[..., None], lut[labels], 0))
+    np.testing.assert_array_equal(fill[..., :3], lut[labels][..., :3])
+    np.testing.assert_array_equal(fill[..., 3], np.where(edge, 255, np.where(labels > 0, 150, 0)))
+
 def test_composite_colours_and_levels() -> None:
     data = np.zeros((2, 4, 4), np.uint16)
     data[0, 0, 0] = 1000
