@@ -28,6 +28,10 @@ from ..core import overlay as ov
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 COMPOSITE = -1
+#: Zoomed out, images up to this size are shown averaged (pyqtgraph's auto-downsampling: smooth, but
+#: each change of zoom costs about 0.1 s per 4 million pixels in the window's thread, 2 s at 8192²);
+#: larger ones are sampled by Qt as they are drawn (no pause; a grainier overview, the same at 1:1).
+SMOOTH_ZOOM_OUT_MAX_PIXELS = 2 * 2048 * 2048
 
 
 class ImageViewer(QWidget):
@@ -143,6 +147,7 @@ class ImageViewer(QWidget):
                   keep_view: bool = False) -> None:
         """Show a ``(C, H, W)`` image (raw values); resets overlay and selection."""
         self._data = data
+        self.image_item.setAutoDownsample(data.shape[1] * data.shape[2] <= SMOOTH_ZOOM_OUT_MAX_PIXELS)
         self._displays = ov.default_displays(data, channel_names, rgb)
         self._labels, self._lut, self._selected = None, None, 0
         self._updating = True

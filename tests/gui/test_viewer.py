@@ -138,3 +138,19 @@ def test_viewer_per_channel_contrast(qtbot) -> None:
     assert comp[..., 1].max() > 0
     v.colour_box.setCurrentText("red")  # recolour the channel being adjusted
     assert v.displays()[1].colour == "red"
+
+
+def test_a_large_image_is_not_averaged_at_each_zoom(qtbot) -> None:
+    """pyqtgraph's averaging of a zoomed-out image costs seconds per zoom step on a slide: images
+    above ``SMOOTH_ZOOM_OUT_MAX_PIXELS`` are sampled as drawn; smaller ones stay averaged."""
+    from efficell_app.gui.viewer import SMOOTH_ZOOM_OUT_MAX_PIXELS, ImageViewer
+
+    v = ImageViewer()
+    qtbot.addWidget(v)
+    v.set_image(np.zeros((1, 512, 512), np.uint16))
+    assert v.image_item.autoDownsample
+    side = int(np.sqrt(SMOOTH_ZOOM_OUT_MAX_PIXELS)) + 1
+    v.set_image(np.zeros((1, side, side), np.uint8))
+    assert not v.image_item.autoDownsample
+    v.set_image(np.zeros((1, 512, 512), np.uint16))
+    assert v.image_item.autoDownsample  # the next small image is averaged again
