@@ -288,3 +288,34 @@ def test_a_second_ctrl_c_stops_at_once() -> None:
         signal.raise_signal(signal.SIGINT)
         assert token.cancelled and "cancelling: stopping… (Ctrl-C again to stop at once)" in err.getvalue()
         signal.raise_signal(signal.SIGINT)
+
+
+def test_a_real_ctrl_c_in_a_project_run_keeps_what_was_recorded(dsb_pairs, tmp_path: Path, patched_load,
+                                                                 capsys) -> None:  # noqa: ANN001
+    """``segment --project``: Ctrl-C during the second image stops it at the next step (no result
+    for it), the first stays recorded, exit 130; ``--only-new`` then finishes the run."""
+    import signal
+
+    from efficell_app.project import Project
+
+    seg = patched_load
+    real = seg.segment
+    n = []
+
+    def segment(img, **kw):  # noqa: ANN001, ANN202
+        n.append(1)
+        if len(n) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real(img, **kw)
+
+    seg.segment = segment
+    with Project.create(tmp_path / "p") as p:
+        p.add_files([img for img, _ in dsb_pairs[:3]], "plate")
+    rc = main(["segment", "--project", str(tmp_path / "p"), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err and "cancelled after 1 image(s)" in err, err
+    with Project.open(tmp_path / "p") as p:
+        assert sorted(r.status for r in p.list_images()) == ["new", "new", "segmented"]
+    seg.segment = real
+    assert main(["segment", "--project", str(tmp_path / "p"), "--diameter", "24", "--only-new"]) == 0
+    assert "2 of 2 image(s) segmented" in capsys.readouterr().err
