@@ -76,6 +76,20 @@ def synthetic_cells(n: int = 10_000, size: int = 4096, seed: int = 0) -> tuple[n
     return labels, image
 
 
+def tiled_cells(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`synthetic_cells` tiled to ``size`` x ``size`` (each copy's cells with their own ids)."""
+    labels, image = synthetic_cells()
+    t = labels.shape[0]
+    reps = -(-size // t)
+    n = int(labels.max())
+    big = np.zeros((size, size), np.int32)
+    for i in range(reps):
+        for j in range(reps):
+            tile = labels[: size - i * t, : size - j * t]
+            big[i * t:(i + 1) * t, j * t:(j + 1) * t] = np.where(tile > 0, tile + (i * reps + j) * n, 0)
+    return big, np.tile(image, (reps, reps))[:size, :size].copy()
+
+
 def bench_shared(data: Path) -> dict[str, float]:
     import pandas as pd
 
@@ -133,16 +147,9 @@ def large_in_this_process(size: int, whole: bool) -> dict[str, float]:
     """``measure_cells`` of the 4096² synthetic image tiled to ``size``²; peak RSS before and after."""
     import efficell_app.core.measure as measure
 
-    labels, image = synthetic_cells()
-    reps = -(-size // labels.shape[0])
-    n = int(labels.max())
-    big = np.zeros((size, size), np.int32)
-    for i in range(reps):
-        for j in range(reps):
-            tile = labels[: size - i * 4096, : size - j * 4096]
-            big[i * 4096:(i + 1) * 4096, j * 4096:(j + 1) * 4096] = np.where(tile > 0, tile + (i * reps + j) * n, 0)
-    img = ImageData(np.tile(image, (reps, reps))[None, :size, :size].copy())
-    del labels, image
+    big, image = tiled_cells(size)
+    img = ImageData(image[None])
+    del image
     if whole:
         measure.BAND_PIXELS = size * size
     _reset_peak()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ORDER = ["accuracy", "speed", "fewshot_rest", "fewshot_rest_keep_trained", "fewshot", "gpu", "project_vs_cli", "measure", "project", "window", "large_images", "bundle"]
+ORDER = ["accuracy", "speed", "fewshot_rest", "fewshot_rest_keep_trained", "fewshot", "gpu", "project_vs_cli", "measure", "project", "window", "viewer_large", "large_images", "bundle"]
 
 
 def machine() -> str:
