@@ -206,23 +206,44 @@ def test_cancel_mid_batch_leaves_no_partial_outputs(dsb_pairs, tmp_path: Path, r
     assert not list(out.rglob("*.part")) and not list(out.rglob(".*"))
 
 
-def test_ctrl_c_mid_batch(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
-    """Ctrl+C during the second image: exit 130, the first mask written, no partial file."""
-    seg = patched_load
+def _keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+def _ctrl_c() -> None:
+    """As a terminal's Ctrl-C: SIGINT to this process (Python's handler, or the command's)."""
+    import signal
+
+    signal.raise_signal(signal.SIGINT)
+
+
+def _interrupt_second_image(seg, interrupt):  # noqa: ANN001, ANN202
+    """Make ``seg`` call ``interrupt()`` as it starts its second image; returns its own ``segment``."""
     real = seg.segment
     n = []
 
     def segment(img, **kw):  # noqa: ANN001, ANN202
         n.append(1)
         if len(n) == 2:
-            raise KeyboardInterrupt
+            interrupt()
         return real(img, **kw)
 
     seg.segment = segment
+    return real
+
+
+def _three_images(dsb_pairs, tmp_path: Path) -> Path:  # noqa: ANN001
     d = tmp_path / "in"
     d.mkdir()
     for img, _ in dsb_pairs[:3]:
         shutil.copy(img, d / img.name)
+    return d
+
+
+def test_ctrl_c_mid_batch(dsb_pairs, tmp_path: Path, patched_load, capsys) -> None:  # noqa: ANN001
+    """Ctrl+C during the second image: exit 130, the first mask written, no partial file."""
+    _interrupt_second_image(patched_load, _keyboard_interrupt)
+    d = _three_images(dsb_pairs, tmp_path)
     out = tmp_path / "out"
     rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
     err = capsys.readouterr().err
@@ -241,21 +262,8 @@ def test_a_real_ctrl_c_stops_at_the_next_step_and_records_what_was_done(dsb_pair
 
     from openpyxl import load_workbook
 
-    seg = patched_load
-    real = seg.segment
-    n = []
-
-    def segment(img, **kw):  # noqa: ANN001, ANN202
-        n.append(1)
-        if len(n) == 2:
-            signal.raise_signal(signal.SIGINT)
-        return real(img, **kw)
-
-    seg.segment = segment
-    d = tmp_path / "in"
-    d.mkdir()
-    for img, _ in dsb_pairs[:3]:
-        shutil.copy(img, d / img.name)
+    real = _interrupt_second_image(patched_load, _ctrl_c)
+    d = _three_images(dsb_pairs, tmp_path)
     out = tmp_path / "out"
     before = signal.getsignal(signal.SIGINT)
     rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
@@ -269,7 +277,7 @@ def test_a_real_ctrl_c_stops_at_the_next_step_and_records_what_was_done(dsb_pair
     assert len(record["files"]) == 1 and record["files"][0]["ok"]
     assert load_workbook(out / "measurements.xlsx")["Images"].max_row == 2  # a header and the image done
 
-    seg.segment = real
+    patched_load.segment = real
     rc = main(["segment", str(d), "--out", str(out), "--diameter", "24"])
     err = capsys.readouterr().err
     assert rc == 0 and f"3 of 3 image(s) segmented into {out} (1 kept" in err, err
@@ -294,21 +302,10 @@ def test_a_real_ctrl_c_in_a_project_run_keeps_what_was_recorded(dsb_pairs, tmp_p
                                                                  capsys) -> None:  # noqa: ANN001
     """``segment --project``: Ctrl-C during the second image stops it at the next step (no result
     for it), the first stays recorded, exit 130; ``--only-new`` then finishes the run."""
-    import signal
 
     from efficell_app.project import Project
 
-    seg = patched_load
-    real = seg.segment
-    n = []
-
-    def segment(img, **kw):  # noqa: ANN001, ANN202
-        n.append(1)
-        if len(n) == 2:
-            signal.raise_signal(signal.SIGINT)
-        return real(img, **kw)
-
-    seg.segment = segment
+    real = _interrupt_second_image(patched_load, _ctrl_c)
     with Project.create(tmp_path / "p") as p:
         p.add_files([img for img, _ in dsb_pairs[:3]], "plate")
     rc = main(["segment", "--project", str(tmp_path / "p"), "--diameter", "24"])
@@ -316,6 +313,6 @@ def test_a_real_ctrl_c_in_a_project_run_keeps_what_was_recorded(dsb_pairs, tmp_p
     assert rc == 130 and "Traceback" not in err and "cancelled after 1 image(s)" in err, err
     with Project.open(tmp_path / "p") as p:
         assert sorted(r.status for r in p.list_images()) == ["new", "new", "segmented"]
-    seg.segment = real
+    patched_load.segment = real
     assert main(["segment", "--project", str(tmp_path / "p"), "--diameter", "24", "--only-new"]) == 0
     assert "2 of 2 image(s) segmented" in capsys.readouterr().err
