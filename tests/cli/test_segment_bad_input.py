@@ -302,7 +302,6 @@ def test_a_real_ctrl_c_in_a_project_run_keeps_what_was_recorded(dsb_pairs, tmp_p
                                                                  capsys) -> None:  # noqa: ANN001
     """``segment --project``: Ctrl-C during the second image stops it at the next step (no result
     for it), the first stays recorded, exit 130; ``--only-new`` then finishes the run."""
-
     from efficell_app.project import Project
 
     real = _interrupt_second_image(patched_load, _ctrl_c)
