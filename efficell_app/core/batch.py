@@ -193,7 +193,7 @@ def _distinct_stems(files: list[Path]) -> dict[Path, str]:
 
 def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOptions | None = None,  # noqa: ANN001
                   cancel: CancelToken | None = None, progress: WithinImage | None = None,
-                  ) -> Generator[FileEvent, None, tuple[Path | None, Path]]:
+                  ) -> Generator[FileEvent, None, tuple[Path | None, Path] | None]:
     """Segment every path (every scene of a multi-scene file); yields one event per image (after
     it is written, kept or has failed).
 
@@ -202,7 +202,7 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
     ``options.measure`` is False) and ``efficell_run.json`` recording the app version, model
     identity and settings, also when the table could not be written (its error is raised then);
     numbered ones where those hold another run (:func:`run_file_names`); returns the two paths
-    (:func:`write_run_files`). ``progress(index, total, name, fraction)`` follows the work within
+    (:func:`write_run_files`), or ``None`` when cancelled before the first image was done. ``progress(index, total, name, fraction)`` follows the work within
     each image (a slide of 16384² px takes minutes).
     """
     opts = options or BatchOptions()
@@ -230,6 +230,8 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
             measurements.append(measured)
         records.append(file_record(ev, item))
         yield ev
+    if not records:  # cancelled before the first image was done: nothing to record (no empty table or record)
+        return None
     return write_run_files(out_dir, run_settings(segmenter.identity, getattr(segmenter, "device_info", None), opts, key),
                            records, measurements if opts.measure else [], opts.overwrite)
 

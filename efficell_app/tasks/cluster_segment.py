@@ -77,7 +77,8 @@ STOP_WAIT_S = 20.0  # how long a cancelled run waits for the images in flight to
 def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connection | Client,
                              options: BatchOptions | None = None, *, model: str | None = None, device: str = "auto",
                              encoder_weights: str | None = "auto",
-                             cancel: CancelToken | None = None) -> Generator[FileEvent, None, tuple[Path | None, Path]]:
+                             cancel: CancelToken | None = None,
+                             ) -> Generator[FileEvent, None, tuple[Path | None, Path] | None]:
     """Segment every path (every scene of a multi-scene file) on ``cluster`` (``cluster.connect``'s
     connection, or a client) into ``out_dir``; one event per image as it finishes.
 
@@ -85,8 +86,9 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connecti
     ``core.batch.segment_files`` (its pieces run here and on the workers); the run record adds
     the cluster it ran on. At the end writes ``measurements.xlsx`` (unless ``options.measure``
     is False) and ``efficell_run.json``, in input order, also after a cancel through ``cancel``
-    (for the images done), numbered where those hold another run, and returns their paths;
-    closing the generator (Ctrl-C) stops the run and writes neither.
+    (for the images done), numbered where those hold another run, and returns their paths (``None``
+    when cancelled before the first image was done); closing the generator stops the run and
+    writes neither.
     """
     from .cluster_worker import segment_file
 
@@ -129,6 +131,8 @@ def segment_files_on_cluster(paths: list[Path], out_dir: Path, cluster: Connecti
             stop_run(client, futures, run_id)
         # no task of the run is at work now: what a dead worker was writing goes
         remove_stale_parts(out_dir, run_files, older_than=time.time())
+    if not records:  # cancelled before the first image was done: nothing to record (as core.batch)
+        return None
     return write_run_files(out_dir, run_settings(identity, device_info, opts, key, cluster=str(conn.spec)),
                     [records[i] for i in sorted(records)],
                     [measurements[i] for i in sorted(measurements)] if opts.measure else [], opts.overwrite)

@@ -217,14 +217,14 @@ def _ctrl_c() -> None:
     signal.raise_signal(signal.SIGINT)
 
 
-def _interrupt_second_image(seg, interrupt):  # noqa: ANN001, ANN202
-    """Make ``seg`` call ``interrupt()`` as it starts its second image; returns its own ``segment``."""
+def _interrupt_second_image(seg, interrupt, at: int = 2):  # noqa: ANN001, ANN202
+    """Make ``seg`` call ``interrupt()`` as it starts its ``at``-th image; returns its own ``segment``."""
     real = seg.segment
     n = []
 
     def segment(img, **kw):  # noqa: ANN001, ANN202
         n.append(1)
-        if len(n) == 2:
+        if len(n) == at:
             interrupt()
         return real(img, **kw)
 
@@ -283,6 +283,16 @@ def test_a_real_ctrl_c_stops_at_the_next_step_and_records_what_was_done(dsb_pair
     assert rc == 0 and f"3 of 3 image(s) segmented into {out} (1 kept" in err, err
     assert len(json.loads((out / "efficell_run.json").read_text())["files"]) == 3
 
+
+def test_a_ctrl_c_before_the_first_image_is_done_records_nothing(dsb_pairs, tmp_path: Path, patched_load,
+                                                                capsys) -> None:  # noqa: ANN001
+    """No empty table or run record (which would also push a later run's to ``_2`` names)."""
+    _interrupt_second_image(patched_load, _ctrl_c, at=1)
+    out = tmp_path / "out"
+    rc = main(["segment", str(_three_images(dsb_pairs, tmp_path)), "--out", str(out), "--diameter", "24"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "cancelled: 0 of 3 image(s) done" in err and "recorded in" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == []
 
 def test_a_second_ctrl_c_stops_at_once() -> None:
     """The first Ctrl-C sets the token and says so; the second raises KeyboardInterrupt."""
