@@ -10,6 +10,7 @@ from typing import TextIO
 
 from ..core.cancel import CancelToken
 from ..core.errors import Cancelled, EffiCellError
+from ..core.progress import EtaTracker
 from .interrupt import ctrl_c_cancels
 from .options import pixel_size_um
 
@@ -142,21 +143,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Within:
-    """Prints the progress within one image (a large slide takes minutes): at most every 5 s, after its first 5 s."""
+    """Prints the progress within one image (a large slide takes minutes) and the image's time left:
+    at most every 5 s, after its first 5 s."""
 
     def __init__(self, err: TextIO) -> None:
         self.err = err
         self._said = time.monotonic()  # when it was last printed
+        self._image, self._eta = 0, EtaTracker(1)
 
     def __call__(self, index: int, total: int, name: str, fraction: float) -> None:
         now = time.monotonic()
+        if index != self._image:  # a new image: its clock starts
+            self._image, self._eta, self._said = index, EtaTracker(1), now
         if fraction <= 0.0:
             self._said = now
             return
         if now - self._said < 5.0 or fraction >= 1.0:
             return
         self._said = now
-        print(f"  {index}/{total} {name}: {fraction:.0%} of the image", file=self.err, flush=True)
+        self._eta.update(fraction)
+        left = self._eta.text()
+        print(f"  {index}/{total} {name}: {fraction:.0%} of the image" + (f", {left} for it" if left else ""),
+              file=self.err, flush=True)
 
 
 class _Tally:
@@ -242,7 +250,8 @@ class _ProjectTally:
                 print(f"error: {ev.message}", file=self.err)
             elif isinstance(ev, ImageSegmented):
                 self.n += 1
-                print(f"{_project_name(project, ev)}: {ev.n_cells} cells", file=self.err)
+                print(f"[{ev.index}/{ev.total}] {_project_name(project, ev)}: {ev.n_cells} cells, {ev.seconds:.1f} s",
+                      file=self.err)
             elif isinstance(ev, Status):  # on a cluster: connecting, the dashboard's address, loading the model
                 print(ev.message, file=self.err, flush=True)
 

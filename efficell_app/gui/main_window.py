@@ -542,12 +542,14 @@ class MainWindow(QMainWindow):
         if text and text != self.progress_text.text():
             self.progress_text.setText(text)
 
-    def _run_within(self, index: int, total: int, name: str, fraction: float) -> None:
-        """How far the image at work is (a slide of 16384² px takes minutes on a CPU)."""
+    def _run_within(self, index: int, total: int, name: str, fraction: float, time_left: str) -> None:
+        """How far the image at work is (a slide of 16384² px takes minutes on a CPU), and the run's time left."""
         if not 0.0 < fraction < 1.0:  # its start and end are the run's own events
             return
-        self._set_bar(int((index - 1 + fraction) * self.STEPS_PER_IMAGE), total, f"{index - 1}/{total}")
-        self.progress_text.setText(f"Segmenting {name} ({index}/{total}): {fraction:.0%} of the image")
+        done = index - 1 + fraction
+        self._set_bar(int(done * self.STEPS_PER_IMAGE), total, f"{index - 1}/{total} ({done / max(total, 1):.0%})")
+        self.progress_text.setText(f"Segmenting {name} ({index}/{total}): {fraction:.0%} of the image"
+                                   + (f", {time_left}" if time_left else ""))
 
     def _set_bar(self, value: int, total: int, label: str) -> None:
         top = max(total, 1) * self.STEPS_PER_IMAGE

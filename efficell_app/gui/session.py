@@ -22,7 +22,8 @@ from .. import tasks
 from ..core.images import PlaneChoice
 from ..project.measuring import MeasuredImage, MeasureSettings
 from .settings import Preferences, add_recent_project
-from .workers import EtaTracker, TaskWorker, start_task
+from ..core.progress import EtaTracker
+from .workers import TaskWorker, start_task
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +66,8 @@ class Session(QObject):
     measuring_done = Signal()  # a batch of measuring ended (images without labels give no cells_ready)
     run_started = Signal(int, str)  # total images, description
     run_progress = Signal(int, int, str)  # done, total, text (with ETA)
-    run_within = Signal(int, int, str, float)  # index, total, image name, fraction of that image done
+    run_within = Signal(int, int, str, float, str)  # index, total, image name, fraction of it done, time left
+    _within_reported = Signal(int, int, str, float)  # the same from the worker thread (before the time left)
     run_finished = Signal(str)  # summary
     problem = Signal(str)  # one line naming a file and what is wrong
     message = Signal(str)  # transient status-bar text
@@ -83,6 +85,7 @@ class Session(QObject):
         self._run_stats = {"ok": 0, "failed": 0}
         self.pending_segment: list[int] = []
         self.label_colours: dict[int, Any] = {}  # overlay colours computed by the worker, per image
+        self._within_reported.connect(self._within_event)  # queued: emitted in the worker thread
 
     # ------------------------------------------------------------------ projects
     def create_project(self, folder: str | Path, name: str | None = None) -> Project:
@@ -316,7 +319,7 @@ class Session(QObject):
         self._run_stats = {"ok": 0, "failed": 0}
         self._eta = EtaTracker(len(ids))
         self.run_started.emit(len(ids), "Starting…")
-        use_case, where = tasks.segment_images, {"progress": WithinImageSignal(self.run_within)}
+        use_case, where = tasks.segment_images, {"progress": WithinImageSignal(self._within_reported)}
         if self.prefs.run_on:  # Settings > Run on: a Dask cluster (the same events; no progress within an image)
             use_case, where = tasks.segment_images_on_cluster, {"cluster": self.prefs.run_on}
         self._run = start_task(use_case, self.project, ids, settings, set_name=set_name, with_colours=True, **where,
@@ -343,6 +346,13 @@ class Session(QObject):
             self._run.cancel()
             if wait:
                 self._run.wait(60_000)
+
+    def _within_event(self, index: int, total: int, name: str, fraction: float) -> None:
+        """Progress within an image: the time left counts the part of it done (one long image has one too)."""
+        eta = self._eta
+        if eta is not None and 0.0 < fraction < 1.0:
+            eta.update(index - 1 + fraction)
+        self.run_within.emit(index, total, name, fraction, eta.text() if eta is not None else "")
 
     def _run_event(self, ev: Any) -> None:
         eta = self._eta

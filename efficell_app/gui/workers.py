@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -253,29 +252,3 @@ def _set_torch_threads(n: int) -> None:
         torch.set_num_threads(int(n))
     except RuntimeError as exc:  # already running parallel work
         log.debug("cannot change torch threads: %s", exc)
-
-
-class EtaTracker:
-    """Remaining-time estimate from units done so far (simple rate since the start)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = max(int(total), 0)
-        self.done = 0
-        self.t0 = time.monotonic()
-
-    def update(self, done: int) -> None:
-        self.done = done
-
-    def eta_seconds(self) -> float | None:
-        if self.done <= 0 or self.total <= self.done:
-            return None
-        rate = (time.monotonic() - self.t0) / self.done
-        return rate * (self.total - self.done)
-
-    def text(self) -> str:
-        eta = self.eta_seconds()
-        if eta is None:
-            return ""
-        if eta < 60:
-            return f"about {max(1, round(eta))} s left"
-        return f"about {eta / 60:.0f} min left"

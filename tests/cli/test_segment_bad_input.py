@@ -325,3 +325,26 @@ def test_a_real_ctrl_c_in_a_project_run_keeps_what_was_recorded(dsb_pairs, tmp_p
     patched_load.segment = real
     assert main(["segment", "--project", str(tmp_path / "p"), "--diameter", "24", "--only-new"]) == 0
     assert "2 of 2 image(s) segmented" in capsys.readouterr().err
+
+
+def test_the_lines_within_an_image_say_how_far_it_is_and_its_time_left(monkeypatch) -> None:
+    """A slide takes minutes: every 5 s (not sooner) a line with the share done and the image's time left."""
+    import io
+    from types import SimpleNamespace
+
+    import efficell_app.cli.segment as cli_segment
+    import efficell_app.core.progress as progress
+
+    clock = [100.0]
+    fake = SimpleNamespace(monotonic=lambda: clock[0])
+    monkeypatch.setattr(cli_segment, "time", fake)
+    monkeypatch.setattr(progress, "time", fake)
+    err = io.StringIO()
+    within = cli_segment._Within(err)
+    for t, index, name, fraction in ((100, 1, "a.tif", 0.0), (103, 1, "a.tif", 0.1), (110, 1, "a.tif", 0.25),
+                                     (112, 1, "a.tif", 0.3), (120, 2, "b.tif", 0.0), (126, 2, "b.tif", 0.5),
+                                     (140, 2, "b.tif", 1.0)):
+        clock[0] = float(t)
+        within(index, 2, name, fraction)
+    assert err.getvalue().splitlines() == ["  1/2 a.tif: 25% of the image, about 30 s left for it",
+                                           "  2/2 b.tif: 50% of the image, about 6 s left for it"]

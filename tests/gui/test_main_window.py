@@ -161,16 +161,19 @@ def test_the_status_bar_follows_the_work_within_an_image(qtbot, window, tmp_path
         tifffile.imwrite(folder / f"slide{k}.tif", np.tile(tifffile.imread(dsb_pairs[k][0]), (5, 5)))
     seen: list[tuple] = []
     window.session.run_within.connect(  # connected after the window's own slot: sees what it shows
-        lambda i, t, n, f: seen.append((i, t, n, f, window.progress.value(), window.progress_text.text())))
+        lambda i, t, n, f, left: seen.append((i, t, n, f, window.progress.value(), window.progress_text.text(), left,
+                                              window.progress.format())))
     drop(window, folder)
     qtbot.waitUntil(lambda: window.session.project is not None, timeout=10_000)
     wait_run_done(qtbot, window, timeout=120_000)
     assert [s[:2] for s in seen] == sorted(s[:2] for s in seen) and {s[0] for s in seen} == {1, 2}
     mid = [s for s in seen if 0 < s[3] < 1]
     assert len(mid) >= 2, seen
-    for index, total, name, fraction, value, text in mid:
+    for index, total, name, fraction, value, text, left, bar in mid:
         assert value == int((index - 1 + fraction) * window.STEPS_PER_IMAGE)
-        assert text == f"Segmenting {name} ({index}/{total}): {fraction:.0%} of the image"
+        assert bar == f"{index - 1}/{total} ({(index - 1 + fraction) / total:.0%})"  # the bar's words move with it
+        assert text == f"Segmenting {name} ({index}/{total}): {fraction:.0%} of the image" + (f", {left}" if left else "")
+    assert all(s[6].endswith(" left") for s in mid)  # the time left, from the first image on
 
     class Sink:  # the throttle: one report per whole percent, and a first one for each image
         def __init__(self) -> None:

@@ -11,7 +11,8 @@ from PySide6.QtCore import Qt
 
 from efficell_app.core.errors import ImageReadError
 from efficell_app.gui.table_model import DataFrameModel, format_value
-from efficell_app.gui.workers import EtaTracker, start_call, start_task
+from efficell_app.gui.workers import start_call, start_task
+from efficell_app.core.progress import EtaTracker
 from efficell_app.tasks import describe_error
 
 pytestmark = pytest.mark.gui
