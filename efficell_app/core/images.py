@@ -511,7 +511,10 @@ def read_mask(path: str | Path, shape: tuple[int, int] | None = None, notes: lis
         raise ImageReadError(path, f"mask is {arr.shape[0]}x{arr.shape[1]} but its image is {shape[0]}x{shape[1]}")
     if arr.size and arr.max() > np.iinfo(np.int32).max:
         raise ImageReadError(path, "mask labels exceed the int32 range")
-    return _binary_as_labels(arr, path, notes).astype(np.int32, copy=False)
+    arr = _binary_as_labels(arr, path, notes)
+    if arr.dtype == np.uint32:  # all below 2**31 (checked above): the same bits as int32, no copy of a slide's labels
+        return arr.view(np.int32)
+    return arr.astype(np.int32, copy=False)
 
 
 def _binary_as_labels(arr: np.ndarray, path: Path, notes: list[str] | None = None) -> np.ndarray:
@@ -521,7 +524,7 @@ def _binary_as_labels(arr: np.ndarray, path: Path, notes: list[str] | None = Non
     (label 7 in two pieces stays one cell 7)."""
     top = arr.max() if arr.size else 0
     binary_values = {1} | ({int(np.iinfo(arr.dtype).max)} if arr.dtype.kind in "ui" else set())
-    if top <= 0 or int(top) not in binary_values or np.any((arr > 0) & (arr < top)):
+    if top <= 0 or int(top) not in binary_values or np.count_nonzero(arr == top) != np.count_nonzero(arr):
         return arr
     from skimage.measure import label
 

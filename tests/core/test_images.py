@@ -352,6 +352,23 @@ def test_mask_read_ok(tmp_path: Path, dsb_pairs) -> None:
     assert lab.max() == 2  # a binary mask is labelled into objects
 
 
+def test_a_uint32_mask_is_read_without_a_second_copy(tmp_path: Path) -> None:
+    """A slide's uint32 labels (1 GB at 16384²) become int32 in place: the same values, and the
+    reading takes about the mask once (a copy to int32 doubled it)."""
+    import tracemalloc
+
+    labels = np.zeros((1024, 1024), np.uint32)
+    labels[:512, :512], labels[600:700, 600:700], labels[-1, -1] = 7, 2**31 - 1, 65535
+    tifffile.imwrite(tmp_path / "m.tif", labels)
+    tracemalloc.start()
+    try:
+        got = read_mask(tmp_path / "m.tif")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.dtype == np.int32 and np.array_equal(got, labels.astype(np.int64))
+    assert peak < 1.5 * labels.nbytes, peak
+
 def test_mask_negative_labels_refused(tmp_path: Path) -> None:
     p = tmp_path / "neg.tif"
     tifffile.imwrite(p, np.array([[0, -1], [2, 3]] * 8, np.int16))
