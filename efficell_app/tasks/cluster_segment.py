@@ -288,6 +288,8 @@ def _as_done(futures: list[Future | None], cancel: CancelToken | None) -> Iterat
             time.sleep(POLL_S)
             continue
         for fut in batch:
+            if cancel is not None:  # images finished together come in one batch: none is reported after a cancel
+                cancel.raise_if_cancelled()
             i = where[fut.key]
             try:
                 value = fut.result()
