@@ -202,8 +202,9 @@ def segment_files(paths: list[Path], out_dir: Path, segmenter, options: BatchOpt
     ``options.measure`` is False) and ``efficell_run.json`` recording the app version, model
     identity and settings, also when the table could not be written (its error is raised then);
     numbered ones where those hold another run (:func:`run_file_names`); returns the two paths
-    (:func:`write_run_files`), or ``None`` when cancelled before the first image was done. ``progress(index, total, name, fraction)`` follows the work within
-    each image (a slide of 16384² px takes minutes).
+    (:func:`write_run_files`), or ``None`` when cancelled before the first image was done.
+    ``progress(index, total, name, fraction)`` follows the work within each image (a slide of
+    16384² px takes minutes).
     """
     opts = options or BatchOptions()
     out_dir = output_folder(Path(out_dir))

@@ -20,9 +20,9 @@ from PySide6.QtCore import QObject, Signal
 
 from .. import tasks
 from ..core.images import PlaneChoice
+from ..core.progress import EtaTracker
 from ..project.measuring import MeasuredImage, MeasureSettings
 from .settings import Preferences, add_recent_project
-from ..core.progress import EtaTracker
 from .workers import TaskWorker, start_task
 
 if TYPE_CHECKING:
