@@ -16,6 +16,7 @@ from typing import Any
 from ..core.pairing import find_mask, image_stem, is_mask_name
 from . import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from .options import pixel_size_um
+from .progress import progress_line
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     items = expand_scenes(images)  # a multi-scene file: one image per scene, as segment writes them
     scene_masks = output_names(items)  # <stem>_s<k>_masks.tif: segment's own names, one home
-    for item in items:
+    for k, item in enumerate(items, start=1):
         path, scene, scene_name = item
         mask_path = find_mask(path, masks_dir) if scene is None else masks_dir / scene_masks[item]
+        t_image = time.perf_counter()
         try:
             img = read_image(path, planes, scene=scene)  # first: an unreadable image is named as such
             if mask_path is None or not mask_path.is_file():
@@ -103,9 +105,12 @@ def run(args: argparse.Namespace) -> int:
         except EffiCellError as exc:
             from .hints import with_options
 
+            progress_line(sys.stderr, k, len(items), display_name(path, scene_name), "failed")
             print(f"error: {with_options(exc)}", file=sys.stderr)
             failures.append(with_options(exc))
             continue
+        progress_line(sys.stderr, k, len(items), display_name(path, scene_name),
+                      f"{len(measured.cells)} cells, {time.perf_counter() - t_image:.1f} s")
         cell_tables.append(measured.cells)
         image_rows.append(measured.summary | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
     if not image_rows:

@@ -13,6 +13,7 @@ from ..core.errors import Cancelled, EffiCellError
 from ..core.progress import EtaTracker
 from .interrupt import ctrl_c_cancels
 from .options import pixel_size_um
+from .progress import progress_line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,18 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress(ev, stream) -> None:  # noqa: ANN001
-    tty = stream.isatty()
-    bar_w = 24
-    done = int(bar_w * ev.index / max(ev.total, 1))
-    status = ("kept from an earlier run" if ev.kept else f"{ev.n_cells} cells, {ev.seconds:.1f} s") if ev.ok else "failed"
-    line = f"[{'#' * done}{'.' * (bar_w - done)}] {ev.index}/{ev.total} {ev.name}: {status}"
-    print(("\r" + line.ljust(100)) if tty else line, file=stream, end="" if tty and ev.index < ev.total else "\n", flush=True)
-
-
 def _report(ev, err) -> None:  # noqa: ANN001
     """The progress line of one image (one scene of a file), then its error or warning."""
-    _progress(ev, err)
+    status = ("kept from an earlier run" if ev.kept else f"{ev.n_cells} cells, {ev.seconds:.1f} s") if ev.ok else "failed"
+    progress_line(err, ev.index, ev.total, ev.name, status)
     where = f"{ev.path} [{ev.scene}]" if ev.scene is not None else str(ev.path)
     if not ev.ok:
         print(f"error: {where}: {ev.message}", file=err)

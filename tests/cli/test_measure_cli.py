@@ -91,9 +91,12 @@ def test_missing_and_mismatched_masks_reported_rest_completes(folders, tmp_path:
     shutil.copy(phase_pairs[1][1], masks / f"{paths[1].stem}_masks.tif")
     out = tmp_path / "m.xlsx"
     rc = main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(out)])
-    err = capsys.readouterr().err.strip().splitlines()
+    lines = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in lines if line.startswith("error: ")]
     assert rc == 1
-    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    progress = [line.split("] ", 1)[1] for line in lines if line not in err]  # the rest: a line per image
+    assert [line.split(": ")[0] for line in progress] == [f"{i}/4 {p.name}" for i, p in enumerate(paths, start=1)]
+    assert [line.endswith(": failed") for line in progress] == [True, True, False, False]
     assert str(paths[0]) in err[0] and "no mask" in err[0]
     assert str(masks / f"{paths[1].stem}_masks.tif") in err[1] and str(paths[1]) in err[1]
     measured = pd.read_excel(out, sheet_name="Images")
