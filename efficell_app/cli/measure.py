@@ -77,12 +77,14 @@ def run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from ..core.export import model_name, models_record, read_label_settings
     from ..core.measure import MIN_OBJECT_PX, file_calibration, measure_image
 
     t0 = time.perf_counter()
     cell_tables: list[pd.DataFrame] = []
     image_rows: list[dict[str, Any]] = []
     failures: list[str] = []
+    models: dict[str, dict[str, Any]] = {}  # the models that made the masks, when they say
     from ..core.batch import expand_scenes, output_names
     from ..core.images import display_name
 
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                 where = f"{path} [{scene_name}]" if scene is not None else str(path)
                 raise EffiCellError(f"{where}: no mask in {masks_dir} (looked for {looked})")
             labels = read_mask(mask_path)
+            made_by = read_label_settings(mask_path) or {}  # efficell segment's masks say which model made them
             measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names),
                                      display_name(path, scene_name), mask_path=mask_path)
         except EffiCellError as exc:
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         progress_line(sys.stderr, k, len(items), display_name(path, scene_name),
                       f"{len(measured.cells)} cells, {time.perf_counter() - t_image:.1f} s")
+        if model_name(made_by):
+            models[model_name(made_by)] = made_by
         cell_tables.append(measured.cells)
         image_rows.append(measured.summary | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
     if not image_rows:
@@ -128,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         "images_measured": len(image_rows),
         "images_failed": failures,
         "seconds": round(time.perf_counter() - t0, 3),
+        **models_record(models),
     }
     try:
         _save(cells, summary, settings, out)

@@ -73,6 +73,25 @@ def settings_record(settings: dict[str, Any] | None) -> dict[str, Any]:
     return rec
 
 
+def model_name(identity: dict[str, Any]) -> str:
+    """The model that made labels, as the tables name it ("encoder + adapter"); "" for none."""
+    if not identity or not identity.get("encoder"):
+        return ""
+    return f"{identity['encoder']} + {identity.get('adapter') or 'built-in'}"
+
+
+def models_record(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The settings entries naming each model whose labels a table measures, with its checksums
+    (``model_1``, ``model_1_encoder_sha256``, ...), in name order."""
+    rec: dict[str, Any] = {}
+    for k, (name, ident) in enumerate(sorted(models.items()), start=1):
+        rec[f"model_{k}"] = name
+        for key in ("encoder_sha256", "adapter_sha256", "app_version"):
+            if ident.get(key):
+                rec[f"model_{k}_{key}"] = ident[key]
+    return rec
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
@@ -545,5 +564,5 @@ def _json_number(v: Any) -> float | int | None:
 __all__ = [
     "EXCEL_MAX_DATA_ROWS", "FORMULA_START", "cell_polygons", "companion_paths", "settings_record", "write_csv", "write_geojson",
     "write_imagej_rois", "write_label_tiff", "write_overlay_png", "write_xlsx", "neutralise_formula",
-    "read_label_settings",
+    "read_label_settings", "model_name", "models_record",
 ]

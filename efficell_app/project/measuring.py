@@ -62,9 +62,9 @@ class FoundLabels:
     @property
     def model(self) -> str:
         """The model that made a result ("encoder + adapter"), "" for an annotation."""
-        if not self.identity:
-            return ""
-        return f"{self.identity.get('encoder', '?')} + {self.identity.get('adapter') or 'built-in'}"
+        from ..core.export import model_name
+
+        return model_name(self.identity)
 
 
 def check_source(source: str) -> None:

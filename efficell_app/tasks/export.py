@@ -260,6 +260,8 @@ def _settings(project: Project, report: ExportReport, set_name: str | None, sour
               measure: MeasureSettings, models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The settings sheet: project, scope, labels, measuring choices, counts and each model with
     its checksums (``core.export.settings_record`` adds ``app_version`` and ``exported_at``)."""
+    from ..core import export as ex
+
     settings: dict[str, Any] = {
         "project": project.name,
         "project_folder": str(project.root),
@@ -271,12 +273,7 @@ def _settings(project: Project, report: ExportReport, set_name: str | None, sour
         "images_measured": report.n_images,
         "images_without_labels": len(report.not_labelled),
     }
-    for k, (name, ident) in enumerate(sorted(models.items()), start=1):
-        settings[f"model_{k}"] = name
-        for key in ("encoder_sha256", "adapter_sha256", "app_version"):
-            if ident.get(key):
-                settings[f"model_{k}_{key}"] = ident[key]
-    return settings
+    return settings | ex.models_record(models)
 
 
 def export_project(project: Project, out: str | Path, set_name: str | None = None, source: str = "auto",

@@ -154,3 +154,25 @@ def test_images_and_masks_in_the_same_folder(tmp_path: Path, dsb_pairs) -> None:
     out = tmp_path / "m.csv"
     assert main(["measure", "--images", str(both), "--masks", str(both), "--out", str(out)]) == 0
     assert sorted(pd.read_csv(tmp_path / "m_images.csv")["image"]) == sorted(p.name for p, _ in dsb_pairs[:2])
+
+
+def test_the_settings_name_the_models_that_made_the_masks(folders, tmp_path: Path) -> None:
+    """Masks written by ``efficell segment`` record their model: the table's settings name it with
+    its checksums (as a project export does); ground-truth masks name none."""
+    from efficell_app.core.export import write_label_tiff
+
+    def settings(out: Path) -> dict:
+        sheet = pd.read_excel(out, sheet_name="Settings", header=None).iloc[1:]
+        return dict(zip(sheet[0], sheet[1]))
+
+    images, masks = folders
+    assert main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "gt.xlsx")]) == 0
+    assert not any(k.startswith("model_") for k in settings(tmp_path / "gt.xlsx"))
+    first = sorted(images.iterdir())[0]
+    made = {"encoder": "efficell_compact", "adapter": "lab adapter", "encoder_sha256": "e" * 64,
+            "adapter_sha256": "a" * 64, "app_version": "0.1.0", "diameter_px": 20.0}
+    write_label_tiff(read_mask(next(masks.glob(f"{first.stem}*"))), masks / f"{first.stem}_masks.tif", settings=made)
+    assert main(["measure", "--images", str(images), "--masks", str(masks), "--out", str(tmp_path / "a.xlsx")]) == 0
+    got = settings(tmp_path / "a.xlsx")
+    assert got["model_1"] == "efficell_compact + lab adapter" and "model_2" not in got
+    assert got["model_1_encoder_sha256"] == "e" * 64 and got["model_1_adapter_sha256"] == "a" * 64
