@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     scene_masks = output_names(items)  # <stem>_s<k>_masks.tif: segment's own names, one home
     for k, item in enumerate(items, start=1):
         path, scene, scene_name = item
+        name = display_name(path, scene_name)
         mask_path = find_mask(path, masks_dir) if scene is None else masks_dir / scene_masks[item]
         t_image = time.perf_counter()
         try:
@@ -103,19 +104,18 @@ def run(args: argparse.Namespace) -> int:
                 raise EffiCellError(f"{where}: no mask in {masks_dir} (looked for {looked})")
             labels = read_mask(mask_path)
             made_by = read_label_settings(mask_path) or {}  # efficell segment's masks say which model made them
-            measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names),
-                                     display_name(path, scene_name), mask_path=mask_path)
+            measured = measure_image(labels, img, file_calibration(img, args.pixel_size, channel_names), name,
+                                     mask_path=mask_path)
         except EffiCellError as exc:
             from .hints import with_options
 
-            progress_line(sys.stderr, k, len(items), display_name(path, scene_name), "failed")
+            progress_line(sys.stderr, k, len(items), name, "failed")
             print(f"error: {with_options(exc)}", file=sys.stderr)
             failures.append(with_options(exc))
             continue
-        progress_line(sys.stderr, k, len(items), display_name(path, scene_name),
-                      f"{len(measured.cells)} cells, {time.perf_counter() - t_image:.1f} s")
-        if model_name(made_by):
-            models[model_name(made_by)] = made_by
+        progress_line(sys.stderr, k, len(items), name, f"{len(measured.cells)} cells, {time.perf_counter() - t_image:.1f} s")
+        if made_by_name := model_name(made_by):
+            models[made_by_name] = made_by
         cell_tables.append(measured.cells)
         image_rows.append(measured.summary | {"height_px": img.shape[0], "width_px": img.shape[1], "mask": mask_path.name})
     if not image_rows:
